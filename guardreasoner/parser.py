@@ -108,7 +108,7 @@ def find_answers_blocks(text: str) -> list[AnswersBlock]:
     return blocks
 
 
-def _echo_length(text: str, sources: list[str]) -> int:
+def echo_length(text: str, sources: list[str]) -> int:
     """How many leading characters of the output are copied from the input (binary search on the prefix)."""
     body = text.lstrip()
     skipped = len(text) - len(body)
@@ -127,7 +127,7 @@ def _echo_length(text: str, sources: list[str]) -> int:
     return skipped + low
 
 
-def _reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
+def reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
     """Steps and conclusions under their ``# Task N`` headings; steps before any task heading belong to task 1."""
     items: list[ReasoningItem] = []
     headings = [m for m in _HEADING.finditer(text) if m.start() >= start_at]
@@ -154,7 +154,7 @@ def _reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
     return items
 
 
-def _tasks_from_items(items: list[ReasoningItem]) -> dict[str, TaskReasoning]:
+def tasks_from_items(items: list[ReasoningItem]) -> dict[str, TaskReasoning]:
     tasks = {key: TaskReasoning(key) for key in VERDICT_KEYS}
     for item in items:
         # A later copy of a task (the model restarting) replaces the earlier one.
@@ -193,7 +193,7 @@ def parse(text: str, *, user_texts: tuple[str, ...] | list[str] = (), has_respon
     """
     sources = [t for t in user_texts if t]
     flags: list[str] = []
-    echo_end = _echo_length(text, sources)
+    echo_end = echo_length(text, sources)
     if echo_end:
         flags.append("echo")
     planted_haystack = _normalize("\n".join(sources))
@@ -210,8 +210,8 @@ def parse(text: str, *, user_texts: tuple[str, ...] | list[str] = (), has_respon
     if _is_repetitive(text):
         flags.append("repetition")
 
-    items = _reasoning_items(text, echo_end)
-    tasks = _tasks_from_items(items)
+    items = reasoning_items(text, echo_end)
+    tasks = tasks_from_items(items)
     # The final answer region is everything after the last reasoning heading. Within it the first statement
     # of a verdict counts (as the paper scored); contradictions there are flagged. Blocks before it (such as
     # one the model wrote mid-reasoning before it was cut off) only fill in what the region lacks.

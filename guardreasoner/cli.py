@@ -1,0 +1,216 @@
+"""Command line: classify text or files, print the exact model input, parse existing generations, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .models import DEFAULT_MODEL, ModelUnavailable
+from .results import VERDICT_KEYS
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', or an OpenAI-compatible URL")
+    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm", "openai"])
+    parser.add_argument("--mode", choices=["raw", "chat"], help="prompt mode (default: the model's own)")
+    parser.add_argument("--max-new-tokens", type=int, default=2048)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="fail instead of using the embedded model when the hub model cannot be loaded")
+
+
+def _load(args, **options):
+    from .guard import load_guard
+
+    guard = load_guard(
+        args.model, args.backend, mode=args.mode, fallback=not args.no_fallback,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, **options,
+    )
+    if guard.fallback_reason:
+        print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)
+    return guard
+
+
+def _verdict_line(result) -> str:
+    parts = []
+    for key in VERDICT_KEYS:
+        verdict = result.verdicts[key]
+        note = " (fail-closed)" if verdict.fail_closed else " (recovered)" if verdict.recovered else ""
+        confidence = f" p={verdict.confidence:.2f}" if verdict.confidence is not None else ""
+        parts.append(f"{key.capitalize()}: {verdict.label}{note}{confidence}")
+    return " | ".join(parts) + f"   [{result.status}, {result.completion_tokens} tokens, {result.latency_s:.2f}s]"
+
+
+def _classify_text(args) -> int:
+    guard = _load(args)
+    result = None
+    for update in guard.stream(args.text, args.response):
+        if update.delta and not args.json:
+            print(update.delta, end="", flush=True)
+        result = update.result or result
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print("\n\n" + _verdict_line(result))
+    return 0
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """An interrupted write can leave half a line; cut it so appended rows start on a line of their own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _classify_file(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .rows import RowError, done_lines, read_rows
+
+    output = Path(args.output)
+    _drop_partial_last_line(output)
+    done = done_lines(output)
+    rows, errors = [], []
+    for row in read_rows(args.input):
+        if isinstance(row, RowError):
+            errors.append(row)
+            print(f"{args.input}: {row}", file=sys.stderr)
+        elif row.line not in done:
+            rows.append(row)
+    if done:
+        print(f"resuming: {len(done)} rows already in {output}, {len(rows)} to go", file=sys.stderr)
+    if rows:
+        guard = _load(args)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("a", encoding="utf-8") as handle, tqdm(total=len(rows), desc="classify", unit="row") as bar:
+            for start in range(0, len(rows), args.batch_size):
+                chunk = rows[start : start + args.batch_size]
+                results = guard.classify([{"prompt": r.prompt, "response": r.response} for r in chunk])
+                for row, result in zip(chunk, results):
+                    record = {"line": row.line, **row.extra, **result.to_dict()}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()  # a finished batch survives an interruption
+                bar.update(len(chunk))
+    if errors:
+        print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _prompt(args) -> int:
+    from .template import build_prompt, render
+
+    tokenizer = None
+    if args.mode == "chat":
+        from transformers import AutoTokenizer
+
+        from .models import model_folder, resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(model_folder(resolve_model(args.model, fallback=True)))
+    built = build_prompt(args.prompt, args.response)
+    sys.stdout.write(render(built.text, args.mode, tokenizer))
+    return 0
+
+
+def _parse(args) -> int:
+    from .parser import parse, split_upstream_prompt
+
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    bad = 0
+    try:
+        with open(args.input, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                record = {key: None for key in VERDICT_KEYS} | {"parse_error": True}
+                try:
+                    row = json.loads(line)
+                    text = row[args.field]
+                    if not isinstance(text, str):
+                        raise TypeError(f"'{args.field}' is not text")
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    bad += 1
+                    print(f"{args.input}: line {number}: {error}", file=sys.stderr)
+                    out.write(json.dumps(record) + "\n")
+                    continue
+                user_texts, has_response = (), None
+                if isinstance(row.get("prompt"), str):
+                    try:
+                        request, reply = split_upstream_prompt(row["prompt"])
+                        user_texts, has_response = (request, reply or ""), reply is not None
+                    except ValueError:
+                        pass
+                parsed = parse(text, user_texts=user_texts, has_response=has_response)
+                record = parsed.labels | {"parse_error": parsed.parse_error}
+                if args.details:
+                    record |= {"status": parsed.status, "flags": parsed.flags,
+                               "sources": {k: v.source for k, v in parsed.verdicts.items()}}
+                out.write(json.dumps(record) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    return 1 if bad else 0
+
+
+def _serve(args) -> int:
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, fallback=not args.no_fallback)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m guardreasoner", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    classify = commands.add_parser("classify", help="classify a request (and reply), or a JSONL/CSV file")
+    classify.add_argument("text", nargs="?", help="the user's request")
+    classify.add_argument("--response", help="the AI reply to judge (optional)")
+    classify.add_argument("--input", help="rows.jsonl or rows.csv with 'prompt' and optional 'response'")
+    classify.add_argument("--output", help="results.jsonl (appended; rows already there are skipped)")
+    classify.add_argument("--batch-size", type=int, default=16)
+    classify.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_model_options(classify)
+
+    prompt = commands.add_parser("prompt", help="print the exact model input")
+    prompt.add_argument("--prompt", required=True)
+    prompt.add_argument("--response")
+    prompt.add_argument("--mode", choices=["raw", "chat"], default="raw")
+    prompt.add_argument("--model", default="embedded", help="whose chat template to use in chat mode")
+
+    parse = commands.add_parser("parse", help="parse existing generations (e.g. generated_predictions.jsonl)")
+    parse.add_argument("input")
+    parse.add_argument("--field", default="predict")
+    parse.add_argument("--out")
+    parse.add_argument("--details", action="store_true", help="add status, flags and verdict sources")
+
+    serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    serve.add_argument("--model", default=DEFAULT_MODEL)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-fallback", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "classify":
+            if args.input:
+                if not args.output:
+                    raise SystemExit("--input needs --output")
+                return _classify_file(args)
+            if not args.text:
+                raise SystemExit("give the request text, or --input FILE --output FILE")
+            return _classify_text(args)
+        return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
+    except ModelUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

