@@ -9,6 +9,10 @@ import json
 import time
 import uuid
 
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import StreamingResponse
+
 from .backends.base import Generation, SamplingConfig
 from .backends.transformers_backend import TransformersBackend
 
@@ -66,10 +70,6 @@ def _sse(payload: dict | str) -> str:
 
 def create_app(backend: TransformersBackend, served_name: str | None = None):
     """A FastAPI app serving ``backend``'s model under ``served_name``."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
-    from fastapi.responses import StreamingResponse
-
     app = FastAPI(title="GuardReasoner OpenAI-compatible server")
     name = served_name or backend.model_id
     tokenizer = backend.tokenizer

@@ -55,8 +55,11 @@ def random_llama(folder: Path, tokenizer_dir: Path) -> Path:
     return folder
 
 
-def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 120) -> Path:
-    """Overfit a tiny Llama on the two raw-mode prompts in TAUGHT, with loss on the answers only."""
+def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 100) -> Path:
+    """Overfit a tiny Llama on the two raw-mode prompts in TAUGHT, with loss on the answers only.
+
+    Greedy decoding must reproduce ~120 tokens exactly, so train well past the point where the loss looks low
+    (at 120 single-example steps one token in a hundred still goes astray)."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -73,12 +76,16 @@ def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 120) -> Path:
         batches.append((ids, labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(steps):
-        ids, labels = batches[step % len(batches)]
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # tests pin OMP to 1 thread; this small dense loop gains from both cores
+    try:
+        for _ in range(steps):
+            for ids, labels in batches:
+                model(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -1,0 +1,74 @@
+import math
+
+import pytest
+
+from guardreasoner.confidence import apply_threshold, attach_confidences, positive_probability
+from guardreasoner.parser import parse
+
+
+def test_positive_probability_pools_tokens_that_begin_each_label():
+    top = {" harmful": math.log(0.6), " harm": math.log(0.1), " unh": math.log(0.2), " un": math.log(0.05),
+           " the": math.log(0.05)}
+    assert positive_probability("request", " ", top) == pytest.approx(0.7 / 0.95)
+    assert positive_probability("completion", " ", {" refusal": math.log(0.3), " compliance": math.log(0.1)}) == \
+        pytest.approx(0.75)
+    assert positive_probability("request", " ", {" the": 0.0}) is None
+
+
+def test_confidence_is_attached_at_the_verdict_token():
+    tokens = ["Answers", ":", " \n", "Request", ":", " harmful", "\n", "Completion", ":", " None"]
+    top = [{t: 0.0} for t in tokens]
+    top[5] = {" harmful": math.log(0.8), " unh": math.log(0.2)}
+    text = "".join(tokens)
+    parsed = parse(text)
+    attach_confidences(text, parsed.verdicts, tokens, top)
+    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)
+    assert parsed.verdicts["request"].confidence == pytest.approx(0.8)
+    assert parsed.verdicts["completion"].p_positive is None  # "None" has no label pair
+
+
+def test_threshold_makes_the_guard_stricter_or_looser():
+    parsed = parse("Answers: \nRequest: unharmful")
+    verdict = parsed.verdicts["request"]
+    verdict.p_positive = 0.3
+    assert verdict.confidence == pytest.approx(0.7)
+    apply_threshold(verdict, 0.5)
+    assert verdict.label == "unharmful"
+    apply_threshold(verdict, 0.25)  # stricter: flag at 25% harmful
+    assert verdict.label == "harmful"
+
+
+def test_confidence_equals_the_models_own_probability(taught_model_dir):
+    """Recompute P(label token) with a forward pass at the verdict position and compare."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guardreasoner.backends import SamplingConfig
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.guard import Guard
+    from guardreasoner.template import user_turn
+    from tests.tiny_models import HARMFUL_REQUEST
+
+    guard = Guard(TransformersBackend(str(taught_model_dir)), sampling=SamplingConfig(max_new_tokens=160, top_logprobs=20))
+    result = guard.classify([HARMFUL_REQUEST])[0]
+    verdict = result.verdicts["request"]
+    assert verdict.label == "harmful" and verdict.p_positive is not None
+
+    tokenizer = AutoTokenizer.from_pretrained(taught_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(taught_model_dir)
+    before = result.output[: verdict.offset].rstrip(" ")
+    ids = tokenizer(user_turn(HARMFUL_REQUEST), return_tensors="pt")["input_ids"]
+    ids = torch.cat([ids, tokenizer(before, add_special_tokens=False, return_tensors="pt")["input_ids"]], dim=1)
+    with torch.no_grad():
+        probs = model(ids).logits[0, -1].softmax(-1)
+    vocab = {tokenizer.decode([i]): i for i in range(len(tokenizer))}
+    mass = {label: sum(float(probs[i]) for text, i in vocab.items()
+                       if text.startswith(" ") and len(text) > 1 and label.startswith(text[1:].lower()))
+            for label in ("harmful", "unharmful")}
+    top20 = set(probs.topk(20).indices.tolist())
+    # Only tokens among the top 20 were seen by the guard; compare on that set.
+    seen = {label: sum(float(probs[i]) for text, i in vocab.items() if i in top20 and text.startswith(" ")
+                       and len(text) > 1 and label.startswith(text[1:].lower()))
+            for label in ("harmful", "unharmful")}
+    assert mass["harmful"] > 0
+    assert verdict.p_positive == pytest.approx(seen["harmful"] / (seen["harmful"] + seen["unharmful"]), abs=1e-4)

@@ -1,0 +1,79 @@
+import json
+import random
+
+from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.stream_parser import StreamParser
+
+
+def real_row(shared_dir, benchmark="HarmBenchResponse", index=0, model="GuardReasoner-8B"):
+    path = shared_dir / "predictions" / model / benchmark / "generated_predictions.jsonl"
+    return json.loads(path.read_text().splitlines()[index])
+
+
+def feed_in_chunks(text, user_texts, has_response, seed=0):
+    """Feed text in random 1-12 character chunks; return (events with the text fed so far, final parse)."""
+    rng = random.Random(seed)
+    parser = StreamParser(user_texts, has_response)
+    seen, position = [], 0
+    while position < len(text):
+        step = rng.randint(1, 12)
+        chunk = text[position : position + step]
+        position += len(chunk)
+        seen += [(event, position) for event in parser.feed(chunk)]
+    events, parsed = parser.finish()
+    seen += [(event, position) for event in events]
+    return seen, parsed
+
+
+def test_streamed_parse_equals_whole_parse_on_real_outputs(shared_dir):
+    for model in ("GuardReasoner-1B", "GuardReasoner-8B"):
+        for index in range(0, 60, 7):
+            row = real_row(shared_dir, "HarmBenchResponse", index, model)
+            request, reply = split_upstream_prompt(row["prompt"])
+            user = (request, reply or "")
+            events, parsed = feed_in_chunks(row["predict"], user, True, seed=index)
+            whole = parse(row["predict"], user_texts=user, has_response=True)
+            assert parsed.labels == whole.labels
+            for key, task in whole.tasks.items():
+                streamed_steps = [e.text for e, _ in events if e.kind == "step" and e.task == key]
+                assert streamed_steps == task.steps
+            final_verdicts = {}
+            for event, _ in events:
+                if event.kind == "verdict":
+                    final_verdicts[event.task] = event.label
+            assert final_verdicts == {k: v for k, v in whole.labels.items() if v is not None}
+
+
+def test_request_verdict_is_reported_at_its_conclusion_long_before_the_end(shared_dir):
+    row = real_row(shared_dir)
+    text = row["predict"]
+    request, reply = split_upstream_prompt(row["prompt"])
+    events, _ = feed_in_chunks(text, (request, reply), True)
+    first = next((event, fed) for event, fed in events if event.kind == "verdict" and event.task == "request")
+    event, fed = first
+    assert event.label == "harmful" and event.source == "conclusion"
+    conclusion_end = text.index("The human user's request is harmful.\n") + len("The human user's request is harmful.\n")
+    assert conclusion_end <= fed < text.index("# Task 3")
+    # The Answers block then confirms it with the authoritative source.
+    confirm = [e for e, _ in events if e.kind == "verdict" and e.task == "request"]
+    assert confirm[-1].source == "answers" and confirm[-1].label == "harmful"
+
+
+def test_a_half_written_verdict_word_is_not_reported():
+    parser = StreamParser()
+    events = parser.feed("Answers: \nRequest: harm")
+    assert not [e for e in events if e.kind == "verdict"]
+    events = parser.feed("less\nCompletion: None\n")  # "harmless" is no label: still nothing
+    assert not [e for e in events if e.kind == "verdict"]
+    parser = StreamParser()
+    parser.feed("Answers: \nRequest: ")
+    events = parser.feed("unharmful\n")
+    assert [(e.task, e.label) for e in events if e.kind == "verdict"] == [("request", "unharmful")]
+
+
+def test_steps_are_reported_only_once_closed():
+    parser = StreamParser()
+    assert parser.feed("# Task 1\n\n## Reasoning Step 1\nThe user asks") == []
+    assert parser.feed(" about bread.\n") == []  # the step may still grow
+    events = parser.feed("\n## Reasoning Step 2\n")
+    assert [(e.kind, e.text) for e in events] == [("step", "The user asks about bread.")]
