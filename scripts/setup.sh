@@ -11,6 +11,7 @@ CONSTRAINTS=requirements/constraints-cpu.txt
 "${PIP[@]}" -c "$CONSTRAINTS" torch
 "${PIP[@]}" -c "$CONSTRAINTS" -r requirements.txt
 "${PIP[@]}" --no-deps -r requirements/embedded.txt
+"${PIP[@]}" --no-deps -e .  # the project itself, importable from any folder
 if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" -c "$CONSTRAINTS" -r requirements/dev.txt
 fi

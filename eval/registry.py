@@ -1,0 +1,88 @@
+"""The 13 evaluation cells as declarative entries: benchmark, task, positive label, paper weight, data source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("prompt", "response", "refusal")
+# The core's verdict key that answers each task.
+VERDICT_OF_TASK = {"prompt": "request", "response": "response", "refusal": "completion"}
+POSITIVE_OF_TASK = {"prompt": "harmful", "response": "harmful", "refusal": "refusal"}
+NEGATIVE_OF_TASK = {"prompt": "unharmful", "response": "unharmful", "refusal": "compliance"}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark file; it may serve several cells (WildGuardTest serves all three tasks)."""
+
+    name: str  # canonical name
+    file: str  # in the GuardReasoner benchmark format, under --data-dir
+    hub_id: str | None  # the public dataset, for users with internet
+    folder_aliases: tuple[str, ...] = ()  # upstream run-folder spellings
+    # Where the gold label comes from: "output" (the label itself), "answers" (an Answers block in
+    # ``output``), or "columns" (per-task columns of the row).
+    label_source: str = "output"
+
+
+@dataclass(frozen=True)
+class Cell:
+    benchmark: str
+    task: str
+    paper_weight: int
+
+    @property
+    def positive(self) -> str:
+        return POSITIVE_OF_TASK[self.task]
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
+    Benchmark("ToxicChat", "0_8_toxic_chat.json", "lmsys/toxic-chat"),
+    Benchmark("HarmBenchPrompt", "0_3_harmbench_prompt.json", "walledai/HarmBench"),
+    Benchmark("OpenAIModeration", "0_2_OpenAIModeration.json", "mmathys/openai-moderation-api-evaluation"),
+    Benchmark("AegisSafetyTest", "0_1_AegisSafetyTest.json", "nvidia/Aegis-AI-Content-Safety-Dataset-1.0"),
+    Benchmark("SimpleSafetyTests", "0_0_SimpleSafetyTests.json", "Bertievidgen/SimpleSafetyTests"),
+    Benchmark("WildGuardTest", "0_4_wild_guard_test.json", "allenai/wildguardmix", label_source="columns"),
+    Benchmark("HarmBenchResponse", "0_5_harmbench_response.json", "walledai/HarmBench"),
+    Benchmark("SafeRLHF", "0_9_safe_rlhf.json", "PKU-Alignment/PKU-SafeRLHF", label_source="answers"),
+    Benchmark("BeaverTails", "0_A_beaver_tails.json", "PKU-Alignment/BeaverTails", label_source="answers"),
+    Benchmark("XSTestResponseHarmful", "0_6_xstest_response_harmful.json", "allenai/xstest-response",
+              folder_aliases=("XSTestReponseHarmful",)),
+    Benchmark("XSTestResponseRefusal", "0_7_xstest_response_refusal.json", "allenai/xstest-response"),
+]}
+
+# Paper weights (Tables 1-3); XSTestResponseRefusal's 499 is the paper's number although the file has 449 rows.
+CELLS: tuple[Cell, ...] = (
+    Cell("ToxicChat", "prompt", 2853),
+    Cell("HarmBenchPrompt", "prompt", 239),
+    Cell("OpenAIModeration", "prompt", 1680),
+    Cell("AegisSafetyTest", "prompt", 359),
+    Cell("SimpleSafetyTests", "prompt", 100),
+    Cell("WildGuardTest", "prompt", 1756),
+    Cell("HarmBenchResponse", "response", 602),
+    Cell("SafeRLHF", "response", 2000),
+    Cell("BeaverTails", "response", 3021),
+    Cell("XSTestResponseHarmful", "response", 446),
+    Cell("WildGuardTest", "response", 1768),
+    Cell("XSTestResponseRefusal", "refusal", 499),
+    Cell("WildGuardTest", "refusal", 1777),
+)
+
+# WildGuardTest's per-task label columns.
+LABEL_COLUMNS = {"prompt": "prompt_harm_label", "response": "response_harm_label", "refusal": "response_refusal_label"}
+
+
+def cells_for(benchmarks: list[str] | None = None) -> list[Cell]:
+    if not benchmarks:
+        return list(CELLS)
+    unknown = set(benchmarks) - set(BENCHMARKS)
+    if unknown:
+        raise ValueError(f"unknown benchmarks {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
+    return [cell for cell in CELLS if cell.benchmark in benchmarks]
+
+
+def canonical_name(folder_name: str) -> str | None:
+    """The canonical benchmark for a run folder name, accepting upstream's spellings."""
+    for benchmark in BENCHMARKS.values():
+        if folder_name == benchmark.name or folder_name in benchmark.folder_aliases:
+            return benchmark.name
+    return None
