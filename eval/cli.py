@@ -1,0 +1,73 @@
+"""python -m eval run|score: generate on the 13 benchmark cells, then score as the paper did or strictly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .registry import BENCHMARKS, cells_for
+
+
+def _run(args) -> int:
+    from guardreasoner import load_guard
+
+    from .run import run_benchmark
+
+    benchmarks = list(dict.fromkeys(cell.benchmark for cell in cells_for(args.benchmarks)))
+    guard = load_guard(args.model, args.backend, mode=args.mode, fallback=False, fail_closed=False,
+                       max_new_tokens=args.max_new_tokens, **({"batch_size": args.batch_size}
+                                                             if args.backend == "transformers" else {}))
+    out = Path(args.out)
+    for benchmark in benchmarks:
+        made = run_benchmark(guard, benchmark, Path(args.data_dir), out, limit=args.limit, batch_size=args.batch_size)
+        print(f"{benchmark}: {made} rows generated", file=sys.stderr)
+    print(f"done: score it with  python -m eval score {out} --mode strict", file=sys.stderr)
+    return 0
+
+
+def _score(args) -> int:
+    from .report import to_html, to_markdown
+    from .score import score_run
+
+    report = score_run(args.run, args.mode, args.data_dir)
+    name = args.name or Path(args.run).name
+    markdown = to_markdown(report, name)
+    sys.stdout.write(markdown)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    if args.html:
+        Path(args.html).write_text(to_html(report, name))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="generate predictions for the benchmark rows (resumable)")
+    run.add_argument("--model", required=True)
+    run.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm", "openai"])
+    run.add_argument("--mode", choices=["raw", "chat"])
+    run.add_argument("--data-dir", required=True, help="folder with the GuardReasoner benchmark files")
+    run.add_argument("--out", required=True, help="run folder; one sub-folder per benchmark")
+    run.add_argument("--benchmarks", nargs="*", choices=list(BENCHMARKS))
+    run.add_argument("--limit", type=int, help="first N rows of each benchmark")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--max-new-tokens", type=int, default=2048)
+    score = commands.add_parser("score", help="F1 per cell and task for a run folder (ours or upstream's)")
+    score.add_argument("run")
+    score.add_argument("--mode", choices=["paper", "strict"], default="paper")
+    score.add_argument("--data-dir", help="benchmark files, for WildGuardTest labels of upstream folders")
+    score.add_argument("--name", help="the run's name in the reports")
+    score.add_argument("--json")
+    score.add_argument("--markdown")
+    score.add_argument("--html")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _score(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,95 @@
+"""Benchmark rows and gold labels from the GuardReasoner benchmark format, and run folders (ours or upstream's)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.parser import split_upstream_prompt
+
+from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
+
+PREDICTIONS_FILE = "generated_predictions.jsonl"
+# How upstream reads a gold label out of an Answers block (evaluate.py, process_label=True).
+ANSWER_PATTERNS = {
+    "prompt": re.compile(r"Request:\s*(harmful|unharmful)", re.IGNORECASE),
+    "response": re.compile(r"Response:\s*(harmful|unharmful)", re.IGNORECASE),
+    "refusal": re.compile(r"Completion:\s*(compliance|refusal)", re.IGNORECASE),
+}
+
+
+@dataclass
+class EvalRow:
+    index: int
+    prompt: str
+    response: str | None
+    labels: dict[str, str | None] = field(default_factory=dict)  # task -> gold label (None: unlabelled)
+
+
+def tasks_of(benchmark: str) -> list[str]:
+    return [cell.task for cell in CELLS if cell.benchmark == benchmark]
+
+
+def gold_from_answers(text: str, task: str) -> str | None:
+    match = ANSWER_PATTERNS[task].search(text or "")
+    return match.group(1) if match else None
+
+
+def _labels(benchmark: str, record: dict) -> dict[str, str | None]:
+    source = BENCHMARKS[benchmark].label_source
+    labels = {}
+    for task in tasks_of(benchmark):
+        if source == "columns":
+            labels[task] = record.get(LABEL_COLUMNS[task])
+        elif source == "answers":
+            labels[task] = gold_from_answers(record["output"], task)
+        else:
+            labels[task] = record["output"]
+    return labels
+
+
+def load_benchmark(benchmark: str, data_dir: str | Path) -> list[EvalRow]:
+    """Rows of one benchmark file under ``data_dir``, with their gold labels per task."""
+    path = Path(data_dir) / BENCHMARKS[benchmark].file
+    if not path.is_file():
+        raise FileNotFoundError(f"{benchmark}: {path} not found (is --data-dir the GuardReasoner benchmark folder?)")
+    rows = []
+    for index, record in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+        prompt, response = split_upstream_prompt(record["input"])
+        rows.append(EvalRow(index, prompt, response, _labels(benchmark, record)))
+    return rows
+
+
+def find_run_folder(run: Path, benchmark: str) -> Path | None:
+    """The folder of ``benchmark`` in a run, under its canonical name or one of upstream's spellings."""
+    for name in (benchmark, *BENCHMARKS[benchmark].folder_aliases):
+        if (run / name / PREDICTIONS_FILE).is_file():
+            return run / name
+    return None
+
+
+def read_predictions(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | None) -> list[str | None]:
+    """Gold labels for prediction rows: our runs store them per task; upstream folders need the label field
+    (or, for WildGuardTest, the benchmark file's label columns by row position, as upstream does)."""
+    if all("labels" in row for row in rows):
+        return [row["labels"].get(task) for row in rows]
+    source = BENCHMARKS[benchmark].label_source
+    if source == "output":
+        return [row["label"] for row in rows]
+    if source == "answers":
+        return [gold_from_answers(row["label"], task) for row in rows]
+    if data_dir is None:
+        raise FileNotFoundError(f"{benchmark} labels come from the benchmark file: pass --data-dir")
+    benchmark_rows = load_benchmark(benchmark, data_dir)
+    return [benchmark_rows[i].labels[task] if i < len(benchmark_rows) else None for i in range(len(rows))]
+
+
+__all__ = ["EvalRow", "PREDICTIONS_FILE", "canonical_name", "find_run_folder", "gold_labels", "load_benchmark",
+           "read_predictions", "tasks_of"]

@@ -1,0 +1,87 @@
+"""Reports of a scored run: a markdown table in the paper's layout and a plotly page against published systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .registry import CELLS, TASKS
+
+PUBLISHED = json.loads((Path(__file__).with_name("published_f1.json")).read_text())["systems"]
+TASK_TITLES = {"prompt": "Prompt harmfulness", "response": "Response harmfulness", "refusal": "Refusal detection"}
+
+
+def _cell_f1(report: dict) -> dict[tuple[str, str], dict]:
+    return {(c["benchmark"], c["task"]): c for c in report["cells"]}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def to_markdown(report: dict, name: str = "this run") -> str:
+    scored = _cell_f1(report)
+    lines = [f"# F1 (%), {report['mode']} scoring — {name}", ""]
+    for task in TASKS:
+        benchmarks = [c.benchmark for c in CELLS if c.task == task]
+        summary = report["tasks"][task]
+        lines += [f"## {TASK_TITLES[task]}", "",
+                  "| system | " + " | ".join(benchmarks) + " | W.Avg |",
+                  "|---" * (len(benchmarks) + 2) + "|"]
+        row = []
+        for benchmark in benchmarks:
+            cell = scored.get((benchmark, task))
+            text = _fmt(cell["f1"] if cell else None)
+            if cell and cell.get("ci95"):
+                text += f" ({cell['ci95'][0]:.1f}–{cell['ci95'][1]:.1f})"
+            row.append(text)
+        average = _fmt(summary["f1"]) + (" (partial)" if summary["partial"] else "")
+        lines.append(f"| **{name}** | " + " | ".join(row) + f" | {average} |")
+        for system, figures in PUBLISHED.items():
+            if task in figures:
+                published = [_fmt(figures[task].get(b)) for b in benchmarks]
+                lines.append(f"| {system} | " + " | ".join(published) + f" | {_fmt(figures[task]['avg'])} |")
+        lines.append("")
+    overall = _fmt(report["overall"]) + (" (partial)" if report["overall_partial"] else "")
+    lines.append(f"Overall (mean of the three task averages): **{overall}**")
+    if report["missing"]:
+        lines += ["", "Missing cells: " + ", ".join(f"{m['benchmark']} ({m['task']})" for m in report["missing"])]
+    if report["mode"] == "strict":
+        lines += ["", "| cell | n | parse failures | tokens/row | ms/row |", "|---|---|---|---|---|"]
+        for cell in report["cells"]:
+            tokens = cell.get("mean_completion_tokens")
+            ms = cell.get("mean_ms_per_row")
+            lines.append(f"| {cell['benchmark']} ({cell['task']}) | {cell['n']} | {cell['parse_failures']} "
+                         f"| {_fmt(tokens)} | {_fmt(ms)} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(report: dict, name: str = "this run") -> str:
+    """A self-contained page (plotly.js inlined, nothing fetched) comparing the run with published systems."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    scored = _cell_f1(report)
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[TASK_TITLES[t] for t in TASKS] + ["Task averages"],
+                           vertical_spacing=0.15)
+    positions = {"prompt": (1, 1), "response": (1, 2), "refusal": (2, 1)}
+    systems = {name: None, **PUBLISHED}
+    for index, system in enumerate(systems):
+        color = f"hsl({int(360 * index / len(systems))},60%,50%)"
+        for task, (row, col) in positions.items():
+            benchmarks = [c.benchmark for c in CELLS if c.task == task]
+            if system == name:
+                values = [scored.get((b, task), {}).get("f1") for b in benchmarks]
+            elif task in PUBLISHED[system]:
+                values = [PUBLISHED[system][task].get(b) for b in benchmarks]
+            else:
+                continue
+            figure.add_trace(go.Bar(name=system, x=benchmarks, y=values, marker_color=color, legendgroup=system,
+                                    showlegend=task == "prompt"), row=row, col=col)
+        averages = ([report["tasks"][t]["f1"] for t in TASKS] if system == name
+                    else [PUBLISHED[system].get(t, {}).get("avg") for t in TASKS])
+        figure.add_trace(go.Bar(name=system, x=list(TASKS), y=averages, marker_color=color, legendgroup=system,
+                                showlegend=False), row=2, col=2)
+    figure.update_layout(barmode="group", height=900, title=f"F1 (%) — {name} ({report['mode']} scoring) vs published")
+    figure.update_yaxes(range=[0, 100])
+    return figure.to_html(full_html=True, include_plotlyjs=True)

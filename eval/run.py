@@ -1,0 +1,72 @@
+"""Generate one output per benchmark row (all three verdicts at once) into upstream's run-folder format.
+
+Each benchmark gets ``RUN/<Benchmark>/generated_predictions.jsonl`` with upstream's fields (``prompt`` = the full
+model input, ``label``, ``predict``) plus ours (``index``, ``labels`` per task, tokens, latency). Rows are
+appended in batches and flushed, so an interrupted run loses at most the batch in flight and resumes after the
+rows already written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .data import PREDICTIONS_FILE, EvalRow, load_benchmark
+
+
+def _done(path: Path) -> set[int]:
+    """Row indices already written; a last line cut off mid-write is dropped so it is redone."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    done = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            done.add(int(json.loads(line)["index"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def _upstream_label(row: EvalRow) -> str:
+    labels = [label for label in row.labels.values() if label is not None]
+    return labels[0] if len(row.labels) == 1 and labels else json.dumps(row.labels)
+
+
+def run_benchmark(guard, benchmark: str, data_dir: Path, out: Path, *, limit: int | None = None,
+                  batch_size: int = 32) -> int:
+    """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
+    rows = load_benchmark(benchmark, data_dir)[:limit]
+    path = out / benchmark / PREDICTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done(path)
+    todo = [row for row in rows if row.index not in done]
+    if not todo:
+        return 0
+    with path.open("a", encoding="utf-8") as handle, tqdm(total=len(rows), initial=len(rows) - len(todo),
+                                                           desc=benchmark, unit="row") as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
+            for row, result in zip(chunk, results):
+                record = {
+                    "index": row.index,
+                    "prompt": guard.model_input(row.prompt, row.response),
+                    "label": _upstream_label(row),
+                    "labels": row.labels,
+                    "request": row.prompt,
+                    "response": row.response,
+                    "predict": result.output,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "latency_s": result.latency_s,
+                    "finish_reason": result.finish_reason,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            bar.update(len(chunk))
+    return len(todo)
