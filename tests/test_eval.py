@@ -1,0 +1,117 @@
+import json
+import shutil
+
+import pytest
+
+from eval.cli import main as eval_main
+from eval.data import load_benchmark
+from eval.registry import BENCHMARKS, CELLS
+from eval.score import f1_percent, score_run
+
+PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
+    "GuardReasoner-1B": {"SimpleSafetyTests": 98.99, "AegisSafetyTest": 89.34, "HarmBenchPrompt": 96.31,
+                         "HarmBenchResponse": 84.75, "XSTestResponseHarmful": 90.12, "XSTestResponseRefusal": 91.34},
+    "GuardReasoner-8B": {"SimpleSafetyTests": 99.50, "AegisSafetyTest": 90.18, "HarmBenchPrompt": 91.86,
+                         "HarmBenchResponse": 85.47, "XSTestResponseHarmful": 94.34, "XSTestResponseRefusal": 93.68},
+}
+
+
+def test_registry_has_the_13_cells_with_paper_weights():
+    assert len(CELLS) == 13
+    assert [c.paper_weight for c in CELLS if c.task == "prompt"] == [2853, 239, 1680, 359, 100, 1756]
+    assert [c.paper_weight for c in CELLS if c.task == "response"] == [602, 2000, 3021, 446, 1768]
+    assert [c.paper_weight for c in CELLS if c.task == "refusal"] == [499, 1777]
+
+
+def test_f1_matches_the_definition():
+    assert f1_percent(["harmful", "harmful", "unharmful", "unharmful"], ["harmful", "unharmful", "harmful", "unharmful"],
+                      "harmful") == pytest.approx(50.0)
+    assert f1_percent(["unharmful"], ["unharmful"], "harmful") == 0.0
+
+
+@pytest.mark.parametrize("model", sorted(PUBLISHED))
+def test_paper_mode_reproduces_the_published_f1(model, shared_dir, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert eval_main(["score", str(shared_dir / "predictions" / model), "--mode", "paper", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    got = {c["benchmark"]: round(c["f1"], 2) for c in report["cells"]}
+    assert got == PUBLISHED[model]
+    assert "XSTestResponseHarmful" in got  # upstream's misspelt folder, canonical name
+    assert report["tasks"]["prompt"]["partial"] and report["overall_partial"]
+    assert {m["benchmark"] for m in report["missing"]} == {"ToxicChat", "OpenAIModeration", "WildGuardTest",
+                                                             "SafeRLHF", "BeaverTails"}
+    assert "| **" + model + "** |" in capsys.readouterr().out
+
+
+def test_strict_mode_counts_each_failure_once_and_adds_intervals(shared_dir):
+    paper = {c["benchmark"]: c for c in score_run(shared_dir / "predictions/GuardReasoner-8B", "paper")["cells"]}
+    strict = {c["benchmark"]: c for c in score_run(shared_dir / "predictions/GuardReasoner-8B", "strict")["cells"]}
+    # Aegis: one unparsable output on a harmful row is dropped by the paper's scorer, counted wrong here.
+    assert strict["AegisSafetyTest"]["f1"] < paper["AegisSafetyTest"]["f1"]
+    for cell in strict.values():
+        low, high = cell["ci95"]
+        assert low <= cell["f1"] <= high
+        confusion = cell["confusion"]
+        assert sum(confusion.values()) == cell["n"]
+        assert cell["weight"] == cell["n"]
+
+
+def test_wildguardtest_labels_come_from_its_columns(shared_dir):
+    rows = load_benchmark("WildGuardTest", shared_dir / "benchmarks/guardreasoner")
+    assert len(rows) == 1725
+    unlabelled = sum(r.labels["prompt"] is None for r in rows)
+    assert 0 < unlabelled < 100
+    assert {r.labels["refusal"] for r in rows} <= {"refusal", "compliance", None}
+    safe_rlhf = load_benchmark("SafeRLHF", shared_dir / "benchmarks/guardreasoner")
+    assert {r.labels["response"] for r in safe_rlhf} == {"harmful", "unharmful"}
+
+
+def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model_dir, capsys):
+    run = tmp_path / "run"
+    args = ["run", "--model", str(taught_model_dir), "--backend", "transformers", "--data-dir",
+            str(shared_dir / "benchmarks/guardreasoner"), "--out", str(run), "--limit", "5",
+            "--max-new-tokens", "24", "--batch-size", "3"]
+    assert eval_main(args) == 0
+    for benchmark in BENCHMARKS:
+        rows = [json.loads(x) for x in (run / benchmark / "generated_predictions.jsonl").read_text().splitlines()]
+        assert sorted(r["index"] for r in rows) == [0, 1, 2, 3, 4]
+        assert all(r["completion_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
+    # Interrupt: drop two rows and cut the last one in half; the rerun redoes exactly those.
+    path = run / "ToxicChat" / "generated_predictions.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    kept = lines[:2]
+    assert eval_main(args) == 0
+    err = capsys.readouterr().err
+    assert "ToxicChat: 3 rows generated" in err and "SafeRLHF: 0 rows generated" in err
+    after = path.read_text().splitlines()
+    assert after[:2] == kept and sorted(json.loads(x)["index"] for x in after) == [0, 1, 2, 3, 4]
+
+    out = tmp_path / "strict.json"
+    assert eval_main(["score", str(run), "--mode", "strict", "--json", str(out), "--markdown",
+                      str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html")]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["cells"]) == 13 and not report["missing"]
+    assert not report["overall_partial"] and report["overall"] is not None
+    assert all(c["n"] <= 5 for c in report["cells"])
+    assert all(c["mean_completion_tokens"] is not None for c in report["cells"])
+    assert "<html>" in (tmp_path / "r.html").read_text()[:500].lower()
+    assert "Overall" in (tmp_path / "r.md").read_text()
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert eval_main(["score", str(tmp_path / "nope")]) == 2
+    assert "no run folder" in capsys.readouterr().err
+
+
+def test_upstream_wildguard_folder_needs_the_data_dir(shared_dir, tmp_path):
+    run = tmp_path / "upstream"
+    shutil.copytree(shared_dir / "predictions/GuardReasoner-8B/SimpleSafetyTests", run / "SimpleSafetyTests")
+    (run / "WildGuardTest").mkdir()
+    (run / "WildGuardTest" / "generated_predictions.jsonl").write_text(
+        json.dumps({"prompt": "x", "label": "", "predict": "Answers: \nRequest: harmful"}) + "\n")
+    report = score_run(run, "paper")
+    reasons = {m["benchmark"]: m["reason"] for m in report["missing"]}
+    assert "--data-dir" in reasons["WildGuardTest"]
+    report = score_run(run, "paper", shared_dir / "benchmarks/guardreasoner")
+    assert any(c["benchmark"] == "WildGuardTest" for c in report["cells"])
