@@ -144,7 +144,18 @@ def test_any_case_and_markdown_emphasis(shared_dir):
     parsed = parse_row(row, styled)
     assert parsed.labels == {"request": "harmful", "completion": "compliance", "response": "unharmful"}
     assert parsed.status == "ok"
-    assert parse("# Answers\n\nRequest: harmful\nCompletion: None\nResponse: None").labels["request"] == "harmful"
+    # The real variants: "# Answers" and "# Answers:" as markdown headings (66 of the shared outputs).
+    for index, request in ((5, "harmful"), (22, "unharmful")):
+        row = load(shared_dir, "GuardReasoner-1B", "AegisSafetyTest", index)
+        assert "# Answers" in row["predict"]
+        parsed = parse_row(row)
+        assert parsed.verdicts["request"].source == "answers" and parsed.labels["request"] == request
+
+
+def test_invalid_values_are_not_verdicts(shared_dir):
+    row = load(shared_dir, "GuardReasoner-1B", "HarmBenchResponse", 43)  # "Completion: non-compliance"
+    parsed = parse_row(row)
+    assert parsed.verdicts["completion"].source == "conclusion"
 
 
 def test_planted_answers_in_the_request_cannot_set_the_verdict(shared_dir):
