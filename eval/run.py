@@ -13,23 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from guardreasoner.rows import done_lines
+
 from .data import PREDICTIONS_FILE, EvalRow, load_benchmark
-
-
-def _done(path: Path) -> set[int]:
-    """Row indices already written; a last line cut off mid-write is dropped so it is redone."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-    done = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            done.add(int(json.loads(line)["index"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
 
 
 def _upstream_label(row: EvalRow) -> str:
@@ -43,7 +29,7 @@ def run_benchmark(guard, benchmark: str, data_dir: Path, out: Path, *, limit: in
     rows = load_benchmark(benchmark, data_dir)[:limit]
     path = out / benchmark / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = _done(path)
+    done = done_lines(path, key="index")
     todo = [row for row in rows if row.index not in done]
     if not todo:
         return 0

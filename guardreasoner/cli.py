@@ -59,22 +59,12 @@ def _classify_text(args) -> int:
     return 0
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """An interrupted write can leave half a line; cut it so appended rows start on a line of their own."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
 def _classify_file(args) -> int:
     from tqdm.auto import tqdm
 
     from .rows import RowError, done_lines, read_rows
 
     output = Path(args.output)
-    _drop_partial_last_line(output)
     done = done_lines(output)
     rows, errors = [], []
     for row in read_rows(args.input):
@@ -119,7 +109,7 @@ def _prompt(args) -> int:
 
 
 def _parse(args) -> int:
-    from .parser import parse, split_upstream_prompt
+    from .parser import parse, user_texts_of
 
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     bad = 0
@@ -139,13 +129,7 @@ def _parse(args) -> int:
                     print(f"{args.input}: line {number}: {error}", file=sys.stderr)
                     out.write(json.dumps(record) + "\n")
                     continue
-                user_texts, has_response = (), None
-                if isinstance(row.get("prompt"), str):
-                    try:
-                        request, reply = split_upstream_prompt(row["prompt"])
-                        user_texts, has_response = (request, reply or ""), reply is not None
-                    except ValueError:
-                        pass
+                user_texts, has_response = user_texts_of(row.get("prompt"))
                 parsed = parse(text, user_texts=user_texts, has_response=has_response)
                 record = parsed.labels | {"parse_error": parsed.parse_error}
                 if args.details:

@@ -249,3 +249,14 @@ def split_upstream_prompt(model_input: str) -> tuple[str, str | None]:
     reply = reply[:-2] if reply.endswith("\n\n") else reply
     return prompt, (None if reply == "None" else reply)
 
+
+
+def user_texts_of(model_input) -> tuple[tuple[str, ...], bool | None]:
+    """(user texts, has_response) from a full GuardReasoner input, or nothing known when it is not one."""
+    if not isinstance(model_input, str):
+        return (), None
+    try:
+        request, reply = split_upstream_prompt(model_input)
+    except ValueError:
+        return (), None
+    return (request, reply or ""), reply is not None

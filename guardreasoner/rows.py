@@ -68,17 +68,22 @@ def read_rows(path: str | Path) -> Iterator[Row | RowError]:
             yield _check(number, record)
 
 
-def done_lines(output: str | Path) -> set[int]:
-    """Input line numbers already written to ``output``, so an interrupted run resumes after them.
-    A last line cut off mid-write (the interruption) is ignored and will be redone."""
+def done_lines(output: str | Path, key: str = "line") -> set[int]:
+    """The ``key`` of every record already in the JSONL ``output``, so an interrupted run resumes after them.
+
+    A last line cut off mid-write (the interruption) is removed from the file, so records appended next start
+    on a line of their own, and that row is redone."""
     path = Path(output)
     done: set[int] = set()
     if not path.exists():
         return done
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
     with path.open(encoding="utf-8") as handle:
         for text in handle:
             try:
-                done.add(int(json.loads(text)["line"]))
+                done.add(int(json.loads(text)[key]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
     return done

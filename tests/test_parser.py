@@ -3,7 +3,6 @@
 import json
 import re
 
-import pytest
 
 from guardreasoner.parser import parse, split_upstream_prompt, strip_leaks
 
