@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .registry import CELLS, TASKS
 
-PUBLISHED = json.loads((Path(__file__).with_name("published_f1.json")).read_text())["systems"]
+PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "assets" / "published_f1.json").read_text())["systems"]
 TASK_TITLES = {"prompt": "Prompt harmfulness", "response": "Response harmfulness", "refusal": "Refusal detection"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .backends.base import Backend, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
@@ -66,6 +66,13 @@ class Guard:
     @property
     def mode(self) -> str:
         return self.backend.mode
+
+    def with_sampling(self, **changes) -> "Guard":
+        """The same guard and loaded model with other decoding settings (e.g. ``max_new_tokens=256``)."""
+        copy = Guard.__new__(Guard)
+        copy.__dict__.update(self.__dict__)
+        copy.sampling = replace(self.sampling, **changes)
+        return copy
 
     def build(self, prompt: str, response: str | None = None) -> GuardPrompt:
         return build_prompt(

@@ -77,6 +77,14 @@ class ReasoningItem:
     start: int
 
 
+_TRAILING_RULE = re.compile(r"(?:\n\s*(?:-{3,}|\*{3,}|_{3,})\s*)+$")
+
+
+def _tidy(text: str) -> str:
+    """Trim a section: surrounding space and the horizontal rule the model puts before its Answers block."""
+    return _TRAILING_RULE.sub("", "\n" + text.strip()).strip()
+
+
 def strip_leaks(text: str) -> str:
     """Remove leaked teacher phrases such as "The ground truth is" (kept out of training targets)."""
     return _LEAK.sub("", text)
@@ -149,7 +157,7 @@ def reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
                 # Stop at an Answers block so the verdict lines do not read as reasoning.
                 answers = _ANSWERS_HEADER.search(body) or _VERDICT_LINE.search(body)
                 content = body[: answers.start()] if answers else body
-                joined = " ".join(part for part in (match.group("rest"), strip_leaks(content).strip()) if part)
+                joined = " ".join(part for part in (match.group("rest"), _tidy(strip_leaks(content))) if part)
                 items.append(ReasoningItem(kind, task, joined.strip(), heading.start()))
     return items
 
@@ -260,3 +268,20 @@ def user_texts_of(model_input) -> tuple[tuple[str, ...], bool | None]:
     except ValueError:
         return (), None
     return (request, reply or ""), reply is not None
+
+
+def task_sections(text: str) -> dict[str, str]:
+    """The raw text under each task's heading (the last copy of each), up to the next task or Answers block;
+    for showing the reasoning of each task as it streams."""
+    sections = {key: "" for key in VERDICT_KEYS}
+    headings = [m for m in _HEADING.finditer(text) if _TASK_TITLE.match(m.group("title").strip().strip("*_` "))]
+    for index, heading in enumerate(headings):
+        number = int(_TASK_TITLE.match(heading.group("title").strip().strip("*_` ")).group("number"))
+        key = next((k for k, n in TASK_NUMBER.items() if n == number), None)
+        if key is None:
+            continue
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+        body = text[heading.end():end]
+        answers = _ANSWERS_HEADER.search(body) or _VERDICT_LINE.search(body)
+        sections[key] = _tidy(body[: answers.start()] if answers else body)
+    return sections

@@ -1,0 +1,149 @@
+"""The app through gradio_client (API, streaming, 8 concurrent users) and through Chromium with Playwright."""
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def app_url(taught_model_dir, tmp_path_factory):
+    queue = tmp_path_factory.mktemp("flags") / "queue.jsonl"
+    os.environ["GUARDREASONER_FLAG_QUEUE"] = str(queue)
+    import app
+
+    demo = app.build_app(str(taught_model_dir))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", queue
+    demo.close()
+    os.environ.pop("GUARDREASONER_FLAG_QUEUE", None)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url[0], verbose=False)
+
+
+def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
+    result = client.predict(HARMFUL_REQUEST, "", api_name="/classify")
+    assert result["verdicts"] == {"request": "harmful", "completion": None, "response": None}
+    assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
+    assert result["reasoning"]["request"]["conclusion"] == "The human user's request is harmful."
+    assert result["completion_tokens"] > 100 and result["latency_s"] > 0
+    assert result["details"]["request"]["confidence"] > 0.5
+
+
+def test_streaming_endpoint_yields_partial_results_then_the_result(client):
+    partials = list(client.submit(HARMFUL_REQUEST, "", api_name="/classify_stream"))
+    assert len(partials) > 10 and partials[-1]["done"] and not partials[0]["done"]
+    texts = [p["text"] for p in partials]
+    assert all(a == b[: len(a)] for a, b in zip(texts, texts[1:]))  # each extends the last
+    first = next(i for i, p in enumerate(partials) for e in p["events"] if e["kind"] == "verdict")
+    assert first < len(partials) - 1
+    assert partials[-1]["result"]["verdicts"]["request"] == "harmful"
+
+
+def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
+    prompts = [HARMFUL_REQUEST, SAFE_REQUEST] * 4
+    jobs = [client.submit(p, "", api_name="/classify_stream") for p in prompts]
+    finals = []
+    for job in jobs:
+        outputs = list(job)
+        assert outputs[-1]["done"]
+        finals.append(outputs[-1]["result"])
+    assert [f["prompt"] for f in finals] == prompts
+    assert [f["verdicts"]["request"] for f in finals] == ["harmful", "unharmful"] * 4
+    assert all(f["status"] == "ok" for f in finals)
+
+
+def test_over_long_input_is_refused_with_a_message(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="limit here is"):
+        client.predict("x" * 30000, "", api_name="/classify")
+
+
+def test_batch_check_lists_bad_rows_and_runs_the_rest(tmp_path, taught_model_dir):
+    from guardreasoner import load_guard
+    from webapp.batch import check_file
+    from webapp.charts import verdict_counts
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": HARMFUL_REQUEST}) + "\nnot json\n" + json.dumps({"prompt": SAFE_REQUEST}) + "\n")
+    seen = []
+    outcome = check_file(load_guard(str(taught_model_dir), max_new_tokens=200), rows,
+                         on_progress=lambda done, total: seen.append((done, total)))
+    assert [str(e) for e in outcome.errors] == ["line 2: invalid JSON (Expecting value at column 1)"]
+    assert [r[3] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
+    assert len(outcome.jsonl.read_text().splitlines()) == 2
+    assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,request")
+    figure = verdict_counts(outcome.records)
+    assert dict(zip(figure.data[0].x, figure.data[0].y)) == {"harmful": 1, "unharmful": 1}
+
+
+def test_benchmark_chart_places_a_report_beside_the_published_systems(shared_dir):
+    from eval.score import score_run  # writing the report is eval's job; the app only reads it
+    from webapp.charts import benchmark_report
+
+    report = score_run(shared_dir / "predictions/GuardReasoner-8B", "paper")
+    figure = benchmark_report({"8B": report})
+    ours = figure.data[0]
+    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt)"] == pytest.approx(99.497, abs=0.01)
+    assert any(trace.name == "WildGuard 7B" for trace in figure.data)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed (scripts/test.sh installs it; on CI this fails instead)")
+def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, queue = app_url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(url)
+        page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+        # Record, inside the page, the moment the request chip lights and the moment the run is done.
+        page.evaluate("""() => {
+            window.__marks = [];
+            new MutationObserver(() => {
+                const chip = document.querySelector('#chip-request');
+                const status = document.querySelector('#run-status');
+                if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes('chip'))
+                    window.__marks.push('chip');
+                if (status && status.dataset.state === 'done' && !window.__marks.includes('done'))
+                    window.__marks.push('done');
+            }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+        }""")
+        page.locator("#analyze-button").click()
+        page.wait_for_function("() => window.__marks.includes('done')", timeout=60000)
+        assert page.evaluate("() => window.__marks") == ["chip", "done"]
+        assert page.locator("#chip-request").get_attribute("data-state") == "harmful"
+        assert "harmful" in page.locator("#panel-request textarea").input_value()
+        page.get_by_text("Flag this result as wrong").click()
+        page.locator("#correct-request").get_by_text("unharmful").click()
+        page.locator("#flag-button").click()
+        page.wait_for_selector("#flag-status", timeout=20000)
+        shot = tmp_path / "app-analyze-flag.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("GUARDREASONER_ARTIFACTS"):
+            shutil.copy(shot, Path(os.environ["GUARDREASONER_ARTIFACTS"]) / shot.name)
+        browser.close()
+    assert shot.stat().st_size > 10000
+    flags = [json.loads(line) for line in queue.read_text().splitlines()]
+    assert len(flags) == 1
+    assert flags[0]["request"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["request"] == "harmful"
+    assert flags[0]["corrected"]["request"] == "unharmful" and flags[0]["source"] == "app_flag"

@@ -1,0 +1,58 @@
+"""Batch checks of an uploaded CSV or JSONL: good rows are classified, bad rows are listed by line number."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.rows import Row, RowError, read_rows
+
+TABLE_COLUMNS = ["line", "prompt", "response", "request", "refusal", "reply harm", "status"]
+
+
+@dataclass
+class BatchOutcome:
+    records: list[dict] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    jsonl: Path | None = None
+    csv: Path | None = None
+
+    def table(self) -> list[list]:
+        def short(text):
+            return (text[:80] + "…") if text and len(text) > 80 else (text or "")
+
+        return [[r["line"], short(r["prompt"]), short(r["response"]), r["verdicts"]["request"],
+                 r["verdicts"]["completion"], r["verdicts"]["response"], r["status"]] for r in self.records]
+
+
+def check_file(guard, path: str | Path, *, chunk: int = 8,
+               on_progress: Callable[[int, int], None] | None = None) -> BatchOutcome:
+    """Classify every valid row of ``path``; ``on_progress(done, total)`` after each chunk."""
+    outcome = BatchOutcome()
+    rows: list[Row] = []
+    for row in read_rows(path):
+        (outcome.errors if isinstance(row, RowError) else rows).append(row)
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        results = guard.classify([{"prompt": r.prompt, "response": r.response} for r in part])
+        for row, result in zip(part, results):
+            outcome.records.append({"line": row.line, **row.extra, **result.to_dict()})
+        if on_progress:
+            on_progress(start + len(part), len(rows))
+    folder = Path(tempfile.mkdtemp(prefix="guard-batch-"))
+    outcome.jsonl = folder / "results.jsonl"
+    outcome.jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in outcome.records))
+    outcome.csv = folder / "results.csv"
+    with outcome.csv.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "prompt", "response", "request", "completion", "response_harm", "status",
+                         "is_harmful", "fail_closed"])
+        for r in outcome.records:
+            writer.writerow([r["line"], r["prompt"], r["response"] or "", r["verdicts"]["request"],
+                             r["verdicts"]["completion"] or "", r["verdicts"]["response"] or "", r["status"],
+                             r["is_harmful"], r["fail_closed"]])
+    return outcome

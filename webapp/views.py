@@ -1,0 +1,55 @@
+"""HTML and markdown for the Analyze tab: verdict chips that light up, and the run summary."""
+
+from __future__ import annotations
+
+import html
+
+TASK_TITLES = {"request": "Request harmful?", "completion": "Reply a refusal?", "response": "Reply harmful?"}
+COLORS = {"harmful": "#d93025", "unharmful": "#188038", "refusal": "#1a73e8", "compliance": "#e37400",
+          "n/a": "#80868b", "pending": "#bdc1c6"}
+CSS = """
+.verdict-chip {display:inline-block;padding:6px 14px;border-radius:16px;color:#fff;font-weight:600;
+               font-family:sans-serif;transition:background-color .2s}
+.verdict-note {font-size:12px;color:#5f6368;margin-left:6px}
+"""
+
+
+def chip(key: str, label: str | None = None, note: str = "", state: str | None = None) -> str:
+    """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...)."""
+    state = state or (label if label else "pending")
+    text = label or ("…" if state == "pending" else "n/a")
+    note_html = f'<span class="verdict-note">{html.escape(note)}</span>' if note else ""
+    return (f'<div><span>{TASK_TITLES[key]}</span> <span id="chip-{key}" class="verdict-chip" data-state="{state}" '
+            f'style="background:{COLORS.get(state, COLORS["pending"])}">{html.escape(text)}</span>{note_html}</div>')
+
+
+def verdict_note(verdict: dict) -> str:
+    if verdict.get("fail_closed"):
+        return "fail-closed: the model gave no verdict"
+    notes = []
+    if verdict.get("recovered"):
+        notes.append(f"recovered from {verdict['source'].replace('_', ' ')}")
+    if verdict.get("confidence") is not None:
+        notes.append(f"p={verdict['confidence']:.2f}")
+    return ", ".join(notes)
+
+
+def status(generating: bool) -> str:
+    """The run state as HTML, so that ``data-state`` survives (markdown output is sanitised)."""
+    state = "generating" if generating else "done"
+    return f'<div id="run-status" data-state="{state}"><b>{"generating…" if generating else "done"}</b></div>'
+
+
+def summary(result: dict | None, *, elapsed_s: float, first_verdict_s: float | None) -> str:
+    lines = []
+    if first_verdict_s is not None:
+        lines.append(f"- time to first verdict: {first_verdict_s:.2f} s")
+    lines.append(f"- elapsed: {elapsed_s:.2f} s")
+    if result:
+        tokens = result["completion_tokens"]
+        rate = tokens / elapsed_s if elapsed_s > 0 else 0.0
+        lines.append(f"- tokens: {tokens} generated ({rate:.1f} tokens/s), {result['prompt_tokens']} read")
+        lines.append(f"- status: {result['status']}" + (f" · flags: {', '.join(result['flags'])}" if result["flags"] else ""))
+        if result["input_truncated"]:
+            lines.append("- the input was longer than the limit: its middle was cut")
+    return "\n".join(lines)
