@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# Some machines list local package indexes that are not there; pip warns once per package. Keep other output.
+exec 2> >(grep -v "^WARNING: Location 'file://" >&2)
 CONSTRAINTS=requirements/constraints-cpu.txt
 "${PIP[@]}" -c "$CONSTRAINTS" torch
 "${PIP[@]}" -c "$CONSTRAINTS" -r requirements.txt

@@ -44,3 +44,16 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 def taught_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny Llama trained for a few seconds to answer two fixed requests in the GuardReasoner format."""
     return tiny_models.taught_llama(tmp_path_factory.mktemp("taught"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory):
+    """One cache folder for the embedded model's conversion (about 30 s), shared by the tests that load it."""
+    folder = tmp_path_factory.mktemp("embedded-cache")
+    previous = os.environ.get("GUARDREASONER_CACHE")
+    os.environ["GUARDREASONER_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("GUARDREASONER_CACHE", None)
+    else:
+        os.environ["GUARDREASONER_CACHE"] = previous

