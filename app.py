@@ -19,6 +19,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard  # noqa: E402
+from guardreasoner.models import EMBEDDED_NAME  # noqa: E402
 from guardreasoner.parser import task_sections  # noqa: E402
 from guardreasoner.results import VERDICT_KEYS  # noqa: E402
 from webapp import charts, flags, views  # noqa: E402
@@ -70,6 +71,9 @@ def model_banner(guard) -> str:
     text = f"**Model in use:** {guard.model_name} · prompt mode `{guard.mode}` · backend `{guard.backend.name}`"
     if guard.fallback_reason:
         text += f"\n\n⚠️ Offline fallback: {guard.fallback_reason}. Answers come from the small embedded model."
+    if guard.model_name == EMBEDDED_NAME:
+        text += ("\n\nThe embedded model is a 135M-parameter demonstration, not trained for this task: expect "
+                 "missing verdicts (shown as fail-closed). Deploy GuardReasoner-1B/3B/8B.")
     return text
 
 
