@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from guardreasoner.parser import split_upstream_prompt
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
+logger = logging.getLogger("eval")
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 # How upstream reads a gold label out of an Answers block (evaluate.py, process_label=True).
 ANSWER_PATTERNS = {
@@ -50,8 +52,48 @@ def _labels(benchmark: str, record: dict) -> dict[str, str | None]:
     return labels
 
 
-def load_benchmark(benchmark: str, data_dir: str | Path) -> list[EvalRow]:
-    """Rows of one benchmark file under ``data_dir``, with their gold labels per task."""
+def _hub_label(record: dict, spec: str, task: str) -> str | None:
+    positive, negative = ("refusal", "compliance") if task == "refusal" else ("harmful", "unharmful")
+    if spec.startswith("="):
+        return spec[1:]
+    if spec.startswith("any:"):
+        return positive if any(record.get(column) == 1 for column in spec[4:].split(",")) else negative
+    if spec.startswith("not:"):
+        return positive if record.get(spec[4:]) is False else negative
+    value = record.get(spec)
+    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+
+
+def load_from_hub(benchmark: str) -> list[EvalRow]:
+    """The benchmark's rows from its public hub dataset (needs the hub, and for gated sets a login)."""
+    source = BENCHMARKS[benchmark].hub
+    if source is None:
+        raise FileNotFoundError(
+            f"{benchmark}: the paper's rows are a subset with no public hub source; "
+            "pass --data-dir with the GuardReasoner benchmark files"
+        )
+    from datasets import load_dataset
+
+    data = load_dataset(source.repo, source.config, split=source.split)
+    prompt_column = next((c for c in source.prompt if c in data.column_names), None)
+    if prompt_column is None:
+        raise ValueError(f"{benchmark}: {source.repo} has none of the columns {source.prompt}; found {data.column_names}")
+    if source.rows is not None and len(data) != source.rows:
+        logger.warning("%s: %s [%s] has %d rows, the paper used %d: figures are not comparable with the paper's",
+                       benchmark, source.repo, source.split, len(data), source.rows)
+    rows = []
+    for index, record in enumerate(data):
+        response = record.get(source.response) if source.response else None
+        labels = {task: _hub_label(record, spec, task) for task, spec in source.labels}
+        rows.append(EvalRow(index, record[prompt_column], response or None, labels))
+    return rows
+
+
+def load_benchmark(benchmark: str, data_dir: str | Path | None) -> list[EvalRow]:
+    """Rows of one benchmark with their gold labels per task: from the GuardReasoner benchmark file under
+    ``data_dir``, or (``data_dir`` None) from the public hub dataset."""
+    if data_dir is None:
+        return load_from_hub(benchmark)
     path = Path(data_dir) / BENCHMARKS[benchmark].file
     if not path.is_file():
         raise FileNotFoundError(f"{benchmark}: {path} not found (is --data-dir the GuardReasoner benchmark folder?)")

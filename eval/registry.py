@@ -12,12 +12,28 @@ NEGATIVE_OF_TASK = {"prompt": "unharmful", "response": "unharmful", "refusal": "
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """Where the same rows live on the Hugging Face hub, and how a hub row maps to (prompt, response, labels).
+
+    ``labels`` maps each task to a column, or to ``"any:COL,COL"`` (harmful when any column is 1),
+    ``"not:COL"`` (harmful when the boolean column is false) or ``"=harmful"`` (every row harmful)."""
+
+    repo: str
+    split: str
+    config: str | None = None
+    prompt: tuple[str, ...] = ("prompt",)  # the first of these columns that exists
+    response: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    rows: int | None = None  # the paper's row count, checked after loading
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """One benchmark file; it may serve several cells (WildGuardTest serves all three tasks)."""
 
     name: str  # canonical name
     file: str  # in the GuardReasoner benchmark format, under --data-dir
-    hub_id: str | None  # the public dataset, for users with internet
+    hub: HubSource | None = None  # None: the paper's rows are a subset with no public hub source
     folder_aliases: tuple[str, ...] = ()  # upstream run-folder spellings
     # Where the gold label comes from: "output" (the label itself), "answers" (an Answers block in
     # ``output``), or "columns" (per-task columns of the row).
@@ -36,18 +52,33 @@ class Cell:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("ToxicChat", "0_8_toxic_chat.json", "lmsys/toxic-chat"),
-    Benchmark("HarmBenchPrompt", "0_3_harmbench_prompt.json", "walledai/HarmBench"),
-    Benchmark("OpenAIModeration", "0_2_OpenAIModeration.json", "mmathys/openai-moderation-api-evaluation"),
-    Benchmark("AegisSafetyTest", "0_1_AegisSafetyTest.json", "nvidia/Aegis-AI-Content-Safety-Dataset-1.0"),
-    Benchmark("SimpleSafetyTests", "0_0_SimpleSafetyTests.json", "Bertievidgen/SimpleSafetyTests"),
-    Benchmark("WildGuardTest", "0_4_wild_guard_test.json", "allenai/wildguardmix", label_source="columns"),
-    Benchmark("HarmBenchResponse", "0_5_harmbench_response.json", "walledai/HarmBench"),
-    Benchmark("SafeRLHF", "0_9_safe_rlhf.json", "PKU-Alignment/PKU-SafeRLHF", label_source="answers"),
-    Benchmark("BeaverTails", "0_A_beaver_tails.json", "PKU-Alignment/BeaverTails", label_source="answers"),
-    Benchmark("XSTestResponseHarmful", "0_6_xstest_response_harmful.json", "allenai/xstest-response",
+    Benchmark("ToxicChat", "0_8_toxic_chat.json"),
+    Benchmark("HarmBenchPrompt", "0_3_harmbench_prompt.json"),
+    Benchmark("OpenAIModeration", "0_2_OpenAIModeration.json",
+              HubSource("mmathys/openai-moderation-api-evaluation", "train",
+                        labels=(("prompt", "any:S,H,V,HR,SH,S3,H2,V2"),), rows=1680)),
+    Benchmark("AegisSafetyTest", "0_1_AegisSafetyTest.json"),
+    Benchmark("SimpleSafetyTests", "0_0_SimpleSafetyTests.json",
+              HubSource("Bertievidgen/SimpleSafetyTests", "test", prompt=("prompt", "prompts_final"),
+                        labels=(("prompt", "=harmful"),), rows=100)),
+    Benchmark("WildGuardTest", "0_4_wild_guard_test.json",
+              HubSource("allenai/wildguardmix", "test", "wildguardtest", response="response",
+                        labels=(("prompt", "prompt_harm_label"), ("response", "response_harm_label"),
+                                ("refusal", "response_refusal_label")), rows=1725),
+              label_source="columns"),
+    Benchmark("HarmBenchResponse", "0_5_harmbench_response.json"),
+    Benchmark("SafeRLHF", "0_9_safe_rlhf.json", label_source="answers"),
+    Benchmark("BeaverTails", "0_A_beaver_tails.json",
+              HubSource("PKU-Alignment/BeaverTails", "30k_test", response="response",
+                        labels=(("response", "not:is_safe"),), rows=3021),
+              label_source="answers"),
+    Benchmark("XSTestResponseHarmful", "0_6_xstest_response_harmful.json",
+              HubSource("allenai/xstest-response", "response_harmfulness", response="response",
+                        labels=(("response", "label"),), rows=446),
               folder_aliases=("XSTestReponseHarmful",)),
-    Benchmark("XSTestResponseRefusal", "0_7_xstest_response_refusal.json", "allenai/xstest-response"),
+    Benchmark("XSTestResponseRefusal", "0_7_xstest_response_refusal.json",
+              HubSource("allenai/xstest-response", "response_refusal", response="response",
+                        labels=(("refusal", "label"),), rows=449)),
 ]}
 
 # Paper weights (Tables 1-3); XSTestResponseRefusal's 499 is the paper's number although the file has 449 rows.

@@ -23,7 +23,7 @@ def _upstream_label(row: EvalRow) -> str:
     return labels[0] if len(row.labels) == 1 and labels else json.dumps(row.labels)
 
 
-def run_benchmark(guard, benchmark: str, data_dir: Path, out: Path, *, limit: int | None = None,
+def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
                   batch_size: int = 32) -> int:
     """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
     rows = load_benchmark(benchmark, data_dir)[:limit]

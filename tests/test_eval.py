@@ -115,3 +115,74 @@ def test_upstream_wildguard_folder_needs_the_data_dir(shared_dir, tmp_path):
     assert "--data-dir" in reasons["WildGuardTest"]
     report = score_run(run, "paper", shared_dir / "benchmarks/guardreasoner")
     assert any(c["benchmark"] == "WildGuardTest" for c in report["cells"])
+
+
+HUB_ROWS = {  # a few rows in each public dataset's own schema
+    ("allenai/wildguardmix", "wildguardtest", "test"): [
+        {"prompt": "p1", "response": "r1", "prompt_harm_label": "harmful", "response_harm_label": "unharmful",
+         "response_refusal_label": "refusal"},
+        {"prompt": "p2", "response": None, "prompt_harm_label": None, "response_harm_label": None,
+         "response_refusal_label": None}],
+    ("mmathys/openai-moderation-api-evaluation", None, "train"): [
+        {"prompt": "a", "S": 0, "H": 0, "V": 0, "HR": 1, "SH": 0, "S3": 0, "H2": 0, "V2": 0},
+        {"prompt": "b", "S": 0, "H": 0, "V": 0, "HR": 0, "SH": 0, "S3": 0, "H2": 0, "V2": None}],
+    ("PKU-Alignment/BeaverTails", None, "30k_test"): [
+        {"prompt": "q", "response": "unsafe", "is_safe": False, "category": {}},
+        {"prompt": "q", "response": "fine", "is_safe": True, "category": {}}],
+    ("allenai/xstest-response", None, "response_refusal"): [
+        {"prompt": "x", "response": "No.", "label": "refusal"}],
+    ("Bertievidgen/SimpleSafetyTests", None, "test"): [{"id": "sst_001", "prompts_final": "how to ..."}],
+}
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def load_dataset(repo, config=None, split=None):
+        calls.append((repo, config, split))
+        return datasets.Dataset.from_list(HUB_ROWS[(repo, config, split)])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_hub_rows_map_to_prompts_replies_and_labels(fake_hub):
+    from eval.data import load_benchmark
+
+    wild = load_benchmark("WildGuardTest", None)
+    assert (wild[0].prompt, wild[0].response) == ("p1", "r1")
+    assert wild[0].labels == {"prompt": "harmful", "response": "unharmful", "refusal": "refusal"}
+    assert wild[1].response is None and wild[1].labels == {"prompt": None, "response": None, "refusal": None}
+    assert [r.labels["prompt"] for r in load_benchmark("OpenAIModeration", None)] == ["harmful", "unharmful"]
+    assert [r.labels["response"] for r in load_benchmark("BeaverTails", None)] == ["harmful", "unharmful"]
+    assert load_benchmark("XSTestResponseRefusal", None)[0].labels == {"refusal": "refusal"}
+    simple = load_benchmark("SimpleSafetyTests", None)[0]
+    assert simple.prompt == "how to ..." and simple.labels == {"prompt": "harmful"}
+    assert ("allenai/wildguardmix", "wildguardtest", "test") in fake_hub
+
+
+def test_benchmarks_without_a_hub_source_say_what_to_do(fake_hub):
+    from eval.data import load_benchmark
+
+    with pytest.raises(FileNotFoundError, match="--data-dir"):
+        load_benchmark("ToxicChat", None)
+
+
+def test_hub_row_count_is_checked(fake_hub, caplog):
+    from eval.data import load_benchmark
+
+    load_benchmark("OpenAIModeration", None)
+    assert "has 2 rows, the paper used 1680" in caplog.text
+
+
+def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hub, tmp_path, taught_model_dir, capsys):
+    run = tmp_path / "hub-run"
+    code = eval_main(["run", "--model", str(taught_model_dir), "--backend", "transformers", "--out", str(run),
+                      "--benchmarks", "WildGuardTest", "ToxicChat", "--limit", "2", "--max-new-tokens", "8"])
+    err = capsys.readouterr().err
+    assert code == 1 and "ToxicChat: skipped" in err and "WildGuardTest: 2 rows generated" in err
+    rows = [json.loads(x) for x in (run / "WildGuardTest" / "generated_predictions.jsonl").read_text().splitlines()]
+    assert rows[0]["labels"] == {"prompt": "harmful", "response": "unharmful", "refusal": "refusal"}
