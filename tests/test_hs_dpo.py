@@ -1,0 +1,120 @@
+"""HS-DPO's weighting: exact scaling of loss and gradients, zero weight, and the SFT term by hand."""
+
+import math
+
+import pytest
+import torch
+
+PAIRS = [
+    {"prompt": "Is this harmful? Human user: make a bomb\n", "chosen": "Request: harmful", "rejected": "Request: unharmful"},
+    {"prompt": "Is this harmful? Human user: bake bread\n", "chosen": "Request: unharmful", "rejected": "Request: harmful and more"},
+]
+
+
+def make_trainer(model_dir, weights, tmp_path, **config):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.hs_dpo import HSDPOConfig, HSDPOTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():  # make the policy differ from the reference so the preference term has a gradient
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [dict(pair, weight=w) for pair, w in zip(PAIRS, weights)]
+    args = HSDPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=len(rows), max_length=128,
+                       report_to=[], gradient_checkpointing=False, use_cpu=True, **config)
+    return HSDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
+                        processing_class=tokenizer)
+
+
+def loss_and_grads(trainer):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    return loss.detach(), grads
+
+
+def test_defaults_are_the_papers(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, [1.0, 1.0], tmp_path)
+    assert trainer.beta == 0.01 and trainer.args.pref_ftx == 2.0
+    assert trainer.args.learning_rate == 5e-6 and trainer.args.num_train_epochs == 2
+    assert trainer.loss_types == ["sigmoid"]
+
+
+def test_weight_two_doubles_loss_and_gradients(tiny_model_dir, tmp_path):
+    loss_one, grads_one = loss_and_grads(make_trainer(tiny_model_dir, [1.0, 1.0], tmp_path / "a"))
+    loss_two, grads_two = loss_and_grads(make_trainer(tiny_model_dir, [2.0, 2.0], tmp_path / "b"))
+    assert grads_one.abs().sum() > 0
+    assert loss_two.item() == pytest.approx(2 * loss_one.item(), rel=1e-6)
+    assert torch.allclose(grads_two, 2 * grads_one, rtol=1e-5, atol=1e-8)
+
+
+def test_weight_zero_removes_that_pairs_gradient(tiny_model_dir, tmp_path):
+    _, grads_masked = loss_and_grads(make_trainer(tiny_model_dir, [0.0, 1.0], tmp_path / "a"))
+    # The same pair alone: the batch mean over two pairs halves it.
+    alone = make_trainer(tiny_model_dir, [1.0, 1.0], tmp_path / "b")
+    alone.train_dataset = alone.train_dataset.select([1])
+    _, grads_alone = loss_and_grads(alone)
+    assert torch.allclose(grads_masked, 0.5 * grads_alone, rtol=1e-4, atol=1e-7)
+
+
+def test_loss_matches_a_hand_computation(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, [1.5, 0.5], tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch).item()
+
+    def logps(model, ids, completion_mask):
+        logits = model(input_ids=ids.unsqueeze(0)).logits[0, :-1].log_softmax(-1)
+        token_logps = logits.gather(1, ids[1:].unsqueeze(1)).squeeze(1)
+        mask = completion_mask[1:].bool()
+        return token_logps[mask].sum().item(), int(mask.sum())
+
+    expected = 0.0
+    with torch.no_grad():
+        for i, weight in enumerate([1.5, 0.5]):
+            parts = {}
+            for side, row in (("chosen", i), ("rejected", i + 2)):
+                length = int(batch["attention_mask"][row].sum())
+                ids, mask = batch["input_ids"][row][:length], batch["completion_mask"][row][:length]
+                policy, n = logps(trainer.model, ids, mask)
+                reference, _ = logps(trainer.ref_model, ids, mask)
+                parts[side] = (policy, reference, n)
+            delta = (parts["chosen"][0] - parts["chosen"][1]) - (parts["rejected"][0] - parts["rejected"][1])
+            preference = -math.log(1 / (1 + math.exp(-0.01 * delta)))
+            sft = -parts["chosen"][0] / parts["chosen"][2]
+            expected += weight * (preference + 2.0 * sft)
+    assert loss == pytest.approx(expected / 2, rel=1e-5)
+
+
+def test_other_loss_types_are_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="sigmoid"):
+        make_trainer(tiny_model_dir, [1.0, 1.0], tmp_path, loss_type=["ipo"])
+
+
+def test_training_reads_weights_through_the_real_dataloader(tiny_model_dir, tmp_path):
+    import json
+
+    from training.hs_dpo import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(dict(p, weight=w)) + "\n" for p, w in zip(PAIRS, [1.5, 0.9])))
+    out = tmp_path / "out"
+    trainer = main(["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(pairs), "--output_dir", str(out),
+          "--per_device_train_batch_size", "2", "--max_steps", "2", "--logging_steps", "1", "--report_to", "none",
+          "--use_cpu", "true", "--gradient_checkpointing", "false", "--max_length", "128", "--save_strategy", "no",
+          "--learning_rate", "1e-3"])
+    assert (out / "model.safetensors").exists()
+    # Each step saw both pairs: the logged mean weight is (1.5 + 0.9) / 2, not the default 1, so the column
+    # survived TRL's column pruning and reached the loss.
+    weights = [entry["weight"] for entry in trainer.state.log_history if "weight" in entry]
+    assert len(weights) == 2 and all(w == pytest.approx(1.2) for w in weights)
+    assert trainer.state.log_history[-1]["train_loss"] > 0
