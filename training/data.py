@@ -1,0 +1,64 @@
+"""GuardReasonerTrain rows (``instruction``, ``input``, ``output``) from the hub or local files, as TRL
+prompt-completion examples in the same prompt mode the guard uses at inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guardreasoner.parser import strip_leaks
+
+HUB_DATASET = "yueliu1999/GuardReasonerTrain"
+HUB_SPLITS = ("WildGuardTrainR", "AegisTrainR", "BeaverTailsTrainR", "ToxicChatTrainR")
+
+
+def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> list[dict]:
+    """Rows from a hub dataset id, or a local .json (a list, or {split: list} like the shared sample) or .jsonl."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            data = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = [row for split, rows in data.items() if not splits or split in splits for row in rows]
+    else:
+        from datasets import load_dataset
+
+        loaded = load_dataset(source)
+        data = [row for split in (splits or list(loaded)) for row in loaded[split]]
+    for number, row in enumerate(data, start=1):
+        missing = {"instruction", "input", "output"} - set(row)
+        if missing:
+            raise ValueError(f"{source}: row {number} lacks {sorted(missing)}")
+    return data
+
+
+def to_example(row: dict, mode: str = "raw") -> dict:
+    """One TRL example. Raw: the exact text the guard sends; chat: the same text as one user turn."""
+    prompt = row["instruction"] + "\n" + row["input"]
+    completion = strip_leaks(row["output"])
+    if mode == "raw":
+        return {"prompt": prompt, "completion": completion}
+    if mode == "chat":
+        return {"prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": completion}]}
+    raise ValueError(f"unknown prompt mode {mode!r}")
+
+
+def tokenize_example(row: dict, tokenizer, mode: str = "raw") -> dict:
+    """Token ids and completion mask, the prompt tokenized alone exactly as the guard tokenizes it at inference.
+
+    TRL tokenizes prompt + completion as one text, where "...\\n\\n" + "# Task 1" can merge across the boundary:
+    the model would then learn its first token in a context inference never produces."""
+    from guardreasoner.template import render
+
+    prompt = row["instruction"] + "\n" + row["input"]
+    if mode == "raw":
+        prompt_ids = tokenizer(prompt)["input_ids"]  # with the tokenizer's own special tokens, as at inference
+    else:
+        prompt_ids = tokenizer(render(prompt, "chat", tokenizer), add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(strip_leaks(row["output"]), add_special_tokens=False)["input_ids"]
+    completion_ids = completion_ids + [tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
