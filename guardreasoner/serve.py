@@ -20,8 +20,9 @@ from .backends.transformers_backend import TransformersBackend
 def _sampling(body: dict, logprobs: int) -> SamplingConfig:
     return SamplingConfig(
         max_new_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
-        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
-        top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+        # OpenAI's defaults when a field is absent or null.
+        temperature=float(body["temperature"]) if body.get("temperature") is not None else 1.0,
+        top_p=float(body["top_p"]) if body.get("top_p") is not None else 1.0,
         top_logprobs=logprobs,
         seed=body.get("seed"),
     )

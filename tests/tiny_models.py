@@ -44,13 +44,13 @@ def _config(tokenizer, **sizes):
     )
 
 
-def random_llama(folder: Path, tokenizer_dir: Path) -> Path:
+def random_llama(folder: Path, tokenizer_dir: Path, hidden: int = 32) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    LlamaForCausalLM(_config(tokenizer)).save_pretrained(folder)
+    LlamaForCausalLM(_config(tokenizer, hidden=hidden)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

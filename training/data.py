@@ -1,5 +1,5 @@
-"""GuardReasonerTrain rows (``instruction``, ``input``, ``output``) from the hub or local files, as TRL
-prompt-completion examples in the same prompt mode the guard uses at inference."""
+"""GuardReasonerTrain rows (``instruction``, ``input``, ``output``) from the hub or local files, tokenized for
+TRL in the same prompt mode, and the same way, as the guard at inference."""
 
 from __future__ import annotations
 
@@ -32,18 +32,6 @@ def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> lis
         if missing:
             raise ValueError(f"{source}: row {number} lacks {sorted(missing)}")
     return data
-
-
-def to_example(row: dict, mode: str = "raw") -> dict:
-    """One TRL example. Raw: the exact text the guard sends; chat: the same text as one user turn."""
-    prompt = row["instruction"] + "\n" + row["input"]
-    completion = strip_leaks(row["output"])
-    if mode == "raw":
-        return {"prompt": prompt, "completion": completion}
-    if mode == "chat":
-        return {"prompt": [{"role": "user", "content": prompt}],
-                "completion": [{"role": "assistant", "content": completion}]}
-    raise ValueError(f"unknown prompt mode {mode!r}")
 
 
 def tokenize_example(row: dict, tokenizer, mode: str = "raw") -> dict:
