@@ -21,12 +21,13 @@ def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> lis
         else:
             data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
-            data = [row for split, rows in data.items() if not splits or split in splits for row in rows]
+            data = [dict(row, source=split) for split, rows in data.items() if not splits or split in splits
+                    for row in rows]
     else:
         from datasets import load_dataset
 
         loaded = load_dataset(source)
-        data = [row for split in (splits or list(loaded)) for row in loaded[split]]
+        data = [dict(row, source=split) for split in (splits or list(loaded)) for row in loaded[split]]
     for number, row in enumerate(data, start=1):
         missing = {"instruction", "input", "output"} - set(row)
         if missing:

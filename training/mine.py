@@ -1,0 +1,134 @@
+"""Hard-sample mining: sample k outputs per training row; a row is hard when its samples are mixed right and
+wrong; its pair is (a right sample, a wrong one), weighted by how wrong the model tends to be.
+
+    python -m training.mine --model runs/rsft-1b --dataset yueliu1999/GuardReasonerTrain --output pairs.jsonl
+
+The task that decides is the first one with mixed samples, in the paper's order: the request, then the reply's
+harm (only where the row has both a gold label and a reply), then refusal. The weight is #wrong - #correct,
+min-max scaled to [0.8, 1.2] within each source split. The output is what ``training.hs_dpo`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.parser import parse, split_upstream_prompt
+
+TASK_ORDER = ("request", "response", "completion")
+
+
+@dataclass
+class MiningConfig:
+    model: str = field(metadata={"help": "the R-SFT model"})
+    dataset: str = field(metadata={"help": "GuardReasonerTrain rows: hub id or local file"})
+    output: str = "pairs.jsonl"
+    backend: str = "auto"
+    k: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 2048
+    pairing: str = field(default="longest", metadata={"help": "longest (the paper) or length_matched"})
+    weight_min: float = 0.8
+    weight_max: float = 1.2
+    max_rows: int | None = None
+    seed: int = 0
+
+
+def gold_labels(row: dict) -> dict[str, str | None]:
+    """The row's own verdicts, read from the Answers block of its reference output."""
+    return parse(row["output"]).labels
+
+
+def deciding_task(gold: dict, has_reply: bool, samples_correct: dict[str, list[bool]]) -> str | None:
+    """The first task, in the paper's order, on which the samples are mixed right and wrong."""
+    for task in TASK_ORDER:
+        if task != "request" and (not has_reply or gold.get(task) is None):
+            continue
+        if gold.get(task) is None:
+            continue
+        flags = samples_correct[task]
+        if any(flags) and not all(flags):
+            return task
+    return None
+
+
+def choose_pair(samples: list[str], correct: list[bool], pairing: str = "longest") -> tuple[str, str]:
+    right = [s for s, ok in zip(samples, correct) if ok]
+    wrong = [s for s, ok in zip(samples, correct) if not ok]
+    if pairing == "longest":
+        return max(right, key=len), max(wrong, key=len)
+    if pairing == "length_matched":
+        # The closest lengths, so that DPO cannot learn "longer is better" from the pairs.
+        return min(((c, r) for c in right for r in wrong), key=lambda pair: abs(len(pair[0]) - len(pair[1])))
+    raise ValueError(f"unknown pairing {pairing!r}; choose longest or length_matched")
+
+
+def mine_row(row: dict, samples: list[str], pairing: str = "longest") -> dict | None:
+    """A pair for one row, or None when the row is not hard."""
+    gold = gold_labels(row)
+    request, reply = split_upstream_prompt(row["input"])
+    parsed = [parse(s, user_texts=(request, reply or ""), has_response=reply is not None) for s in samples]
+    correct = {task: [p.labels[task] == gold.get(task) for p in parsed] for task in TASK_ORDER}
+    task = deciding_task(gold, reply is not None, correct)
+    if task is None:
+        return None
+    chosen, rejected = choose_pair(samples, correct[task], pairing)
+    right = sum(correct[task])
+    return {
+        "prompt": row["instruction"] + "\n" + row["input"],
+        "chosen": chosen,
+        "rejected": rejected,
+        "task": task,
+        "n_correct": right,
+        "n_wrong": len(samples) - right,
+        "source": row.get("source", "train"),
+    }
+
+
+def scale_weights(pairs: list[dict], low: float = 0.8, high: float = 1.2) -> list[dict]:
+    """weight = #wrong - #correct, min-max scaled to [low, high] within each source (the middle if all equal)."""
+    by_source: dict[str, list[dict]] = {}
+    for pair in pairs:
+        by_source.setdefault(pair["source"], []).append(pair)
+    for group in by_source.values():
+        raw = [p["n_wrong"] - p["n_correct"] for p in group]
+        lo, hi = min(raw), max(raw)
+        for pair, value in zip(group, raw):
+            pair["weight"] = (low + high) / 2 if hi == lo else low + (high - low) * (value - lo) / (hi - lo)
+    return pairs
+
+
+def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
+    from guardreasoner import load_guard
+    from guardreasoner.backends.base import SamplingConfig
+
+    from .data import load_rows
+
+    rows = rows if rows is not None else load_rows(config.dataset)[: config.max_rows]
+    guard = load_guard(config.model, config.backend, fail_closed=False)
+    sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0, seed=config.seed)
+    prompts = [row["instruction"] + "\n" + row["input"] for row in rows for _ in range(config.k)]
+    outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
+    pairs = []
+    for index, row in enumerate(rows):
+        pair = mine_row(row, outputs[index * config.k : (index + 1) * config.k], config.pairing)
+        if pair is not None:
+            pairs.append(pair)
+    scale_weights(pairs, config.weight_min, config.weight_max)
+    Path(config.output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(MiningConfig).parse_args_into_dataclasses(argv)
+    pairs = mine(config)
+    print(f"{len(pairs)} hard pairs written to {config.output}")
+    return pairs
+
+
+if __name__ == "__main__":
+    main()
