@@ -57,3 +57,33 @@ def test_weights_are_min_max_scaled_per_source():
     scale_weights(pairs)
     assert [p["weight"] for p in pairs[:3]] == pytest.approx([0.8, 1.0, 1.2])
     assert pairs[3]["weight"] == pytest.approx(1.0)
+
+
+def test_mine_samples_a_real_model_and_its_pairs_train_hs_dpo(taught_model_dir, tmp_path):
+    import json
+
+    from guardreasoner.parser import parse
+    from guardreasoner.template import INSTRUCTION, format_input
+    from tests.tiny_models import TAUGHT
+    from training.hs_dpo import main as hs_dpo
+    from training.mine import MiningConfig, mine
+
+    rows = [{"instruction": INSTRUCTION, "input": format_input(q), "output": a, "source": "taught"}
+            for q, a in TAUGHT.items()]
+    output = tmp_path / "pairs.jsonl"
+    # Sampling at temperature 1 from a model that knows the answers gives mixed samples (seeded: reproducible).
+    pairs = mine(MiningConfig(model=str(taught_model_dir), dataset="-", output=str(output), k=4, temperature=1.0,
+                              top_p=1.0, max_new_tokens=150, seed=0), rows)
+    assert pairs and [json.loads(line) for line in output.read_text().splitlines()] == pairs
+    golds = {row["instruction"] + "\n" + row["input"]: parse(row["output"]).labels for row in rows}
+    for pair in pairs:
+        gold = golds[pair["prompt"]][pair["task"]]
+        assert parse(pair["chosen"]).labels[pair["task"]] == gold
+        assert parse(pair["rejected"]).labels[pair["task"]] != gold
+        assert 0.8 <= pair["weight"] <= 1.2 and pair["n_correct"] + pair["n_wrong"] == 4
+    trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_path", str(output),
+                      "--output_dir", str(tmp_path / "dpo"), "--per_device_train_batch_size", str(len(pairs)),
+                      "--max_steps", "1", "--logging_steps", "1", "--report_to", "none", "--use_cpu", "true",
+                      "--gradient_checkpointing", "false", "--save_strategy", "no", "--max_length", "512"])
+    logged = [entry["weight"] for entry in trainer.state.log_history if "weight" in entry]
+    assert logged == [pytest.approx(sum(p["weight"] for p in pairs) / len(pairs))]
