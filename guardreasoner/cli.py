@@ -62,31 +62,24 @@ def _classify_text(args) -> int:
 def _classify_file(args) -> int:
     from tqdm.auto import tqdm
 
-    from .rows import RowError, done_lines, read_rows
+    from .rows import classify_rows, done_lines, split_rows
 
     output = Path(args.output)
     done = done_lines(output)
-    rows, errors = [], []
-    for row in read_rows(args.input):
-        if isinstance(row, RowError):
-            errors.append(row)
-            print(f"{args.input}: {row}", file=sys.stderr)
-        elif row.line not in done:
-            rows.append(row)
+    rows, errors = split_rows(args.input)
+    for error in errors:
+        print(f"{args.input}: {error}", file=sys.stderr)
+    rows = [row for row in rows if row.line not in done]
     if done:
         print(f"resuming: {len(done)} rows already in {output}, {len(rows)} to go", file=sys.stderr)
     if rows:
         guard = _load(args)
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("a", encoding="utf-8") as handle, tqdm(total=len(rows), desc="classify", unit="row") as bar:
-            for start in range(0, len(rows), args.batch_size):
-                chunk = rows[start : start + args.batch_size]
-                results = guard.classify([{"prompt": r.prompt, "response": r.response} for r in chunk])
-                for row, result in zip(chunk, results):
-                    record = {"line": row.line, **row.extra, **result.to_dict()}
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for records in classify_rows(guard, rows, args.batch_size):
+                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
                 handle.flush()  # a finished batch survives an interruption
-                bar.update(len(chunk))
+                bar.update(len(records))
     if errors:
         print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}", file=sys.stderr)
         return 1

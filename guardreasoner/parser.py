@@ -85,6 +85,16 @@ def _tidy(text: str) -> str:
     return _TRAILING_RULE.sub("", "\n" + text.strip()).strip()
 
 
+def _heading_task(title: str) -> str | None:
+    """For a "# Task N" heading: the task it opens ("" for numbers past 3, as in runaway "Task 28");
+    None for any other heading."""
+    match = _TASK_TITLE.match(title.strip().strip("*_` "))
+    if not match:
+        return None
+    number = int(match.group("number"))
+    return next((key for key, n in TASK_NUMBER.items() if n == number), "")
+
+
 def strip_leaks(text: str) -> str:
     """Remove leaked teacher phrases such as "The ground truth is" (kept out of training targets)."""
     return _LEAK.sub("", text)
@@ -144,10 +154,9 @@ def reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
         title = heading.group("title").strip().strip("*_` ")
         body_end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
         body = text[heading.end():body_end]
-        task_match = _TASK_TITLE.match(title)
-        if task_match:
-            number = int(task_match.group("number"))
-            task = next((key for key, n in TASK_NUMBER.items() if n == number), "")
+        heading_task = _heading_task(title)
+        if heading_task is not None:
+            task = heading_task
             continue
         if not task:
             continue  # runaway "Task 28" sections belong to no task
@@ -274,13 +283,12 @@ def task_sections(text: str) -> dict[str, str]:
     """The raw text under each task's heading (the last copy of each), up to the next task or Answers block;
     for showing the reasoning of each task as it streams."""
     sections = {key: "" for key in VERDICT_KEYS}
-    headings = [m for m in _HEADING.finditer(text) if _TASK_TITLE.match(m.group("title").strip().strip("*_` "))]
-    for index, heading in enumerate(headings):
-        number = int(_TASK_TITLE.match(heading.group("title").strip().strip("*_` ")).group("number"))
-        key = next((k for k, n in TASK_NUMBER.items() if n == number), None)
-        if key is None:
+    headings = [(m, _heading_task(m.group("title"))) for m in _HEADING.finditer(text)]
+    headings = [(m, key) for m, key in headings if key is not None]
+    for index, (heading, key) in enumerate(headings):
+        if not key:
             continue
-        end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+        end = headings[index + 1][0].start() if index + 1 < len(headings) else len(text)
         body = text[heading.end():end]
         answers = _ANSWERS_HEADER.search(body) or _VERDICT_LINE.search(body)
         sections[key] = _tidy(body[: answers.start()] if answers else body)

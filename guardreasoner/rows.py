@@ -68,6 +68,23 @@ def read_rows(path: str | Path) -> Iterator[Row | RowError]:
             yield _check(number, record)
 
 
+def split_rows(path: str | Path) -> tuple[list[Row], list[RowError]]:
+    """The readable rows of a file and the errors of the others, each in file order."""
+    rows: list[Row] = []
+    errors: list[RowError] = []
+    for row in read_rows(path):
+        (errors if isinstance(row, RowError) else rows).append(row)
+    return rows, errors
+
+
+def classify_rows(guard, rows: list[Row], batch_size: int) -> Iterator[list[dict]]:
+    """Classify rows in batches; yield each batch's records: its line, its other columns, and the result."""
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in batch])
+        yield [{"line": row.line, **row.extra, **result.to_dict()} for row, result in zip(batch, results)]
+
+
 def done_lines(output: str | Path, key: str = "line") -> set[int]:
     """The ``key`` of every record already in the JSONL ``output``, so an interrupted run resumes after them.
 

@@ -41,15 +41,12 @@ class StreamParser:
         if settled <= self._read_upto:
             return []
         self._read_upto = settled
-        return self._events(self.text[:settled], final=False)
+        return self._events(self.text[:settled], final=False)[0]
 
     def finish(self) -> tuple[list[ParseEvent], ParsedOutput]:
-        return self._events(self.text, final=True), self._parse(self.text)
+        return self._events(self.text, final=True)
 
-    def _parse(self, text: str) -> ParsedOutput:
-        return parse(text, user_texts=self.user_texts, has_response=self.has_response)
-
-    def _events(self, text: str, final: bool) -> list[ParseEvent]:
+    def _events(self, text: str, final: bool) -> tuple[list[ParseEvent], ParsedOutput]:
         events: list[ParseEvent] = []
         items = reasoning_items(text, echo_length(text, list(self.user_texts)))
         if items and not final:
@@ -65,7 +62,7 @@ class StreamParser:
             if task.conclusion is not None and key not in self._sent_conclusions:
                 self._sent_conclusions.add(key)
                 events.append(ParseEvent("conclusion", key, text=task.conclusion))
-        parsed = self._parse(text)
+        parsed = parse(text, user_texts=self.user_texts, has_response=self.has_response)
         for key, verdict in parsed.verdicts.items():
             if verdict.label is None:
                 continue
@@ -76,4 +73,4 @@ class StreamParser:
             if self._sent_verdicts.get(key) != state:
                 self._sent_verdicts[key] = state
                 events.append(ParseEvent("verdict", key, label=verdict.label, source=verdict.source))
-        return events
+        return events, parsed

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.rows import Row, RowError, read_rows
+from guardreasoner.rows import RowError, classify_rows, split_rows
 
 TABLE_COLUMNS = ["line", "prompt", "response", "request", "refusal", "reply harm", "status"]
 
@@ -32,17 +32,12 @@ class BatchOutcome:
 def check_file(guard, path: str | Path, *, chunk: int = 8,
                on_progress: Callable[[int, int], None] | None = None) -> BatchOutcome:
     """Classify every valid row of ``path``; ``on_progress(done, total)`` after each chunk."""
-    outcome = BatchOutcome()
-    rows: list[Row] = []
-    for row in read_rows(path):
-        (outcome.errors if isinstance(row, RowError) else rows).append(row)
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        results = guard.classify([{"prompt": r.prompt, "response": r.response} for r in part])
-        for row, result in zip(part, results):
-            outcome.records.append({"line": row.line, **row.extra, **result.to_dict()})
+    rows, errors = split_rows(path)
+    outcome = BatchOutcome(errors=errors)
+    for records in classify_rows(guard, rows, chunk):
+        outcome.records.extend(records)
         if on_progress:
-            on_progress(start + len(part), len(rows))
+            on_progress(len(outcome.records), len(rows))
     folder = Path(tempfile.mkdtemp(prefix="guard-batch-"))
     outcome.jsonl = folder / "results.jsonl"
     outcome.jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in outcome.records))
