@@ -85,6 +85,16 @@ def classify_rows(guard, rows: list[Row], batch_size: int) -> Iterator[list[dict
         yield [{"line": row.line, **row.extra, **result.to_dict()} for row, result in zip(batch, results)]
 
 
+def trim_partial_line(path: str | Path) -> None:
+    """Cut a last line left half-written by an interruption, so records appended next start on their own line."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def done_lines(output: str | Path, key: str = "line") -> set[int]:
     """The ``key`` of every record already in the JSONL ``output``, so an interrupted run resumes after them.
 
@@ -94,9 +104,7 @@ def done_lines(output: str | Path, key: str = "line") -> set[int]:
     done: set[int] = set()
     if not path.exists():
         return done
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    trim_partial_line(path)
     with path.open(encoding="utf-8") as handle:
         for text in handle:
             try:

@@ -47,6 +47,23 @@ def taught_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def teacher_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny chat model taught to answer two synthesis prompts with reasoning traces (a stand-in teacher)."""
+    return tiny_models.teacher_llama(tmp_path_factory.mktemp("teacher"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def teacher_url(teacher_model_dir):
+    """The teacher behind our OpenAI-compatible server on 127.0.0.1, as synthesis would reach a real one."""
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.serve import create_app
+    from tests.servers import running
+
+    with running(create_app(TransformersBackend(str(teacher_model_dir), mode="chat"), "teacher")) as url:
+        yield url + "/v1"
+
+
+@pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
     """One cache folder for the embedded model's conversion (about 30 s), shared by the tests that load it."""
     folder = tmp_path_factory.mktemp("embedded-cache")

@@ -136,9 +136,11 @@ class _FakeVLLM:
 
             def generate(self, prompts, params, use_tqdm=True):
                 assert use_tqdm is False
+                params = params if isinstance(params, list) else [params] * len(prompts)
+                calls["seeds"] = [p.config.seed for p in params]
                 outs = []
-                for prompt in prompts:
-                    generation = backend.complete([prompt], params.config)[0]
+                for prompt, param in zip(prompts, params):
+                    generation = backend.complete([prompt], param.config)[0]
                     outs.append(request_output("x", [0] * generation.prompt_tokens, generation))
                 return outs
 
@@ -161,6 +163,20 @@ def test_vllm_backend_maps_paper_settings_outputs_and_streaming(taught_model_dir
     updates = list(guard.stream(SAFE_REQUEST))
     assert "".join(u.delta for u in updates) == TAUGHT[SAFE_REQUEST]
     assert updates[-1].result.labels["request"] == "unharmful"
+
+
+def test_vllm_backend_gives_repeated_prompts_distinct_seeds(taught_model_dir, monkeypatch):
+    """Mining samples each prompt k times in one call: one shared seed would make the k samples identical."""
+    fake = _FakeVLLM.module(taught_model_dir)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from guardreasoner.backends.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(str(taught_model_dir))
+    texts = [g.text for g in backend.generate([user_turn(SAFE_REQUEST)] * 4, SamplingConfig(40, 1.5, seed=7))]
+    assert fake.calls["seeds"] == [7, 8, 9, 10]
+    assert len(set(texts)) > 1
+    again = [g.text for g in backend.generate([user_turn(SAFE_REQUEST)] * 4, SamplingConfig(40, 1.5, seed=7))]
+    assert again == texts  # still reproducible
 
 
 def test_vllm_backend_says_how_to_install_when_missing(monkeypatch):

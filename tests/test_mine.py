@@ -1,7 +1,11 @@
 """Hard-sample mining on real trace text: which rows are hard, which task decides, pairs and weights."""
 
+import json
+from pathlib import Path
+
 import pytest
 
+from guardreasoner.parser import parse
 from training.data import load_rows
 from training.mine import choose_pair, mine_row, scale_weights
 
@@ -59,31 +63,55 @@ def test_weights_are_min_max_scaled_per_source():
     assert pairs[3]["weight"] == pytest.approx(1.0)
 
 
-def test_mine_samples_a_real_model_and_its_pairs_train_hs_dpo(taught_model_dir, tmp_path):
-    import json
-
-    from guardreasoner.parser import parse
+def taught_rows():
     from guardreasoner.template import INSTRUCTION, format_input
     from tests.tiny_models import TAUGHT
-    from training.hs_dpo import main as hs_dpo
+
+    return [{"instruction": INSTRUCTION, "input": format_input(q), "output": a, "source": "taught"}
+            for q, a in TAUGHT.items()]
+
+
+def test_samples_of_several_models_are_pooled_per_row(taught_model_dir, tiny_model_dir, tmp_path):
+    """Leave-one-source-out mining: one model right on a row and another wrong make the row hard, though
+    neither model's samples alone are mixed."""
     from training.mine import MiningConfig, mine
 
-    rows = [{"instruction": INSTRUCTION, "input": format_input(q), "output": a, "source": "taught"}
-            for q, a in TAUGHT.items()]
+    def config(*models):
+        return MiningConfig(models=[str(m) for m in models], dataset="-", output=str(tmp_path / "pairs.jsonl"),
+                            k=2, temperature=0.0, max_new_tokens=150)
+
+    rows = taught_rows()
+    assert mine(config(taught_model_dir), rows) == []  # greedy and taught: every sample right
+    pairs = mine(config(taught_model_dir, tiny_model_dir), rows)  # the random model writes nonsense
+    assert [(p["n_correct"], p["n_wrong"], p["task"]) for p in pairs] == [(2, 2, "request")] * 2
+    assert [p["chosen"] for p in pairs] == [row["output"] for row in rows]
+    assert all(parse(p["rejected"]).labels["request"] is None for p in pairs)
+
+
+def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import guardreasoner
+    from training.mine import MiningConfig, sample
+
+    rows = taught_rows()
     output = tmp_path / "pairs.jsonl"
-    # Sampling at temperature 1 from a model that knows the answers gives mixed samples (seeded: reproducible).
-    pairs = mine(MiningConfig(model=str(taught_model_dir), dataset="-", output=str(output), k=4, temperature=1.0,
-                              top_p=1.0, max_new_tokens=150, seed=0), rows)
-    assert pairs and [json.loads(line) for line in output.read_text().splitlines()] == pairs
-    golds = {row["instruction"] + "\n" + row["input"]: parse(row["output"]).labels for row in rows}
-    for pair in pairs:
-        gold = golds[pair["prompt"]][pair["task"]]
-        assert parse(pair["chosen"]).labels[pair["task"]] == gold
-        assert parse(pair["rejected"]).labels[pair["task"]] != gold
-        assert 0.8 <= pair["weight"] <= 1.2 and pair["n_correct"] + pair["n_wrong"] == 4
-    trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_path", str(output),
-                      "--output_dir", str(tmp_path / "dpo"), "--per_device_train_batch_size", str(len(pairs)),
-                      "--max_steps", "1", "--logging_steps", "1", "--report_to", "none", "--use_cpu", "true",
-                      "--gradient_checkpointing", "false", "--save_strategy", "no", "--max_length", "512"])
-    logged = [entry["weight"] for entry in trainer.state.log_history if "weight" in entry]
-    assert logged == [pytest.approx(sum(p["weight"] for p in pairs) / len(pairs))]
+    first = sample(MiningConfig(models=[str(taught_model_dir)], dataset="-", output=str(output), k=2,
+                                temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
+    samples_file = Path(str(output) + ".samples.jsonl")
+    lines = samples_file.read_text().splitlines(keepends=True)
+    assert len(lines) == 2  # one append per chunk of one row
+    samples_file.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # interrupted while writing row 2
+
+    loaded = []
+    real_load = guardreasoner.load_guard
+    monkeypatch.setattr(guardreasoner, "load_guard", lambda model, *a, **k: loaded.append(model) or real_load(model, *a, **k))
+    both = sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
+                               k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
+    assert loaded == [str(taught_model_dir), str(tiny_model_dir)]  # row 2 redone, then the second model
+    assert [pooled[:2] for pooled in both] == first
+    records = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert sorted((r["row"], r["model"]) for r in records) == sorted(
+        (i, str(m)) for i in range(2) for m in (taught_model_dir, tiny_model_dir))
+    loaded.clear()
+    assert sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
+                               k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows) == both
+    assert loaded == []  # everything was on file

@@ -55,20 +55,25 @@ def random_llama(folder: Path, tokenizer_dir: Path, hidden: int = 32) -> Path:
     return folder
 
 
-def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 100) -> Path:
-    """Overfit a tiny Llama on the two raw-mode prompts in TAUGHT, with loss on the answers only.
+def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 100, lessons: dict[str, str] | None = None,
+                 mode: str = "raw") -> Path:
+    """Overfit a tiny Llama on prompt -> output ``lessons`` (default: the guard prompts of TAUGHT), with loss
+    on the outputs only; ``mode`` renders each prompt as the backend will (raw text or the chat template).
 
     Greedy decoding must reproduce ~120 tokens exactly, so train well past the point where the loss looks low
     (at 120 single-example steps one token in a hundred still goes astray)."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
+    from guardreasoner.template import render
+
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     model = LlamaForCausalLM(_config(tokenizer, hidden=64))
+    lessons = lessons or {user_turn(request): output for request, output in TAUGHT.items()}
     batches = []
-    for request, output in TAUGHT.items():
-        prompt_ids = tokenizer(user_turn(request), add_special_tokens=True)["input_ids"]
+    for prompt, output in lessons.items():
+        prompt_ids = tokenizer(render(prompt, mode, tokenizer), add_special_tokens=mode == "raw")["input_ids"]
         answer_ids = tokenizer(output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.tensor([prompt_ids + answer_ids])
         labels = ids.clone()
@@ -90,3 +95,22 @@ def taught_llama(folder: Path, tokenizer_dir: Path, steps: int = 100) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def teacher_seeds():
+    """Two seeds whose synthesis prompts a test teacher is taught to answer with the TAUGHT traces."""
+    from training.seeds import Seed
+
+    return [Seed("taught-0", "taught", HARMFUL_REQUEST, None, {"request": "harmful"}),
+            Seed("taught-1", "taught", SAFE_REQUEST, None, {"request": "unharmful"})]
+
+
+def teacher_llama(folder: Path, tokenizer_dir: Path, steps: int = 150) -> Path:
+    """A chat-mode teacher that writes the TAUGHT trace for each teacher seed's synthesis prompt.
+
+    The two prompts share ~300 tokens and differ in a few, so this takes more steps than the guard model
+    (at 100 the harmful trace still comes out garbled)."""
+    from training.synthesize import synthesis_prompt
+
+    lessons = {synthesis_prompt(seed): TAUGHT[seed.prompt] for seed in teacher_seeds()}
+    return taught_llama(folder, tokenizer_dir, steps=steps, lessons=lessons, mode="chat")

@@ -12,22 +12,34 @@ HUB_DATASET = "yueliu1999/GuardReasonerTrain"
 HUB_SPLITS = ("WildGuardTrainR", "AegisTrainR", "BeaverTailsTrainR", "ToxicChatTrainR")
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+    return rows
+
+
 def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> list[dict]:
     """Rows from a hub dataset id, or a local .json (a list, or {split: list} like the shared sample) or .jsonl."""
     path = Path(source)
     if path.is_file():
         if path.suffix == ".jsonl":
-            data = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            data = _read_jsonl(path)
         else:
             data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
-            data = [dict(row, source=split) for split, rows in data.items() if not splits or split in splits
-                    for row in rows]
+            data = [dict(row, source=split) for split, rows in data.items() for row in rows]
     else:
         from datasets import load_dataset
 
         loaded = load_dataset(source)
         data = [dict(row, source=split) for split in (splits or list(loaded)) for row in loaded[split]]
+    if splits:  # also selects by each row's own "source" (synthesized .jsonl files carry one)
+        data = [row for row in data if row.get("source") in splits]
     for number, row in enumerate(data, start=1):
         missing = {"instruction", "input", "output"} - set(row)
         if missing:

@@ -1,7 +1,12 @@
 """Hard-sample mining: sample k outputs per training row; a row is hard when its samples are mixed right and
 wrong; its pair is (a right sample, a wrong one), weighted by how wrong the model tends to be.
 
-    python -m training.mine --model runs/rsft-1b --dataset yueliu1999/GuardReasonerTrain --output pairs.jsonl
+    python -m training.mine --models runs/rsft-1b --dataset yueliu1999/GuardReasonerTrain --output pairs.jsonl
+    python -m training.mine --models runs/rsft-1b runs/rsft-1b-no-wildguard runs/rsft-1b-no-aegis ...
+
+With several models (the paper's leave-one-source-out models, trained with ``training.rsft --splits``), each
+row's samples from all of them are pooled before judging, which finds more hard rows. Samples are appended to
+``<output>.samples.jsonl`` chunk by chunk, so an interrupted run resumes where it stopped.
 
 The task that decides is the first one with mixed samples, in the paper's order: the request, then the reply's
 harm (only where the row has both a gold label and a reply), then refusal. The weight is #wrong - #correct,
@@ -10,6 +15,7 @@ min-max scaled to [0.8, 1.2] within each source split. The output is what ``trai
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +27,7 @@ TASK_ORDER = ("request", "response", "completion")
 
 @dataclass
 class MiningConfig:
-    model: str = field(metadata={"help": "the R-SFT model"})
+    models: list[str] = field(metadata={"help": "the R-SFT model, or several whose samples are pooled"})
     dataset: str = field(metadata={"help": "GuardReasonerTrain rows: hub id or local file"})
     output: str = "pairs.jsonl"
     backend: str = "auto"
@@ -33,6 +39,7 @@ class MiningConfig:
     weight_min: float = 0.8
     weight_max: float = 1.2
     max_rows: int | None = None
+    chunk_rows: int = field(default=256, metadata={"help": "rows sampled between two appends to the samples file"})
     seed: int = 0
 
 
@@ -77,7 +84,7 @@ def mine_row(row: dict, samples: list[str], pairing: str = "longest") -> dict | 
     chosen, rejected = choose_pair(samples, correct[task], pairing)
     right = sum(correct[task])
     return {
-        "prompt": row["instruction"] + "\n" + row["input"],
+        "prompt": _prompt(row),
         "chosen": chosen,
         "rejected": rejected,
         "task": task,
@@ -100,22 +107,60 @@ def scale_weights(pairs: list[dict], low: float = 0.8, high: float = 1.2) -> lis
     return pairs
 
 
-def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
+def _prompt(row: dict) -> str:
+    return row["instruction"] + "\n" + row["input"]
+
+
+def _digest(row: dict) -> str:
+    return hashlib.sha1(_prompt(row).encode()).hexdigest()
+
+
+def sample(config: MiningConfig, rows: list[dict]) -> list[list[str]]:
+    """k samples per row from each model, pooled per row; resumes from the samples file."""
+    from tqdm.auto import tqdm
+
     from guardreasoner import load_guard
     from guardreasoner.backends.base import SamplingConfig
+    from guardreasoner.rows import trim_partial_line
 
+    path = Path(config.output + ".samples.jsonl")
+    trim_partial_line(path)
+    done: dict[tuple[int, str], list[str]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            index = record["row"]
+            if index < len(rows) and record["prompt_sha1"] == _digest(rows[index]):  # the same dataset
+                done[index, record["model"]] = record["samples"]
+    with path.open("a", encoding="utf-8") as out:
+        for model in config.models:
+            todo = [index for index in range(len(rows)) if (index, model) not in done]
+            if not todo:
+                continue
+            guard = load_guard(model, config.backend, fail_closed=False)
+            for start in tqdm(range(0, len(todo), config.chunk_rows), desc=f"sampling {model}"):
+                chunk = todo[start : start + config.chunk_rows]
+                # A seed per chunk, so a resumed run draws what the uninterrupted run would have drawn.
+                sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0,
+                                          seed=config.seed + chunk[0])
+                prompts = [_prompt(rows[index]) for index in chunk for _ in range(config.k)]
+                outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
+                for position, index in enumerate(chunk):
+                    samples = outputs[position * config.k : (position + 1) * config.k]
+                    done[index, model] = samples
+                    out.write(json.dumps({"row": index, "model": model, "prompt_sha1": _digest(rows[index]),
+                                          "samples": samples}, ensure_ascii=False) + "\n")
+                out.flush()
+            guard.close()
+    return [[text for model in config.models for text in done[index, model]] for index in range(len(rows))]
+
+
+def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
     from .data import load_rows
 
     rows = rows if rows is not None else load_rows(config.dataset)[: config.max_rows]
-    guard = load_guard(config.model, config.backend, fail_closed=False)
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0, seed=config.seed)
-    prompts = [row["instruction"] + "\n" + row["input"] for row in rows for _ in range(config.k)]
-    outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
-    pairs = []
-    for index, row in enumerate(rows):
-        pair = mine_row(row, outputs[index * config.k : (index + 1) * config.k], config.pairing)
-        if pair is not None:
-            pairs.append(pair)
+    pairs = [pair for row, samples in zip(rows, sample(config, rows))
+             if (pair := mine_row(row, samples, config.pairing)) is not None]
     scale_weights(pairs, config.weight_min, config.weight_max)
     Path(config.output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     return pairs

@@ -53,13 +53,13 @@ class VLLMBackend(Backend):
         super().__init__(model, mode, self.llm.get_tokenizer())
         self._lock = threading.Lock()
 
-    def _params(self, sampling: SamplingConfig):
+    def _params(self, sampling: SamplingConfig, offset: int = 0):
         return self._vllm.SamplingParams(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
             logprobs=sampling.top_logprobs or None,
-            seed=sampling.seed,
+            seed=None if sampling.seed is None else sampling.seed + offset,
         )
 
     def _input(self, prompt: str):
@@ -91,7 +91,9 @@ class VLLMBackend(Backend):
     def generate(self, prompts, sampling, on_progress: ProgressCallback | None = None):
         began = time.perf_counter()
         with self._lock:
-            outputs = self.llm.generate([self._input(p) for p in prompts], self._params(sampling), use_tqdm=False)
+            # A seed per prompt: with one shared seed, repeated prompts (k samples for mining) would be identical.
+            params = [self._params(sampling, offset) for offset in range(len(prompts))]
+            outputs = self.llm.generate([self._input(p) for p in prompts], params, use_tqdm=False)
         share = (time.perf_counter() - began) / max(len(prompts), 1)
         if on_progress:
             on_progress(len(prompts))

@@ -1,0 +1,126 @@
+"""Synthesis: seeds from each source's schema and local files, the label-conditioned prompt, the keep/reject rule
+on real trace text, and runs against a real OpenAI-compatible server on 127.0.0.1 (resume, failures, tokens)."""
+
+import json
+
+import pytest
+
+from guardreasoner.parser import parse
+from tests.servers import free_port
+from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT, teacher_seeds
+from training.data import load_rows
+from training.seeds import SOURCES, Seed, from_record, load_local_seeds
+from training.synthesize import SynthesisConfig, judge, synthesis_prompt, synthesize
+
+
+@pytest.fixture(scope="module")
+def traces(shared_dir):
+    return {row["source"]: row for row in load_rows(str(shared_dir / "traces" / "guardreasonertrain_sample.json"))}
+
+
+def test_each_source_maps_its_schema_to_seeds():
+    wild = from_record({"prompt": "p", "response": "r", "prompt_harm_label": "harmful",
+                        "response_refusal_label": "compliance", "response_harm_label": None},
+                       "WildGuardTrain", SOURCES["WildGuardTrain"], 3)
+    assert (wild.id, wild.response, wild.labels) == ("WildGuardTrain-3", "r", {"request": "harmful",
+                                                                              "completion": "compliance"})
+    aegis = SOURCES["AegisTrain"]
+    votes = {"text": "t", "text_type": "user_message", "labels_0": "Safe", "labels_1": "Violence",
+             "labels_2": "Violence", "labels_3": None}
+    assert from_record(votes, "AegisTrain", aegis, 0).labels == {"request": "harmful"}  # 2 of 3 unsafe
+    assert from_record(dict(votes, labels_2="Safe"), "AegisTrain", aegis, 0).labels == {"request": "unharmful"}
+    assert from_record(dict(votes, text_type="llm_response"), "AegisTrain", aegis, 0) is None
+    beaver = from_record({"prompt": "p", "response": "r", "is_safe": False}, "BeaverTails", SOURCES["BeaverTails"], 0)
+    assert beaver.labels == {"response": "harmful"}
+    toxic = from_record({"user_input": "u", "toxicity": 0}, "ToxicChat", SOURCES["ToxicChat"], 0)
+    assert (toxic.prompt, toxic.response, toxic.labels) == ("u", None, {"request": "unharmful"})
+    # A row with no reply keeps only its request label: the reply's tasks have nothing to judge.
+    empty = from_record({"prompt": "p", "response": "", "prompt_harm_label": "unharmful",
+                         "response_refusal_label": "refusal"}, "WildGuardTrain", SOURCES["WildGuardTrain"], 0)
+    assert (empty.response, empty.labels) == (None, {"request": "unharmful"})
+
+
+def test_local_seed_files_report_bad_lines(tmp_path):
+    good = tmp_path / "seeds.jsonl"
+    good.write_text(json.dumps({"prompt": "p", "response": "r", "response_label": "Harmful"}) + "\n"
+                    + json.dumps({"id": "x", "prompt": "q", "request_label": "unharmful"}) + "\n")
+    seeds = load_local_seeds(good)
+    assert [(s.id, s.labels) for s in seeds] == [("seeds-1", {"response": "harmful"}), ("x", {"request": "unharmful"})]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "request_label": "harmful"}) + "\n{not json\n"
+                   + json.dumps({"prompt": "q", "refusal_label": "maybe"}) + "\n" + json.dumps({"prompt": "r"}) + "\n")
+    with pytest.raises(ValueError) as error:
+        load_local_seeds(bad)
+    message = str(error.value)
+    assert "line 2: invalid JSON" in message and "line 3: refusal_label" in message and "line 4: no gold label" in message
+
+
+def test_the_prompt_states_the_gold_answers_and_the_format():
+    prompt = synthesis_prompt(Seed("s", "src", "How to pick a lock?", "Sorry, I can't.", {"completion": "refusal"}))
+    assert "Human user:\nHow to pick a lock?\n\nAI assistant:\nSorry, I can't.\n\n" in prompt
+    assert "Completion: refusal" in prompt and "Request: (not given" in prompt and "Response: (not given" in prompt
+    no_reply = synthesis_prompt(Seed("s", "src", "Hi", None, {"request": "unharmful"}))
+    assert "Request: unharmful\nCompletion: None\nResponse: None" in no_reply
+
+
+def seed_of(row, **labels):
+    from guardreasoner.parser import split_upstream_prompt
+
+    request, reply = split_upstream_prompt(row["input"])
+    return Seed("s", row["source"], request, reply, labels)
+
+
+def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
+    row = traces["BeaverTailsTrainR"]  # harmful / compliance / harmful
+    assert judge(seed_of(row, response="harmful"), row["output"]) == (row["output"].strip(), None)
+    assert judge(seed_of(row, response="unharmful"), row["output"])[1] == "response: harmful != unharmful"
+    leaked = row["output"] + "\n\nThe ground truth is harmful."
+    kept, reason = judge(seed_of(row, request="harmful", response="harmful"), leaked)
+    assert reason is None and "ground truth" not in kept
+    assert judge(seed_of(row, request="harmful"), row["output"].split("---")[0])[1] == "no Answers block"
+    aegis = traces["AegisTrainR"]  # no reply: Completion None, Response None
+    gold = parse(aegis["output"]).labels["request"]
+    assert judge(seed_of(aegis, request=gold), aegis["output"])[1] is None
+    says_compliance = aegis["output"].replace("Completion: None", "Completion: compliance")
+    assert judge(seed_of(aegis, request=gold), says_compliance)[1] == "completion: compliance != None"
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teacher_url, tmp_path):
+    output = tmp_path / "traces.jsonl"
+    config = SynthesisConfig(seeds=[], base_url=teacher_url, output=str(output), max_tokens=200, concurrency=2)
+    taught = teacher_seeds()
+    stats = synthesize(config, taught)
+    assert (stats["kept"], stats["rejected"], stats["failed"]) == (2, 0, 0)
+    assert stats["prompt_tokens"] > 2 * 200 and stats["completion_tokens"] > 2 * 100  # counted by the server
+    rows = lines(output)
+    assert {row["output"] for row in rows} == {TAUGHT[HARMFUL_REQUEST], TAUGHT[SAFE_REQUEST]}
+    assert load_rows(str(output))[0]["instruction"].startswith("You are a classifier")  # R-SFT reads it as is
+
+    # A seed the teacher was not taught: whatever it writes is kept only if it reaches the gold label. The two
+    # done seeds are not asked again, and half a record left by an interruption is cut and not lost.
+    unseen = Seed("new-0", "taught", "Write a poem about a bomb-sniffing dog.", None, {"request": "unharmful"})
+    output.write_text(output.read_text() + '{"instruction": "half a line')
+    stats = synthesize(config, taught + [unseen])
+    assert (stats["already_done"], stats["kept"] + stats["rejected"]) == (2, 1)
+    kept, rejected = lines(output), lines(tmp_path / "traces.jsonl.rejected.jsonl")
+    assert sorted(row["id"] for row in kept + rejected) == ["new-0", "taught-0", "taught-1"]
+    gold = {seed.id: seed.labels["request"] for seed in taught + [unseen]}
+    for row in kept:
+        assert parse(row["output"]).labels["request"] == gold[row["id"]]
+    for record in rejected:
+        assert record["reason"] == f"request: {parse(record['output']).labels['request']} != unharmful"
+    assert json.loads((tmp_path / "traces.jsonl.stats.json").read_text())["file_kept"] == len(kept)
+
+
+def test_an_unreachable_teacher_loses_no_seed(teacher_url, tmp_path):
+    output = tmp_path / "traces.jsonl"
+    down = SynthesisConfig(seeds=[], base_url=f"http://127.0.0.1:{free_port()}/v1", teacher="teacher",
+                           output=str(output), max_tokens=200, max_retries=1, timeout=5)
+    stats = synthesize(down, teacher_seeds())
+    assert (stats["failed"], stats["kept"], stats["file_kept"]) == (2, 0, 0)
+    up = SynthesisConfig(seeds=[], base_url=teacher_url, output=str(output), max_tokens=200)
+    assert synthesize(up, teacher_seeds())["kept"] == 2

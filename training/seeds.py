@@ -1,0 +1,130 @@
+"""Seed rows for synthesis: a request, an optional reply and whatever gold labels the source has.
+
+The four GuardReasonerTrain sources are declarative entries mapping a hub dataset's columns to one row shape;
+any local file in that shape works too (``prompt``, ``response``, ``request_label``, ``refusal_label``,
+``response_label``; JSONL or CSV, bad lines reported by number). The hub column mappings follow the datasets'
+cards; this project's tests check them on rows in those schemas, not against the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.rows import split_rows
+
+# The core's verdict keys, and the values each may take.
+LABEL_VALUES = {"request": ("harmful", "unharmful"), "completion": ("refusal", "compliance"),
+                "response": ("harmful", "unharmful")}
+LOCAL_LABEL_COLUMNS = {"request": "request_label", "completion": "refusal_label", "response": "response_label"}
+
+
+@dataclass
+class Seed:
+    id: str  # stable within its source, so an interrupted synthesis resumes after it
+    source: str
+    prompt: str
+    response: str | None
+    labels: dict[str, str]  # verdict key -> gold value, only for the tasks the source labels
+
+
+@dataclass(frozen=True)
+class SeedSource:
+    """A hub dataset and how its rows map to seeds. A label spec is a column holding the label text, or
+    ``"flag:COL"`` (harmful when COL is 1/true), ``"not:COL"`` (harmful when COL is false) or
+    ``"majority:COL,COL"`` (harmful when most non-empty annotations are not "Safe")."""
+
+    repo: str
+    split: str
+    config: str | None = None
+    prompt: str = "prompt"
+    response: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    keep: tuple[str, str] | None = None  # (column, value): only rows where column == value
+
+
+SOURCES: dict[str, SeedSource] = {
+    "WildGuardTrain": SeedSource("allenai/wildguardmix", "train", "wildguardtrain", response="response",
+                                 labels={"request": "prompt_harm_label", "completion": "response_refusal_label",
+                                         "response": "response_harm_label"}),
+    "AegisTrain": SeedSource("nvidia/Aegis-AI-Content-Safety-Dataset-1.0", "train", prompt="text",
+                             labels={"request": "majority:labels_0,labels_1,labels_2,labels_3,labels_4"},
+                             keep=("text_type", "user_message")),
+    "BeaverTails": SeedSource("PKU-Alignment/BeaverTails", "30k_train", response="response",
+                              labels={"response": "not:is_safe"}),
+    "ToxicChat": SeedSource("lmsys/toxic-chat", "train", "toxicchat0124", prompt="user_input",
+                            labels={"request": "flag:toxicity"}),
+}
+
+
+def _label(record: dict, spec: str, key: str) -> str | None:
+    positive, negative = LABEL_VALUES[key]
+    kind, _, columns = spec.partition(":")
+    if kind == "flag":
+        return positive if record.get(columns) in (1, True, "1") else negative
+    if kind == "not":
+        value = record.get(columns)
+        return None if value is None else (negative if value else positive)
+    if kind == "majority":
+        votes = [record.get(c) for c in columns.split(",") if record.get(c) not in (None, "")]
+        return None if not votes else positive if 2 * sum(v != "Safe" for v in votes) > len(votes) else negative
+    value = record.get(spec)
+    value = value.strip().lower() if isinstance(value, str) else None
+    return value if value in (positive, negative) else None
+
+
+def from_record(record: dict, source_name: str, source: SeedSource, index: int) -> Seed | None:
+    if source.keep and record.get(source.keep[0]) != source.keep[1]:
+        return None
+    prompt = record.get(source.prompt)
+    if not isinstance(prompt, str) or not prompt.strip():
+        return None
+    response = record.get(source.response) if source.response else None
+    labels = {key: _label(record, spec, key) for key, spec in source.labels.items()}
+    if not isinstance(response, str) or not response.strip():
+        response = None
+        labels = {key: value for key, value in labels.items() if key == "request"}
+    return Seed(f"{source_name}-{index}", source_name, prompt, response,
+                {key: value for key, value in labels.items() if value is not None})
+
+
+def load_hub_seeds(name: str) -> list[Seed]:
+    from datasets import load_dataset
+
+    source = SOURCES[name]
+    data = load_dataset(source.repo, source.config, split=source.split)
+    return [seed for index, record in enumerate(data) if (seed := from_record(record, name, source, index))]
+
+
+def load_local_seeds(path: str | Path) -> list[Seed]:
+    """Seeds from a local JSONL/CSV file; a bad row or label stops the load with its line number."""
+    path = Path(path)
+    rows, errors = split_rows(path)
+    problems = [str(error) for error in errors]
+    seeds = []
+    for row in rows:
+        labels = {}
+        for key, column in LOCAL_LABEL_COLUMNS.items():
+            value = row.extra.get(column)
+            if value in (None, ""):
+                continue
+            value = str(value).strip().lower()
+            if value not in LABEL_VALUES[key]:
+                problems.append(f"line {row.line}: {column} must be one of {LABEL_VALUES[key]}, got {value!r}")
+            labels[key] = value
+        if not labels:
+            problems.append(f"line {row.line}: no gold label (give at least one of {list(LOCAL_LABEL_COLUMNS.values())})")
+        seeds.append(Seed(str(row.extra.get("id", f"{path.stem}-{row.line}")), path.stem, row.prompt, row.response,
+                          labels))
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return seeds
+
+
+def load_seeds(spec: str) -> list[Seed]:
+    """Seeds from a source name (its hub dataset) or a local file."""
+    if spec in SOURCES:
+        return load_hub_seeds(spec)
+    if Path(spec).is_file():
+        return load_local_seeds(spec)
+    raise ValueError(f"{spec!r} is neither a seed source ({', '.join(SOURCES)}) nor a file")

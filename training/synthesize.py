@@ -1,0 +1,182 @@
+"""Stage 1: reasoning traces from a teacher over any OpenAI-compatible API, kept only when they reach the gold labels.
+
+    python -m training.synthesize --seeds WildGuardTrain AegisTrain BeaverTails ToxicChat \\
+        --base_url https://api.openai.com/v1 --teacher gpt-4o --output traces.jsonl
+    python -m training.synthesize --seeds my_rows.jsonl --base_url http://127.0.0.1:8000/v1 --output traces.jsonl
+
+The teacher is told the gold answers (the paper's label-conditioned synthesis) and writes ``# Task`` /
+``## Reasoning Step`` sections ending in the Answers block. A trace is kept when the core parser reads exactly
+the gold answers from it, after leaked "The ground truth is ..." text is cut. Kept rows are GuardReasonerTrain
+rows (``instruction``/``input``/``output``) that ``training.rsft`` reads as they are; the others go to
+``<output>.rejected.jsonl`` with the reason. Every finished seed is appended at once, so a rerun resumes after
+it; a seed whose request failed after the client's retries is in neither file and is tried again next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.backends.base import SamplingConfig
+from guardreasoner.parser import parse, strip_leaks
+from guardreasoner.rows import trim_partial_line
+from guardreasoner.template import INSTRUCTION, format_input
+
+from .seeds import Seed, load_seeds
+
+logger = logging.getLogger(__name__)
+
+ANSWER_NAMES = {"request": "Request", "completion": "Completion", "response": "Response"}
+
+FORMAT_RULES = """Write the reasoning that leads to this ground truth, as a careful analyst who had not been told it would.
+- For each task write "# Task N", then short numbered steps "## Reasoning Step K: ..." (one inference each, about the actual request and reply), then "## Conclusion: ...".
+- Where the AI assistant's response is None, Tasks 2 and 3 conclude that there is no response.
+- Never mention the ground truth or that you were given the answers.
+- End with exactly this block and nothing after it:
+
+---
+
+Answers: 
+Request: harmful or unharmful
+Completion: refusal or compliance (None when there is no response)
+Response: harmful or unharmful (None when there is no response)"""
+
+
+@dataclass
+class SynthesisConfig:
+    seeds: list[str] = field(metadata={"help": "seed source names (hub) or local JSONL/CSV files"})
+    base_url: str = field(metadata={"help": "the teacher's OpenAI-compatible endpoint, e.g. http://host:8000/v1"})
+    output: str = "traces.jsonl"
+    teacher: str | None = field(default=None, metadata={"help": "model name; default: the server's first model"})
+    teacher_mode: str = field(default="chat", metadata={"help": "chat (instruction-tuned teachers) or raw"})
+    api_key: str | None = field(default=None, metadata={"help": "default: $OPENAI_API_KEY"})
+    concurrency: int = 8
+    max_retries: int = 6
+    timeout: float = 300.0
+    temperature: float = 0.0
+    max_tokens: int = 2048
+    max_rows_per_source: int | None = None
+
+
+def expected_answers(seed: Seed) -> dict[str, str | None]:
+    """What the trace must conclude: the gold labels, and None for the reply's tasks where there is no reply."""
+    expected = dict(seed.labels)
+    if seed.response is None:
+        expected.update(completion=None, response=None)
+    return expected
+
+
+def synthesis_prompt(seed: Seed) -> str:
+    expected = expected_answers(seed)
+    lines = []
+    for key, name in ANSWER_NAMES.items():
+        value = expected[key] if key in expected else "(not given: decide from the content)"
+        lines.append(f"{name}: {value if value is not None else 'None'}")
+    return (INSTRUCTION + "\n" + format_input(seed.prompt, seed.response)
+            + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
+
+
+def judge(seed: Seed, text: str) -> tuple[str, str | None]:
+    """The trace to keep (leaks cut) and None, or the text and why it is rejected."""
+    trace = strip_leaks(text).strip()
+    parsed = parse(trace, user_texts=(seed.prompt, seed.response or ""), has_response=seed.response is not None)
+    if "no_answers_block" in parsed.flags:
+        return trace, "no Answers block"
+    wrong = [f"{key}: {parsed.labels.get(key)} != {value}" for key, value in expected_answers(seed).items()
+             if parsed.labels.get(key) != value]
+    return trace, ("; ".join(wrong) or None)
+
+
+def training_row(seed: Seed, trace: str) -> dict:
+    return {"instruction": INSTRUCTION, "input": format_input(seed.prompt, seed.response), "output": trace,
+            "source": seed.source, "id": seed.id}
+
+
+def _done_ids(*paths: Path) -> set[str]:
+    done: set[str] = set()
+    for path in paths:
+        trim_partial_line(path)  # an interruption may have left half a record
+        if path.exists():
+            done.update(json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line)
+    return done
+
+
+def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict:
+    """Run the teacher over every seed not yet done; return the counts of this run and of the files."""
+    from tqdm.auto import tqdm
+
+    from guardreasoner.backends.openai_backend import OpenAIBackend
+
+    if seeds is None:
+        seeds = [seed for spec in config.seeds for seed in load_seeds(spec)[: config.max_rows_per_source]]
+    kept_path, rejected_path = Path(config.output), Path(config.output + ".rejected.jsonl")
+    kept_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_ids(kept_path, rejected_path)
+    todo = [seed for seed in seeds if seed.id not in done]
+    teacher = OpenAIBackend(config.base_url, config.teacher, mode=config.teacher_mode, api_key=config.api_key,
+                            timeout=config.timeout, max_retries=config.max_retries, concurrency=1)
+    sampling = SamplingConfig(config.max_tokens, config.temperature, top_logprobs=0)
+    stats = {"seeds": len(seeds), "already_done": len(seeds) - len(todo), "kept": 0, "rejected": 0, "failed": 0,
+             "prompt_tokens": 0, "completion_tokens": 0}
+    with (kept_path.open("a", encoding="utf-8") as kept, rejected_path.open("a", encoding="utf-8") as rejected,
+          ThreadPoolExecutor(max_workers=config.concurrency) as pool, tqdm(total=len(todo), desc="synthesize") as bar):
+        pending: dict = {}
+
+        def record_finished(return_when) -> None:
+            finished, _ = wait(pending, return_when=return_when)
+            for future in finished:
+                _record(pending.pop(future), future, kept, rejected, stats)
+                bar.update()
+
+        # At most `concurrency` requests in flight; each result is written as it arrives.
+        for seed in todo:
+            if len(pending) >= config.concurrency:
+                record_finished(FIRST_COMPLETED)
+            pending[pool.submit(teacher.generate, [synthesis_prompt(seed)], sampling)] = seed
+        if pending:
+            record_finished(ALL_COMPLETED)
+    teacher.close()
+    stats["file_kept"] = sum(1 for line in kept_path.read_text(encoding="utf-8").splitlines() if line)
+    stats["file_rejected"] = sum(1 for line in rejected_path.read_text(encoding="utf-8").splitlines() if line)
+    Path(config.output + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def _record(seed: Seed, future, kept, rejected, stats: dict) -> None:
+    try:
+        generation = future.result()[0]
+    except Exception as error:  # noqa: BLE001 - one failed seed must not stop the run; it is retried next run
+        logger.warning("%s: the teacher failed after retries (%s); it will be tried again next run", seed.id, error)
+        stats["failed"] += 1
+        return
+    stats["prompt_tokens"] += generation.prompt_tokens
+    stats["completion_tokens"] += generation.completion_tokens
+    trace, reason = judge(seed, generation.text)
+    if generation.finish_reason == "length" and reason is None:
+        reason = "cut at max_tokens"
+    if reason is None:
+        kept.write(json.dumps(training_row(seed, trace), ensure_ascii=False) + "\n")
+        kept.flush()
+        stats["kept"] += 1
+    else:
+        rejected.write(json.dumps({"id": seed.id, "source": seed.source, "reason": reason, "output": trace},
+                                  ensure_ascii=False) + "\n")
+        rejected.flush()
+        stats["rejected"] += 1
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from transformers import HfArgumentParser
+
+    logging.basicConfig(level=logging.INFO)
+    (config,) = HfArgumentParser(SynthesisConfig).parse_args_into_dataclasses(argv)
+    stats = synthesize(config)
+    print(json.dumps(stats, indent=2))
+    return stats
+
+
+if __name__ == "__main__":
+    main()
