@@ -114,9 +114,10 @@ class HSDPOScriptArguments:
 
 def main(argv: list[str] | None = None) -> HSDPOTrainer:
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import TrlParser
 
-    script, config = HfArgumentParser((HSDPOScriptArguments, HSDPOConfig)).parse_args_into_dataclasses(argv)
+    script, config = TrlParser((HSDPOScriptArguments, HSDPOConfig)).parse_args_and_config(argv)
     tokenizer = AutoTokenizer.from_pretrained(script.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(script.model_name_or_path, dtype="auto")
     reference = AutoModelForCausalLM.from_pretrained(script.ref_model_name_or_path or script.model_name_or_path,
