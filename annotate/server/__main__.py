@@ -1,0 +1,3 @@
+from .manage import main
+
+main()
