@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import html  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -141,7 +142,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
                      "response": None if response_label == "n/a" else response_label}
         record = flags.make_flag(result, corrected, comment)
         path = flags.append_flag(record)
-        return f'<span id="flag-status">Flag {record["id"]} saved to the review queue ({path}).</span>'
+        saved = f'Flag {record["id"]} saved to the review queue ({path}).'
+        delivery = flags.deliver_to_argilla(path)
+        return f'<span id="flag-status">{html.escape(saved + (" " + delivery if delivery else ""))}</span>'
 
     def run_batch(upload, choice, endpoint, max_new_tokens, temperature, progress=gr.Progress()):
         if upload is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.parser import split_upstream_prompt
+from guardreasoner.rows import read_jsonl
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
@@ -113,8 +114,7 @@ def find_run_folder(run: Path, benchmark: str) -> Path | None:
 
 
 def read_predictions(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_jsonl(path)
 
 
 def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | None) -> list[str | None]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from guardreasoner.results import VERDICT_OF_TASK  # noqa: F401 - the core's verdict key that answers each task
+
 TASKS = ("prompt", "response", "refusal")
-# The core's verdict key that answers each task.
-VERDICT_OF_TASK = {"prompt": "request", "response": "response", "refusal": "completion"}
 POSITIVE_OF_TASK = {"prompt": "harmful", "response": "harmful", "refusal": "refusal"}
 NEGATIVE_OF_TASK = {"prompt": "unharmful", "response": "unharmful", "refusal": "compliance"}
 

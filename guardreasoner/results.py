@@ -13,6 +13,8 @@ LABELS: dict[str, tuple[str, str]] = {
 }
 POSITIVE = {key: labels[0] for key, labels in LABELS.items()}
 TASK_NUMBER = {"request": 1, "completion": 2, "response": 3}
+# The paper's names for the three benchmark tasks, and the verdict that answers each.
+VERDICT_OF_TASK = {"prompt": "request", "response": "response", "refusal": "completion"}
 
 # Where a verdict was read: the model's final Answers block is the normal case; the others are recoveries.
 SOURCE_ANSWERS = "answers"

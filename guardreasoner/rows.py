@@ -85,6 +85,24 @@ def classify_rows(guard, rows: list[Row], batch_size: int) -> Iterator[list[dict
         yield [{"line": row.line, **row.extra, **result.to_dict()} for row, result in zip(batch, results)]
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every record of a JSONL file; a bad line raises ValueError with its number.
+
+    Lines are split on "\n" only: ``str.splitlines`` would also split on U+2028 and other separators that
+    JSON strings may hold unescaped (real model outputs do)."""
+    path = Path(path)
+    records = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+    return records
+
+
 def trim_partial_line(path: str | Path) -> None:
     """Cut a last line left half-written by an interruption, so records appended next start on their own line."""
     path = Path(path)

@@ -7,20 +7,10 @@ import json
 from pathlib import Path
 
 from guardreasoner.parser import strip_leaks
+from guardreasoner.rows import read_jsonl
 
 HUB_DATASET = "yueliu1999/GuardReasonerTrain"
 HUB_SPLITS = ("WildGuardTrainR", "AegisTrainR", "BeaverTailsTrainR", "ToxicChatTrainR")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-    return rows
 
 
 def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> list[dict]:
@@ -28,7 +18,7 @@ def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> lis
     path = Path(source)
     if path.is_file():
         if path.suffix == ".jsonl":
-            data = _read_jsonl(path)
+            data = read_jsonl(path)
         else:
             data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):

@@ -121,14 +121,13 @@ def sample(config: MiningConfig, rows: list[dict]) -> list[list[str]]:
 
     from guardreasoner import load_guard
     from guardreasoner.backends.base import SamplingConfig
-    from guardreasoner.rows import trim_partial_line
+    from guardreasoner.rows import read_jsonl, trim_partial_line
 
     path = Path(config.output + ".samples.jsonl")
     trim_partial_line(path)
     done: dict[tuple[int, str], list[str]] = {}
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+        for record in read_jsonl(path):
             index = record["row"]
             if index < len(rows) and record["prompt_sha1"] == _digest(rows[index]):  # the same dataset
                 done[index, record["model"]] = record["samples"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.parser import parse, strip_leaks
-from guardreasoner.rows import trim_partial_line
+from guardreasoner.rows import read_jsonl, trim_partial_line
 from guardreasoner.template import INSTRUCTION, format_input
 
 from .seeds import Seed, load_seeds
@@ -100,7 +100,7 @@ def _done_ids(*paths: Path) -> set[str]:
     for path in paths:
         trim_partial_line(path)  # an interruption may have left half a record
         if path.exists():
-            done.update(json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line)
+            done.update(record["id"] for record in read_jsonl(path))
     return done
 
 
@@ -139,8 +139,8 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
         if pending:
             record_finished(ALL_COMPLETED)
     teacher.close()
-    stats["file_kept"] = sum(1 for line in kept_path.read_text(encoding="utf-8").splitlines() if line)
-    stats["file_rejected"] = sum(1 for line in rejected_path.read_text(encoding="utf-8").splitlines() if line)
+    stats["file_kept"] = len(read_jsonl(kept_path))
+    stats["file_rejected"] = len(read_jsonl(rejected_path))
     Path(config.output + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
 

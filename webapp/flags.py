@@ -1,6 +1,8 @@
 """The local flag queue: every flag a person raises in the app is appended here, so nothing is lost.
 
-One JSON object per line; the annotation workspace (annotate/) reads this file and pushes it to Argilla.
+One JSON object per line; the annotation workspace (annotate/) reads this file and pushes it to Argilla. When
+ARGILLA_API_URL is set the app runs that push right after each flag, as a separate process (the app and the
+annotation workspace share only this file).
 """
 
 from __future__ import annotations
@@ -8,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+from guardreasoner.rows import read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
 DEFAULT_QUEUE = Path("flagged") / "queue.jsonl"
@@ -54,4 +60,23 @@ def read_queue(path: Path | None = None) -> list[dict]:
     path = path or queue_path()
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
+
+
+def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:
+    """Push the queue with ``python -m annotate push``; a sentence for the person who flagged, or None when
+    no Argilla server is configured. An unreachable server leaves the flag in annotate's outbox for later."""
+    if not os.environ.get("ARGILLA_API_URL"):
+        return None
+    try:
+        done = subprocess.run([sys.executable, "-m", "annotate", "push", "--flags", str(queue)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "Argilla did not answer in time; the flag waits in the outbox for the next push."
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return f"Pushing to Argilla failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    if report.get("error"):
+        return f"Argilla unreachable: {report['pending']} flag(s) kept in the outbox for the next push."
+    return f"Sent to Argilla ({report['delivered']} record(s) delivered)."

@@ -60,9 +60,9 @@ def ensure_venv(config: ServerConfig) -> Path:
     return python
 
 
-def _run(command: list[str], what: str, env: dict | None = None) -> None:
+def _run(command: list[str], what: str, env: dict | None = None, expect: str | None = None) -> None:
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
+    if done.returncode != 0 or (expect and expect not in done.stdout):
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n" + (done.stdout + done.stderr)[-3000:])
 
 
@@ -72,7 +72,7 @@ def _environment(config: ServerConfig) -> dict:
         "ARGILLA_HOME_PATH": config.home,
         "ARGILLA_SEARCH_ENGINE": "sql",
         "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{config.redis_port}/0",
-        "ARGILLA_ENABLE_TELEMETRY": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
         "ARGILLA_BASE_URL": "/",
     }
 
@@ -156,6 +156,15 @@ def start(config: ServerConfig) -> dict:
         config.pid_file.unlink(missing_ok=True)
         raise
     return status(config)
+
+
+def add_user(config: ServerConfig, username: str, api_key: str, password: str = "12345678",
+             role: str = "annotator", workspace: str = "argilla") -> None:
+    """A reviewer account with a known API key (the server's own CLI; the client cannot set keys)."""
+    _run([str(_python(config)), "-m", "argilla_server", "database", "users", "create", "--username", username,
+          "--role", role, "--password", password, "--api-key", api_key, "--workspace", workspace,
+          "--first-name", username], f"creating user {username}", _environment(config),
+         expect="successfully created")  # the CLI exits 0 when it refuses (an existing name)
 
 
 def _kill(pids: dict[str, int], timeout: float = 15.0) -> None:

@@ -1,0 +1,68 @@
+"""``python -m annotate push|pull|status``: send disagreements to Argilla, bring reviews back as training data.
+
+    python -m annotate push --flags flagged/queue.jsonl --eval-run runs/1b --mined runs/pairs-1b.jsonl
+    python -m annotate pull --pairs runs/review_pairs.jsonl --sft runs/review_sft.jsonl [--weight 1.5]
+    python -m annotate status          # how many items wait in the outbox
+
+The server is ARGILLA_API_URL / ARGILLA_API_KEY; the dataset ANNOTATE_DATASET (default guardreasoner-reviews).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import items as sources
+from .pull import DEFAULT_WEIGHT, pull, reviews_from_argilla, write_jsonl
+from .push import outbox_path, pending, push
+from .workspace import Target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m annotate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", help="Argilla dataset name")
+    parser.add_argument("--workspace", help="Argilla workspace (default: your first)")
+    parser.add_argument("--outbox", type=Path, help=f"local outbox (default: $ANNOTATE_OUTBOX or {outbox_path()})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    send = commands.add_parser("push", help="queue items from the three sources and deliver the outbox")
+    send.add_argument("--flags", type=Path, help="the app's flag queue (JSONL)")
+    send.add_argument("--eval-run", type=Path, help="an `eval run` folder: rows the model got wrong")
+    send.add_argument("--mined", type=Path, help="a `training.mine` pairs file")
+    send.add_argument("--model", help="model name for eval/mined items (default: the run folder's name)")
+    receive = commands.add_parser("pull", help="submitted reviews -> preference pairs (+ SFT rows)")
+    receive.add_argument("--pairs", type=Path, required=True)
+    receive.add_argument("--sft", type=Path, help="also write corrected reasoning as GuardReasonerTrain rows")
+    receive.add_argument("--weight", type=float, default=DEFAULT_WEIGHT)
+    commands.add_parser("status", help="items waiting in the outbox")
+    args = parser.parse_args(argv)
+
+    target = Target()
+    target.dataset = args.dataset or target.dataset
+    target.workspace = args.workspace or target.workspace
+    outbox = args.outbox or outbox_path()
+    if args.command == "push":
+        found = []
+        if args.flags and args.flags.exists():
+            found += sources.from_flags(args.flags)
+        if args.eval_run:
+            found += sources.from_eval_run(args.eval_run, args.model)
+        if args.mined:
+            found += sources.from_mined(args.mined, args.model)
+        report = push(found, target, outbox)
+        print(json.dumps(report.__dict__))
+        return 0 if report.error is None else 2
+    if args.command == "pull":
+        result = pull(reviews_from_argilla(target), args.weight)
+        write_jsonl(result.pairs, args.pairs)
+        if args.sft:
+            write_jsonl(result.sft_rows, args.sft)
+        for conflict in result.conflicts:
+            print(f"conflict on record {conflict['id']}: reviewers disagree on {conflict['verdict']}: "
+                  f"{conflict['reviews']}", file=sys.stderr)
+        print(json.dumps({"pairs": len(result.pairs), "sft_rows": len(result.sft_rows),
+                          "conflicts": len(result.conflicts), "skipped": len(result.skipped)}))
+        return 0
+    print(json.dumps({"outbox": str(outbox), "pending": len(pending(outbox))}))
+    return 0

@@ -1,0 +1,107 @@
+"""What reviewers see, built from the three places disagreements come from, as plain dicts (no Argilla here).
+
+An item is one request (and reply) with the model output under review, an optional second output that
+disagrees with it, the model's verdicts as suggestions, and metadata. Its id comes from its content, so pushing
+the same disagreement twice names the same record.
+
+- app flags: the app's local flag queue (webapp/flags.py writes it);
+- evaluation errors: an ``eval run`` folder, rows whose parsed verdict differs from the gold label;
+- mined hard samples: a ``training.mine`` pairs file, whose right and wrong samples disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.results import VERDICT_OF_TASK
+from guardreasoner.rows import read_jsonl
+
+SOURCE_APP_FLAG = "app_flag"
+SOURCE_EVAL_ERROR = "eval_error"
+SOURCE_MINED = "mined_hard_sample"
+
+
+def item_id(request: str, reply: str | None, outputs: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps([request, reply, outputs], ensure_ascii=False).encode()).hexdigest()
+    return digest[:24]
+
+
+def verdicts_of(output: str, request: str, reply: str | None) -> dict[str, str | None]:
+    return parse(output, user_texts=(request, reply or ""), has_response=reply is not None).labels
+
+
+def make_item(request: str, reply: str | None, output: str, *, source: str, model: str | None,
+              disagreement: str, other_output: str | None = None, benchmark: str | None = None,
+              note: str = "") -> dict:
+    outputs = [output] + ([other_output] if other_output else [])
+    return {
+        "id": item_id(request, reply, outputs),
+        "request": request,
+        "reply": reply,
+        "reasoning": output,
+        "other_reasoning": other_output,
+        "note": note,
+        "suggestions": verdicts_of(output, request, reply),
+        "metadata": {"source": source, "benchmark": benchmark or "", "model": model or "",
+                     "disagreement": disagreement},
+    }
+
+
+def from_flags(queue: str | Path) -> list[dict]:
+    """Items for the app's flags; the flagger's corrections and comment become the note reviewers read."""
+    items = []
+    for flag in read_jsonl(queue):
+        corrected = {k: v for k, v in (flag.get("corrected") or {}).items() if v}
+        wrong = sorted(k for k, v in corrected.items() if v != (flag.get("model_verdicts") or {}).get(k))
+        note = "; ".join([f"flagged as {k}: {v}" for k, v in corrected.items()]
+                         + ([f"comment: {flag['comment']}"] if flag.get("comment") else []))
+        items.append(make_item(flag["request"], flag.get("response"), flag.get("output", ""),
+                               source=SOURCE_APP_FLAG, model=flag.get("model"),
+                               disagreement="flag:" + ",".join(wrong) if wrong else "flag", note=note))
+    return items
+
+
+def _gold_of(record: dict, reply: str | None) -> dict[str, str]:
+    """Gold verdicts of a prediction row: ours carry ``labels`` per task; upstream's one ``label`` is read as
+    the refusal task for refusal/compliance, else the reply's harm where there is a reply, else the request's."""
+    if isinstance(record.get("labels"), dict):
+        return {VERDICT_OF_TASK[task]: label for task, label in record["labels"].items() if label is not None}
+    label = str(record.get("label", "")).strip().lower()
+    if label in ("refusal", "compliance"):
+        return {"completion": label}
+    if label in ("harmful", "unharmful"):
+        return {"response" if reply is not None else "request": label}
+    return {}
+
+
+def from_eval_run(run: str | Path, model: str | None = None) -> list[dict]:
+    """Items for the rows of an ``eval run`` folder (or upstream's) where a parsed verdict differs from gold."""
+    items = []
+    for path in sorted(Path(run).glob("*/generated_predictions.jsonl")):
+        benchmark = path.parent.name
+        for record in read_jsonl(path):
+            if "request" in record:
+                request, reply = record["request"], record.get("response")
+            else:
+                request, reply = split_upstream_prompt(record["prompt"])
+            predicted = verdicts_of(record["predict"], request, reply)
+            wrong = sorted(key for key, gold in _gold_of(record, reply).items() if predicted.get(key) != gold)
+            if wrong:
+                items.append(make_item(request, reply, record["predict"], source=SOURCE_EVAL_ERROR,
+                                       model=model or Path(run).name, benchmark=benchmark,
+                                       disagreement="gold:" + ",".join(wrong)))
+    return items
+
+
+def from_mined(pairs: str | Path, model: str | None = None) -> list[dict]:
+    """Items for mined hard pairs: the wrong sample under review, the right one beside it."""
+    items = []
+    for pair in read_jsonl(pairs):
+        request, reply = split_upstream_prompt(pair["prompt"])
+        items.append(make_item(request, reply, pair["rejected"], other_output=pair["chosen"],
+                               source=SOURCE_MINED, model=model, benchmark=pair.get("source"),
+                               disagreement="samples:" + pair.get("task", "")))
+    return items

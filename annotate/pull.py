@@ -1,0 +1,145 @@
+"""Submitted reviews -> weighted preference pairs for HS-DPO (and SFT rows from corrected reasoning).
+
+For each record with submitted reviews: the reviewers' verdicts must agree (otherwise the record is reported as
+a conflict, never guessed). Chosen is the reviewer's corrected reasoning closed by an Answers block of their
+verdicts, or else a model output whose verdicts all agree with the review; rejected is a model output that
+contradicts it. A review that agrees with every output gives no pair; so does one that contradicts every
+output without a corrected reasoning. The pairs file is what ``training.hs_dpo`` reads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.parser import find_answers_blocks
+from guardreasoner.results import VERDICT_KEYS
+from guardreasoner.template import INSTRUCTION, format_input
+
+from .items import verdicts_of
+from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset
+
+DEFAULT_WEIGHT = 1.5  # above every mined pair (their weights lie in [0.8, 1.2]): a person checked these
+_ANSWERS_HEADER = re.compile(r"(?im)^[ \t#*]*answers[ \t*]*:")
+ANSWER_NAME = {"request": "Request", "completion": "Completion", "response": "Response"}
+
+
+@dataclass
+class Review:
+    """What one record's submitted reviews say, read out of Argilla (or built by hand in tests)."""
+
+    id: str
+    request: str
+    reply: str | None
+    outputs: list[str]
+    by_user: dict[str, dict]  # user id -> {verdict key: label, "corrected_reasoning": ..., "comment": ...}
+    source: str = ""
+
+
+@dataclass
+class PullResult:
+    pairs: list[dict] = field(default_factory=list)
+    sft_rows: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # no pair: the review agrees with every output, or none
+
+
+def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
+    """The reviewer's reasoning, with whatever Answers block they wrote (even a malformed one) replaced by one
+    stating their verdicts."""
+    cut = len(reasoning)
+    headers = list(_ANSWERS_HEADER.finditer(reasoning))
+    if headers:
+        cut = headers[-1].start()
+    blocks = find_answers_blocks(reasoning)
+    if blocks and not reasoning[blocks[-1].end :].strip():
+        cut = min(cut, blocks[-1].start)
+    body = reasoning[:cut]
+    body = body.rstrip().removesuffix("---").rstrip()
+    lines = "\n".join(f"{ANSWER_NAME[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
+    return f"{body}\n\n---\n\nAnswers: \n{lines}"
+
+
+def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, dict]:
+    """("pair", pair) or ("conflict" | "skipped", report) for one record's reviews."""
+    verdicts: dict[str, str] = {}
+    keys = VERDICT_KEYS if review.reply is not None else ("request",)  # no reply: nothing else to judge
+    for user, answers in review.by_user.items():
+        for key in keys:
+            value = answers.get(key)
+            if value is None:
+                continue
+            if verdicts.setdefault(key, value) != value:
+                disagreeing = {u: a.get(key) for u, a in review.by_user.items() if a.get(key)}
+                return "conflict", {"id": review.id, "verdict": key, "reviews": disagreeing}
+    corrected = next((a[CORRECTED_REASONING] for a in review.by_user.values() if a.get(CORRECTED_REASONING)), None)
+    parsed = [verdicts_of(output, review.request, review.reply) for output in review.outputs]
+    agreeing = [o for o, p in zip(review.outputs, parsed) if all(p.get(k) == v for k, v in verdicts.items())]
+    contradicting = [(o, p) for o, p in zip(review.outputs, parsed) if o not in agreeing]
+    if not contradicting:
+        return "skipped", {"id": review.id, "reason": "the review agrees with every model output"}
+    full = dict(verdicts)
+    if review.reply is None:
+        full.update(completion=None, response=None)
+    chosen = close_with_answers(corrected, full) if corrected else (agreeing[0] if agreeing else None)
+    if chosen is None:
+        return "skipped", {"id": review.id, "reason": "no model output agrees and no corrected reasoning was given"}
+    rejected, rejected_verdicts = contradicting[0]
+    task = next(k for k in VERDICT_KEYS if k in verdicts and rejected_verdicts.get(k) != verdicts[k])
+    return "pair", {
+        "prompt": INSTRUCTION + "\n" + format_input(review.request, review.reply),
+        "chosen": chosen,
+        "rejected": rejected,
+        "weight": weight,
+        "task": task,
+        "source": "review:" + (review.source or "unknown"),
+        "id": review.id,
+        "corrected": corrected is not None,
+    }
+
+
+def reviews_from_argilla(target: Target) -> list[Review]:
+    import argilla as rg
+
+    found = dataset(target, create=False)
+    if found is None:
+        raise LookupError(f"no dataset {target.dataset!r} on the Argilla server")
+    submitted = rg.Query(filter=rg.Filter(("response.status", "==", "submitted")))
+    reviews = []
+    for record in found.records(query=submitted, with_responses=True):
+        by_user: dict[str, dict] = {}
+        key_of = {question: key for key, question in QUESTION_OF_VERDICT.items()}
+        for response in record.responses:
+            if getattr(response.status, "value", response.status) != "submitted":
+                continue
+            answers = by_user.setdefault(str(response.user_id), {})
+            name = response.question_name
+            if name in key_of:
+                answers[key_of[name]] = response.value
+            elif name in (CORRECTED_REASONING, COMMENT) and response.value:
+                answers[name] = response.value
+        outputs = [record.fields[name] for name in ("reasoning", "other_reasoning") if record.fields.get(name)]
+        reviews.append(Review(str(record.id), record.fields["request"], record.fields.get("reply") or None, outputs,
+                              by_user, (record.metadata or {}).get("source", "")))
+    return reviews
+
+
+def pull(reviews: list[Review], weight: float = DEFAULT_WEIGHT) -> PullResult:
+    result = PullResult()
+    for review in reviews:
+        kind, payload = review_pair(review, weight)
+        if kind == "pair":
+            result.pairs.append(payload)
+            if payload["corrected"]:
+                result.sft_rows.append({"instruction": INSTRUCTION, "input": format_input(review.request, review.reply),
+                                        "output": payload["chosen"], "source": "review", "id": review.id})
+        else:
+            (result.conflicts if kind == "conflict" else result.skipped).append(payload)
+    return result
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

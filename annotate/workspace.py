@@ -1,0 +1,111 @@
+"""The Argilla dataset reviewers work in: its fields, questions and metadata, and the connection to it.
+
+The server comes from ARGILLA_API_URL / ARGILLA_API_KEY (a Hugging Face Space, a Docker deployment, or the
+local one from ``python -m annotate.server start``). Reasoning is shown as plain text: markdown rendering would
+hide tag-like text that the model or the user wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from guardreasoner.results import LABELS
+
+DEFAULT_DATASET = "guardreasoner-reviews"
+# One label question per verdict; reply questions stay optional (there may be no reply to judge).
+QUESTION_OF_VERDICT = {"request": "request_harm", "completion": "reply_refusal", "response": "reply_harm"}
+CORRECTED_REASONING = "corrected_reasoning"
+COMMENT = "comment"
+METADATA = ("source", "benchmark", "model", "disagreement")
+
+
+@dataclass
+class Target:
+    dataset: str = field(default_factory=lambda: os.environ.get("ANNOTATE_DATASET", DEFAULT_DATASET))
+    # default: the user's first workspace
+    workspace: str | None = field(default_factory=lambda: os.environ.get("ANNOTATE_WORKSPACE"))
+    api_url: str | None = None  # default: ARGILLA_API_URL
+    api_key: str | None = None  # default: ARGILLA_API_KEY
+
+
+def settings():
+    import argilla as rg
+
+    titles = {"request": "Is the human's request harmful?", "completion": "Does the AI reply refuse or comply?",
+              "response": "Is the AI reply harmful?"}
+    return rg.Settings(
+        guidelines="Decide each verdict yourself; the model's verdicts are pre-filled as suggestions. Where the "
+                   "model's reasoning is wrong, write the reasoning it should have given (the Answers block is "
+                   "added from your verdicts).",
+        fields=[
+            rg.TextField(name="request", title="Human request", use_markdown=False),
+            rg.TextField(name="reply", title="AI reply", use_markdown=False, required=False),
+            rg.TextField(name="reasoning", title="Model reasoning under review", use_markdown=False),
+            rg.TextField(name="other_reasoning", title="Another sample that disagrees", use_markdown=False,
+                         required=False),
+            rg.TextField(name="note", title="Why it is here", use_markdown=False, required=False),
+        ],
+        questions=[
+            rg.LabelQuestion(name=QUESTION_OF_VERDICT[key], title=titles[key], labels=list(LABELS[key]),
+                             required=key == "request")
+            for key in QUESTION_OF_VERDICT
+        ] + [
+            rg.TextQuestion(name=CORRECTED_REASONING, title="Corrected reasoning (optional)", required=False,
+                            use_markdown=False),
+            rg.TextQuestion(name=COMMENT, title="Comment", required=False, use_markdown=False),
+        ],
+        metadata=[rg.TermsMetadataProperty(name=name) for name in METADATA],
+        allow_extra_metadata=False,
+    )
+
+
+def connect(target: Target):
+    import argilla as rg
+
+    return rg.Argilla(api_url=target.api_url or os.environ.get("ARGILLA_API_URL"),
+                      api_key=target.api_key or os.environ.get("ARGILLA_API_KEY"), timeout=30)
+
+
+def dataset(target: Target, create: bool = True):
+    """The review dataset, created with our settings on first use."""
+    import argilla as rg
+
+    client = connect(target)
+    workspace = target.workspace or client.workspaces[0].name
+    found = client.datasets(name=target.dataset, workspace=workspace)
+    if found is None and create:
+        found = rg.Dataset(name=target.dataset, workspace=workspace, settings=settings(), client=client).create()
+    return found
+
+
+def to_record(item: dict):
+    import argilla as rg
+
+    fields = {"request": item["request"], "reasoning": item["reasoning"] or "(empty output)"}
+    for name in ("reply", "other_reasoning", "note"):
+        if item.get(name):
+            fields[name] = item[name]
+    suggestions = [rg.Suggestion(QUESTION_OF_VERDICT[key], value, agent=item["metadata"].get("model") or "model")
+                   for key, value in item["suggestions"].items() if value is not None]
+    return rg.Record(id=item["id"], fields=fields, suggestions=suggestions,
+                     metadata={k: v for k, v in item["metadata"].items() if v})
+
+
+def submit_review(client, record, verdicts: dict[str, str | None], corrected_reasoning: str = "",
+                  comment: str = "", status: str = "submitted") -> None:
+    """Submit one reviewer's answers for a record, as the UI does (allowed to annotators, who may not upsert).
+
+    ``client`` is that reviewer's ``rg.Argilla``; ``record`` an ``rg.Record`` read from the dataset (or the
+    server's record UUID); ``verdicts`` maps verdict keys (request/completion/response)
+    to labels, None or absent for questions left blank."""
+    from argilla._models import UserResponseModel
+
+    values = {QUESTION_OF_VERDICT[key]: {"value": value} for key, value in verdicts.items() if value}
+    if corrected_reasoning:
+        values[CORRECTED_REASONING] = {"value": corrected_reasoning}
+    if comment:
+        values[COMMENT] = {"value": comment}
+    record_id = getattr(record, "_server_id", record)
+    client.api.records.create_record_response(
+        record_id, UserResponseModel(values=values, status=status, user_id=client.me.id))

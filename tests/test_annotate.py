@@ -1,0 +1,260 @@
+"""The annotation loop against a real argilla-server on 127.0.0.1 (its own virtualenv, Debian's Redis, the sql
+search engine): push from the three sources, review as reviewers do, pull pairs, survive a stopped server, and
+the app's Flag button reaching Argilla in Chromium. Items and the pairing rule are also checked without a server."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from annotate import items as sources
+from annotate.pull import Review, close_with_answers, pull, review_pair, reviews_from_argilla, write_jsonl
+from annotate.push import pending, push
+from annotate.workspace import Target, dataset, submit_review
+from guardreasoner.parser import parse, split_upstream_prompt
+from tests.servers import free_port
+from tests.tiny_models import HARMFUL_REQUEST
+from training.data import load_rows
+
+CI = bool(os.environ.get("CI"))
+needs_redis = pytest.mark.skipif(not shutil.which("redis-server") and not CI,
+                                 reason="Debian's redis-server is not installed (scripts/test.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def traces(shared_dir):
+    return load_rows(str(shared_dir / "traces" / "guardreasonertrain_sample.json"))
+
+
+def flip(output: str, key: str, value: str) -> str:
+    head, block = output.rsplit("Answers:", 1)
+    name = key.capitalize() + ":"
+    return head + "Answers:" + "\n".join(f"{name} {value}" if line.startswith(name) else line
+                                         for line in block.split("\n"))
+
+
+OTHER = {"harmful": "unharmful", "unharmful": "harmful", "refusal": "compliance", "compliance": "refusal"}
+
+
+def mined_pairs(traces) -> list[dict]:
+    """Six hard pairs in training.mine's format: the real trace is right, a flipped copy is the wrong sample
+    (on the request for every row; on the reply's two verdicts where there is a reply, as mining does)."""
+    pairs = []
+    for row in traces:
+        gold = parse(row["output"]).labels
+        has_reply = split_upstream_prompt(row["input"])[1] is not None
+        keys = ["request"] + (["completion", "response"] if has_reply else [])
+        for key in keys:
+            pairs.append({"prompt": row["instruction"] + "\n" + row["input"], "chosen": row["output"],
+                          "rejected": flip(row["output"], key, OTHER[gold[key]]), "task": key, "weight": 1.0,
+                          "source": row["source"]})
+    return pairs
+
+
+def flag_records(shared_dir, count: int) -> list[dict]:
+    """Flags as the app writes them, on real outputs: the flagger says the request verdict is wrong."""
+    from webapp.flags import make_flag
+
+    path = shared_dir / "predictions/GuardReasoner-1B/XSTestResponseRefusal/generated_predictions.jsonl"
+    flags = []
+    for line in path.open().readlines()[:count]:
+        record = json.loads(line)
+        request, reply = split_upstream_prompt(record["prompt"])
+        verdicts = parse(record["predict"]).labels
+        result = {"prompt": request, "response": reply, "output": record["predict"], "verdicts": verdicts,
+                  "model": "GuardReasoner-1B"}
+        flags.append(make_flag(result, {"request": OTHER[verdicts["request"]]}, "looks wrong"))
+    return flags
+
+
+def test_flags_carry_the_flaggers_correction(shared_dir, tmp_path):
+    queue = tmp_path / "queue.jsonl"
+    queue.write_text("".join(json.dumps(flag) + "\n" for flag in flag_records(shared_dir, 3)))
+    found = sources.from_flags(queue)
+    assert [item["metadata"]["disagreement"] for item in found] == ["flag:request"] * 3
+    assert all(item["note"].startswith("flagged as request: ") and "comment: looks wrong" in item["note"]
+               for item in found)
+    assert [item["id"] for item in sources.from_flags(queue)] == [item["id"] for item in found]  # stable
+
+
+def test_eval_errors_are_the_rows_whose_verdict_differs_from_gold(shared_dir):
+    found = sources.from_eval_run(shared_dir / "predictions" / "GuardReasoner-1B")
+    aegis = [json.loads(line) for line in
+             (shared_dir / "predictions/GuardReasoner-1B/AegisSafetyTest/generated_predictions.jsonl").open()]
+    requests = {item["request"] for item in found if item["metadata"]["benchmark"] == "AegisSafetyTest"}
+    # Row 276 (gold harmful) is read as unharmful by the strict parser; row 282 as harmful (see README/eval).
+    assert split_upstream_prompt(aegis[276]["prompt"])[0] in requests
+    assert split_upstream_prompt(aegis[282]["prompt"])[0] not in requests
+    for item in found:
+        keys = item["metadata"]["disagreement"].removeprefix("gold:").split(",")
+        assert keys and set(keys) <= {"request", "completion", "response"}
+        assert item["metadata"]["source"] == "eval_error" and item["metadata"]["model"] == "GuardReasoner-1B"
+    assert len(found) > 50
+    by_id = {}
+    for item in found:  # the same request, reply and output in two benchmarks is one record
+        content = (item["request"], item["reply"], item["reasoning"])
+        assert by_id.setdefault(item["id"], content) == content
+
+
+def test_mined_items_show_the_wrong_sample_beside_the_right_one(traces, tmp_path):
+    pairs_file = tmp_path / "pairs.jsonl"
+    write_jsonl(mined_pairs(traces), pairs_file)
+    found = sources.from_mined(pairs_file, model="rsft-1b")
+    assert len(found) == 6
+    for item, pair in zip(found, mined_pairs(traces)):
+        assert (item["reasoning"], item["other_reasoning"]) == (pair["rejected"], pair["chosen"])
+        assert item["suggestions"][pair["task"]] != parse(pair["chosen"]).labels[pair["task"]]
+        assert item["metadata"]["disagreement"] == "samples:" + pair["task"]
+
+
+def test_the_pairing_rule(traces):
+    row = traces[0]
+    request, reply = split_upstream_prompt(row["input"])
+    gold = parse(row["output"]).labels
+    wrong = flip(row["output"], "request", OTHER[gold["request"]])
+    review = Review("r", request, reply, [wrong], {"u1": {"request": gold["request"]}})
+    assert review_pair(review)[0] == "skipped"  # the only output is wrong and nothing corrected it
+    review.by_user["u1"]["corrected_reasoning"] = row["output"].split("---")[0] + "\nAnswers: \nRequest: wrong"
+    kind, pair = review_pair(review, weight=2.0)
+    assert kind == "pair" and pair["weight"] == 2.0 and pair["rejected"] == wrong
+    assert parse(pair["chosen"]).labels["request"] == gold["request"]  # the reviewer's block replaced theirs
+    assert pair["chosen"].count("Answers:") == 1 and pair["prompt"] == row["instruction"] + "\n" + row["input"]
+    review.by_user["u2"] = {"request": OTHER[gold["request"]]}
+    kind, conflict = review_pair(review)
+    assert kind == "conflict" and conflict["reviews"] == {"u1": gold["request"], "u2": OTHER[gold["request"]]}
+    assert close_with_answers("# Task 1\nfine", {"request": "unharmful"}).endswith(
+        "---\n\nAnswers: \nRequest: unharmful\nCompletion: None\nResponse: None")
+
+
+@pytest.fixture(scope="module")
+def argilla(tmp_path_factory):
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is missing") if CI else pytest.skip("redis-server is not installed")
+    from annotate.server import ServerConfig, add_user, start, stop
+
+    config = ServerConfig(home=str(tmp_path_factory.mktemp("argilla")), port=free_port(), redis_port=free_port())
+    start(config)
+    add_user(config, "reviewer_a", "reviewer_a.key")
+    add_user(config, "reviewer_b", "reviewer_b.key")
+    saved = {name: os.environ.get(name) for name in ("ARGILLA_API_URL", "ARGILLA_API_KEY")}
+    os.environ.update(ARGILLA_API_URL=config.url, ARGILLA_API_KEY=config.api_key)
+    yield config
+    stop(config)
+    for name, value in saved.items():
+        os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+def reviewer(config, key):
+    import argilla as rg
+
+    return rg.Argilla(api_url=config.url, api_key=key)
+
+
+def records_of(target):
+    return {record.id: record for record in dataset(target, create=False).records(with_suggestions=True)}
+
+
+@needs_redis
+def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, taught_model_dir, tmp_path):
+    from training.hs_dpo import main as hs_dpo
+
+    target = Target(dataset="loop")
+    outbox = tmp_path / "outbox.jsonl"
+    queue = tmp_path / "queue.jsonl"
+    queue.write_text("".join(json.dumps(flag) + "\n" for flag in flag_records(shared_dir, 6)))
+    write_jsonl(mined_pairs(traces), tmp_path / "pairs.jsonl")
+    pushed = (sources.from_flags(queue) + sources.from_eval_run(shared_dir / "predictions/GuardReasoner-8B")[:8]
+              + sources.from_mined(tmp_path / "pairs.jsonl", model="rsft"))
+    assert len(pushed) == 20
+    report = push(pushed, target, outbox)
+    assert (report.queued, report.delivered, report.pending, report.error) == (20, 20, 0, None)
+    assert push(pushed, target, outbox).delivered == 0  # already delivered: nothing sent again
+    assert push(pushed, target, tmp_path / "fresh-outbox.jsonl").delivered == 20  # another machine: upserted
+    on_server = records_of(target)
+    assert sorted(on_server) == sorted(item["id"] for item in pushed)
+    first = on_server[pushed[0]["id"]]
+    assert first.fields["reasoning"] == pushed[0]["reasoning"] and first.metadata["source"] == "app_flag"
+    assert first.suggestions["request_harm"].value == pushed[0]["suggestions"]["request"]
+    assert first.suggestions["request_harm"].agent == pushed[0]["metadata"]["model"]
+
+    a, b = reviewer(argilla, "reviewer_a.key"), reviewer(argilla, "reviewer_b.key")
+    expected = {}  # record id -> what pull must make of it
+    by_kind = {kind: [i for i in pushed if i["metadata"]["source"] == kind]
+               for kind in ("app_flag", "eval_error", "mined_hard_sample")}
+    for number, item in enumerate(by_kind["mined_hard_sample"]):
+        right = parse(item["other_reasoning"]).labels
+        verdicts = right if number % 2 == 0 else parse(item["reasoning"]).labels  # odd: the reviewer sides
+        submit_review(a, on_server[item["id"]], verdicts)                           # with the "wrong" sample
+        expected[item["id"]] = ("pair", verdicts)
+    for number, item in enumerate(by_kind["eval_error"][:4]):
+        model = parse(item["reasoning"]).labels
+        if number < 2:  # the reviewer agrees with the model: the benchmark's label was wrong
+            submit_review(b, on_server[item["id"]], model)
+            expected[item["id"]] = ("skipped", model)
+        else:  # the reviewer disagrees and writes the reasoning the model should have given
+            key = item["metadata"]["disagreement"].removeprefix("gold:").split(",")[0]
+            verdicts = {**model, key: OTHER[model[key]] if model[key] else "harmful"}
+            submit_review(b, on_server[item["id"]], verdicts, corrected_reasoning="# Task 1\nReconsidered.\n")
+            expected[item["id"]] = ("pair", verdicts)
+    conflict, agreed = by_kind["app_flag"][:2]
+    model = parse(conflict["reasoning"]).labels
+    submit_review(a, on_server[conflict["id"]], {"request": OTHER[model["request"]]})
+    submit_review(b, on_server[conflict["id"]], {"request": model["request"]})
+    expected[conflict["id"]] = ("conflict", None)
+    flipped = {**parse(agreed["reasoning"]).labels}
+    flipped["request"] = OTHER[flipped["request"]]
+    for client in (a, b):  # two reviewers who agree make one pair
+        submit_review(client, on_server[agreed["id"]], flipped, corrected_reasoning="# Task 1\nIt is fine.")
+    expected[agreed["id"]] = ("pair", flipped)
+
+    result = pull(reviews_from_argilla(target), weight=1.7)
+    assert {c["id"] for c in result.conflicts} == {conflict["id"]}
+    assert {s["id"] for s in result.skipped} == {i for i, (kind, _) in expected.items() if kind == "skipped"}
+    assert {p["id"] for p in result.pairs} == {i for i, (kind, _) in expected.items() if kind == "pair"}
+    replies = {item["id"]: item["reply"] for item in pushed}
+    for pair in result.pairs:
+        verdicts = {k: v for k, v in expected[pair["id"]][1].items()  # without a reply only the request counts
+                    if v and (k == "request" or replies[pair["id"]] is not None)}
+        chosen, rejected = parse(pair["chosen"]).labels, parse(pair["rejected"]).labels
+        assert all(chosen[k] == v for k, v in verdicts.items())
+        assert any(rejected[k] != v for k, v in verdicts.items())
+        assert pair["weight"] == 1.7
+    assert len(result.sft_rows) == 3 and all("Reconsidered" in r["output"] or "It is fine" in r["output"]
+                                             for r in result.sft_rows)
+    write_jsonl(result.pairs, tmp_path / "review_pairs.jsonl")
+    assert load_rows(str(write_sft(result, tmp_path)))[0]["instruction"].startswith("You are a classifier")
+    trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_path",
+                      str(tmp_path / "review_pairs.jsonl"), "--output_dir", str(tmp_path / "dpo"),
+                      "--per_device_train_batch_size", "2", "--max_steps", "1", "--logging_steps", "1",
+                      "--report_to", "none", "--use_cpu", "true", "--gradient_checkpointing", "false",
+                      "--save_strategy", "no", "--max_length", "512"])
+    assert [e["weight"] for e in trainer.state.log_history if "weight" in e] == [pytest.approx(1.7)]
+
+
+def write_sft(result, folder: Path) -> Path:
+    write_jsonl(result.sft_rows, folder / "review_sft.jsonl")
+    return folder / "review_sft.jsonl"
+
+
+@needs_redis
+def test_a_flag_made_while_the_server_is_down_is_delivered_once_it_is_back(argilla, tmp_path):
+    from annotate.server import start, stop
+
+    target = Target(dataset="outage")
+    outbox = tmp_path / "outbox.jsonl"
+    first = sources.make_item("first", None, "Answers: \nRequest: harmful", source="app_flag", model="m",
+                              disagreement="flag")
+    assert push([first], target, outbox).delivered == 1
+    stop(argilla)
+    flag = sources.make_item("while down", None, "Answers: \nRequest: harmful", source="app_flag", model="m",
+                             disagreement="flag")
+    report = push([flag], target, outbox)
+    assert report.delivered == 0 and report.pending == 1 and report.error
+    assert [item["id"] for item in pending(outbox)] == [flag["id"]]
+    start(argilla)
+    assert push([], target, outbox).delivered == 1
+    assert push([], target, outbox).delivered == 0
+    on_server = records_of(target)
+    assert sorted(on_server) == sorted([first["id"], flag["id"]])  # the earlier record survived the restart
