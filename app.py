@@ -206,7 +206,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
                     correct_request = gr.Radio(["harmful", "unharmful"], label="Request is", elem_id="correct-request")
                     correct_completion = gr.Radio(["refusal", "compliance", "n/a"], value="n/a", label="Reply is a")
                     correct_response = gr.Radio(["harmful", "unharmful", "n/a"], value="n/a", label="Reply is")
-                comment = gr.Textbox(label="Comment", lines=2)
+                comment = gr.Textbox(label="Comment", lines=2, elem_id="flag-comment")
                 flag_button = gr.Button("Flag", elem_id="flag-button")
                 flag_status = gr.HTML()
 

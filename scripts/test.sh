@@ -3,11 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-# The browser tests drive Debian's chromium; install it where missing (needs root, as on CI machines).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-    || echo "note: could not install chromium; the browser test will be skipped" >&2
+# The browser tests drive Debian's chromium and the annotation tests run Debian's redis-server beside a local
+# argilla-server; install them where missing (needs root, as on CI machines).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+    || echo "note: could not install ${missing[*]}; the tests that need them will be skipped (on CI: fail)" >&2
 fi
+# argilla-server's own virtualenv (its pins clash with gradio's), built once and kept in .argilla-venv.
+.venv/bin/python -c "from annotate.server.manage import ServerConfig, ensure_venv; ensure_venv(ServerConfig())"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 # Training tests allocate and free logit tensors of hundreds of MB every step; by default glibc maps and unmaps
 # them each time, and page faults dominate (measured: 6.2 s/step, two thirds system time). Keeping them in the
