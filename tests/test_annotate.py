@@ -223,19 +223,18 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
         assert pair["weight"] == 1.7
     assert len(result.sft_rows) == 3 and all("Reconsidered" in r["output"] or "It is fine" in r["output"]
                                              for r in result.sft_rows)
-    write_jsonl(result.pairs, tmp_path / "review_pairs.jsonl")
-    assert load_rows(str(write_sft(result, tmp_path)))[0]["instruction"].startswith("You are a classifier")
+    from annotate.cli import main as annotate_cli
+
+    assert annotate_cli(["--dataset", "loop", "pull", "--pairs", str(tmp_path / "review_pairs.jsonl"),
+                         "--sft", str(tmp_path / "review_sft.jsonl"), "--weight", "1.7"]) == 0
+    assert [json.loads(line) for line in (tmp_path / "review_pairs.jsonl").open()] == result.pairs
+    assert load_rows(str(tmp_path / "review_sft.jsonl"))[0]["instruction"].startswith("You are a classifier")
     trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_path",
                       str(tmp_path / "review_pairs.jsonl"), "--output_dir", str(tmp_path / "dpo"),
                       "--per_device_train_batch_size", "2", "--max_steps", "1", "--logging_steps", "1",
                       "--report_to", "none", "--use_cpu", "true", "--gradient_checkpointing", "false",
                       "--save_strategy", "no", "--max_length", "512"])
     assert [e["weight"] for e in trainer.state.log_history if "weight" in e] == [pytest.approx(1.7)]
-
-
-def write_sft(result, folder: Path) -> Path:
-    write_jsonl(result.sft_rows, folder / "review_sft.jsonl")
-    return folder / "review_sft.jsonl"
 
 
 @needs_redis
