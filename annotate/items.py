@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from guardreasoner.parser import parse, split_upstream_prompt
-from guardreasoner.results import VERDICT_OF_TASK
+from guardreasoner.predictions import read_run
 from guardreasoner.rows import read_jsonl
 
 SOURCE_APP_FLAG = "app_flag"
@@ -64,35 +64,16 @@ def from_flags(queue: str | Path) -> list[dict]:
     return items
 
 
-def _gold_of(record: dict, reply: str | None) -> dict[str, str]:
-    """Gold verdicts of a prediction row: ours carry ``labels`` per task; upstream's one ``label`` is read as
-    the refusal task for refusal/compliance, else the reply's harm where there is a reply, else the request's."""
-    if isinstance(record.get("labels"), dict):
-        return {VERDICT_OF_TASK[task]: label for task, label in record["labels"].items() if label is not None}
-    label = str(record.get("label", "")).strip().lower()
-    if label in ("refusal", "compliance"):
-        return {"completion": label}
-    if label in ("harmful", "unharmful"):
-        return {"response" if reply is not None else "request": label}
-    return {}
-
-
 def from_eval_run(run: str | Path, model: str | None = None) -> list[dict]:
     """Items for the rows of an ``eval run`` folder (or upstream's) where a parsed verdict differs from gold."""
     items = []
-    for path in sorted(Path(run).glob("*/generated_predictions.jsonl")):
-        benchmark = path.parent.name
-        for record in read_jsonl(path):
-            if "request" in record:
-                request, reply = record["request"], record.get("response")
-            else:
-                request, reply = split_upstream_prompt(record["prompt"])
-            predicted = verdicts_of(record["predict"], request, reply)
-            wrong = sorted(key for key, gold in _gold_of(record, reply).items() if predicted.get(key) != gold)
-            if wrong:
-                items.append(make_item(request, reply, record["predict"], source=SOURCE_EVAL_ERROR,
-                                       model=model or Path(run).name, benchmark=benchmark,
-                                       disagreement="gold:" + ",".join(wrong)))
+    for row in read_run(run):
+        predicted = verdicts_of(row.output, row.request, row.reply)
+        wrong = sorted(key for key, gold in row.gold.items() if predicted.get(key) != gold)
+        if wrong:
+            items.append(make_item(row.request, row.reply, row.output, source=SOURCE_EVAL_ERROR,
+                                   model=model or Path(run).name, benchmark=row.benchmark,
+                                   disagreement="gold:" + ",".join(wrong)))
     return items
 
 

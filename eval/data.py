@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.parser import split_upstream_prompt
+from guardreasoner.predictions import PREDICTIONS_FILE
 from guardreasoner.rows import read_jsonl
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
 logger = logging.getLogger("eval")
-PREDICTIONS_FILE = "generated_predictions.jsonl"
 # How upstream reads a gold label out of an Answers block (evaluate.py, process_label=True).
 ANSWER_PATTERNS = {
     "prompt": re.compile(r"Request:\s*(harmful|unharmful)", re.IGNORECASE),

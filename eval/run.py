@@ -9,6 +9,7 @@ rows already written.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,10 +24,18 @@ def _upstream_label(row: EvalRow) -> str:
     return labels[0] if len(row.labels) == 1 and labels else json.dumps(row.labels)
 
 
+def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
+    """A seeded random subset in file order: the same rows for every model evaluated with the same seed."""
+    chosen = set(random.Random(seed).sample(range(len(rows)), min(size, len(rows))))
+    return [row for position, row in enumerate(rows) if position in chosen]
+
+
 def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
-                  batch_size: int = 32) -> int:
+                  batch_size: int = 32, sample: int | None = None, seed: int = 0) -> int:
     """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
     rows = load_benchmark(benchmark, data_dir)[:limit]
+    if sample is not None:
+        rows = sample_rows(rows, sample, seed)
     path = out / benchmark / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     done = done_lines(path, key="index")

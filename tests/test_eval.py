@@ -186,3 +186,16 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
     assert code == 1 and "ToxicChat: skipped" in err and "WildGuardTest: 2 rows generated" in err
     rows = [json.loads(x) for x in (run / "WildGuardTest" / "generated_predictions.jsonl").read_text().splitlines()]
     assert rows[0]["labels"] == {"prompt": "harmful", "response": "unharmful", "refusal": "refusal"}
+
+
+def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
+    from eval.data import load_benchmark
+    from eval.run import sample_rows
+
+    rows = load_benchmark("ToxicChat", shared_dir / "benchmarks" / "guardreasoner")
+    first, again, other = sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=1)
+    assert [r.index for r in first] == [r.index for r in again] and len(first) == 100
+    assert [r.index for r in first] == sorted(r.index for r in first)  # file order, so runs resume cleanly
+    assert [r.index for r in first] != [r.index for r in other]
+    assert {r.labels["prompt"] for r in first} == {"harmful", "unharmful"}
+    assert len(sample_rows(rows[:10], 100)) == 10

@@ -1,0 +1,72 @@
+"""Training rows from a model's benchmark outputs: an output becomes a GuardReasonerTrain row only when every
+verdict the benchmark labels, as the core parser reads it, equals the gold label.
+
+    python -m training.from_predictions --runs ../shared/predictions/GuardReasoner-1B \\
+        ../shared/predictions/GuardReasoner-8B --output runs/embedded/train.jsonl
+
+Each row keeps ``source`` (model/benchmark) and ``id``; ``<output>.stats.json`` counts kept and dropped rows
+per source. Leaked "The ground truth is ..." text is cut; outputs that echo the input, repeat themselves,
+contradict their own answers or have no Answers block are dropped: a model trained on them would learn the
+failure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.parser import parse, strip_leaks
+from guardreasoner.predictions import read_run
+from guardreasoner.template import INSTRUCTION, format_input
+
+BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
+
+
+@dataclass
+class FromPredictionsConfig:
+    runs: list[str] = field(metadata={"help": "run folders of generated_predictions.jsonl files"})
+    output: str = "train.jsonl"
+
+
+def rows_from_run(run: str | Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    model = Path(run).name
+    kept, counts = [], {}
+    for row in read_run(run):
+        source = f"{model}/{row.benchmark}"
+        tally = counts.setdefault(source, {"kept": 0, "wrong": 0, "malformed": 0})
+        output = strip_leaks(row.output).strip()  # "The ground truth is ..." the 8B model sometimes writes
+        parsed = parse(output, user_texts=(row.request, row.reply or ""), has_response=row.reply is not None)
+        if BAD_FLAGS & set(parsed.flags):
+            tally["malformed"] += 1
+        elif not row.gold or any(parsed.labels.get(key) != gold for key, gold in row.gold.items()):
+            tally["wrong"] += 1
+        else:
+            tally["kept"] += 1
+            kept.append({"instruction": INSTRUCTION, "input": format_input(row.request, row.reply),
+                         "output": output, "source": source, "id": f"{source}/{row.line}"})
+    return kept, counts
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(FromPredictionsConfig).parse_args_into_dataclasses(argv)
+    rows, counts = [], {}
+    for run in config.runs:
+        run_rows, run_counts = rows_from_run(run)
+        rows += run_rows
+        counts.update(run_counts)
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    stats = {"rows": len(rows), "by_source": counts}
+    Path(str(output) + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print(json.dumps({"rows": len(rows), "kept": sum(c["kept"] for c in counts.values()),
+                      "wrong": sum(c["wrong"] for c in counts.values()),
+                      "malformed": sum(c["malformed"] for c in counts.values())}))
+    return stats
+
+
+if __name__ == "__main__":
+    main()
