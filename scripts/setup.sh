@@ -11,7 +11,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 exec 2> >(grep -v "^WARNING: Location 'file://" >&2)
 CONSTRAINTS=requirements/constraints-cpu.txt
 "${PIP[@]}" -c "$CONSTRAINTS" torch
-"${PIP[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements/train.txt -r requirements/annotate.txt
+"${PIP[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements/train.txt -r requirements/annotate.txt -r requirements/baseline.txt
 "${PIP[@]}" --no-deps -r requirements/embedded.txt
 "${PIP[@]}" --no-deps -e .  # the project itself, importable from any folder
 if [ "${1:-}" = "--dev" ]; then

@@ -199,3 +199,34 @@ def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     assert [r.index for r in first] != [r.index for r in other]
     assert {r.labels["prompt"] for r in first} == {"harmful", "unharmful"}
     assert len(sample_rows(rows[:10], 100)) == 10
+
+
+def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, tmp_path, capsys):
+    from eval.baseline import Baseline, main
+    from eval.cli import main as eval_cli
+    from training.from_predictions import main as rows_from_predictions
+
+    train = tmp_path / "train.jsonl"
+    rows_from_predictions(["--runs", str(shared_dir / "predictions" / "GuardReasoner-1B"), "--output", str(train)])
+    rows = [json.loads(line) for line in train.open()][::12]  # ~165 rows, every benchmark
+    subset = tmp_path / "subset.jsonl"
+    subset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    baseline = Baseline()
+    sizes = baseline.fit(rows)
+    assert sizes["request"] == len(rows) and 0 < sizes["response"] < len(rows)
+    from guardreasoner.parser import parse, split_upstream_prompt
+
+    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["request"] == parse(row["output"]).labels["request"]
+                for row in rows)
+    assert right / len(rows) > 0.8  # the heads fit their own training rows
+
+    out = tmp_path / "minilm"
+    summary = main(["--train", str(subset), "--data-dir", str(shared_dir / "benchmarks" / "guardreasoner"),
+                    "--benchmarks", "ToxicChat", "XSTestResponseRefusal", "--sample", "10", "--out", str(out)])
+    assert summary["benchmarks"]["ToxicChat"]["rows"] == 10
+    capsys.readouterr()
+    eval_cli(["score", str(out), "--mode", "strict", "--json", str(tmp_path / "report.json")])
+    report = json.loads((tmp_path / "report.json").read_text())
+    cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
+    assert cells[("ToxicChat", "prompt")]["n"] == 10 and cells[("ToxicChat", "prompt")]["parse_failures"] == 0
+    assert cells[("XSTestResponseRefusal", "refusal")]["n"] == 10

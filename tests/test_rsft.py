@@ -61,3 +61,28 @@ def test_rsft_overfits_real_traces_and_the_parser_reads_the_right_verdicts(share
     for row, result in zip(rows, guard.classify(items)):
         assert result.labels == parse(row["output"]).labels
         assert result.status == "ok"
+
+
+def test_rerunning_an_interrupted_run_resumes_from_its_last_checkpoint(shared_dir, tmp_path, tokenizer_dir):
+    from tests.tiny_models import random_llama
+    from training.rsft import main as rsft
+
+    base = random_llama(tmp_path / "base", tokenizer_dir)
+    out = tmp_path / "run"
+
+    def run(steps):
+        return rsft(["--model_name_or_path", str(base), "--dataset",
+                     str(shared_dir / "traces" / "guardreasonertrain_sample.json"), "--output_dir", str(out),
+                     "--max_steps", str(steps), "--per_device_train_batch_size", "1", "--save_steps", "2",
+                     "--logging_steps", "1", "--use_cpu", "true", "--gradient_checkpointing", "false",
+                     "--report_to", "none", "--max_length", "256"])
+
+    run(2)  # "interrupted" after its checkpoint at step 2
+    state_file = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["log_history"][0]["loss"] = 123.0  # a mark that only a resumed run carries forward
+    state_file.write_text(json.dumps(state))
+    trainer = run(3)  # the same command, asked to go on to step 3
+    losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    assert sorted(losses) == [1, 2, 3] and losses[1] == 123.0  # steps 1-2 came from the checkpoint
+    assert trainer.state.global_step == 3

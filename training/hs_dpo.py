@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from trl import DPOConfig, DPOTrainer
 
+from .runs import resume_point
+
 WEIGHT_COLUMN = "weight"
 
 
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> HSDPOTrainer:
     pairs = load_dataset("json", data_files=script.dataset_path, split="train")
     trainer = HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=pairs,
                            processing_class=tokenizer)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_point(config))
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
     return trainer

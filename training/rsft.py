@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .data import HUB_DATASET, load_rows, tokenize_example
+from .runs import resume_point
 
 
 @dataclass
@@ -51,7 +52,7 @@ def build_trainer(script: RSFTScriptArguments, config: SFTConfig) -> SFTTrainer:
 def main(argv: list[str] | None = None) -> SFTTrainer:
     script, config = TrlParser((RSFTScriptArguments, SFTConfig)).parse_args_and_config(argv)
     trainer = build_trainer(script, config)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_point(config))
     trainer.save_model(config.output_dir)
     trainer.processing_class.save_pretrained(config.output_dir)
     return trainer
