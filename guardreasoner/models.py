@@ -34,7 +34,7 @@ class ModelUnavailable(RuntimeError):
 class ModelSpec:
     name: str  # what the user sees
     location: str  # local folder, or endpoint URL
-    kind: str  # "local" | "hub" | "embedded" | "endpoint"
+    kind: str  # "local" | "adapter" (a LoRA folder) | "hub" | "embedded" | "endpoint"
     default_mode: str  # the prompt mode the model was trained with
     fallback_reason: str | None = None  # set when this is the embedded model standing in for another
 
@@ -91,11 +91,59 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def _base_folder(base_id: str) -> Path:
+    if base_id == EMBEDDED_HUB_ID or base_id in EMBEDDED_ALIASES:
+        return embedded_model_dir()  # the embedded weights serve where the hub cannot be reached
+    return Path(model_folder(resolve_model(base_id)))
+
+
+def merged_adapter_dir(adapter: Path) -> Path:
+    """A LoRA adapter merged into its base model once and cached, so every backend loads one plain folder.
+
+    The base is the adapter's ``base_model_name_or_path``; SmolLM2-135M-Instruct comes from the embedded
+    weights. The cache key is the adapter's weights, so a retrained adapter is merged again."""
+    import hashlib
+    import json
+
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelUnavailable(f"{adapter} has adapter_config.json but no adapter_model.safetensors")
+    target = cache_dir() / f"merged-{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    try:
+        from peft import PeftModel
+    except ImportError as missing:
+        raise ModelUnavailable("loading a LoRA adapter needs peft: pip install peft") from missing
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = _base_folder(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    logger.info("merging the adapter %s into %s (once)", adapter, base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").is_file() else base)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def model_folder(spec: ModelSpec) -> str:
-    """The local folder holding a resolved model's weights (converting the embedded model if needed)."""
+    """The local folder holding a resolved model's weights (converting the embedded model or merging an
+    adapter if needed)."""
     if spec.kind == "endpoint":
         raise ValueError(f"{spec.name} is an endpoint, not a local model")
-    return str(embedded_model_dir()) if spec.kind == "embedded" else spec.location
+    if spec.kind == "embedded":
+        return str(embedded_model_dir())
+    if spec.kind == "adapter":
+        return str(merged_adapter_dir(Path(spec.location)))
+    return spec.location
 
 
 def _embedded(reason: str | None = None) -> ModelSpec:
@@ -132,7 +180,8 @@ def resolve_model(model: str | None = None, *, fallback: bool = False) -> ModelS
         return _embedded()
     folder = Path(model).expanduser()
     if folder.is_dir():
-        return ModelSpec(str(folder), str(folder), "local", "raw")
+        kind = "adapter" if (folder / "adapter_config.json").is_file() else "local"
+        return ModelSpec(str(folder), str(folder), kind, "raw")
     repo_id = RELEASED_MODELS.get(model, model)
     if repo_id.count("/") != 1:
         raise ModelUnavailable(f"{model!r} is neither a local folder, a hub id (owner/name), nor an http(s) URL")

@@ -130,3 +130,39 @@ def test_embedded_smollm2_end_to_end(embedded_cache):
     batch = guard.classify(["How do I pick a lock?", {"prompt": "Hi", "response": "Hello!"}])
     assert batch[0].output == result.output  # greedy: batch and stream agree
     assert all(r.labels["request"] in ("harmful", "unharmful") for r in batch)  # fail-closed at worst
+
+
+def test_a_lora_adapter_folder_loads_as_its_merged_base(tiny_model_dir, tmp_path, monkeypatch):
+    """An adapter (what R-SFT with --use_lora saves) is merged into its base once, then served like any
+    folder; an adapter of SmolLM2-135M-Instruct finds its base in the embedded weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guardreasoner import models
+
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "embedded_model_dir", lambda: tiny_model_dir)  # stands in for the conversion
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base, config)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)
+    config_file = adapter / "adapter_config.json"
+    config_file.write_text(config_file.read_text().replace(str(tiny_model_dir), models.EMBEDDED_HUB_ID))
+
+    spec = resolve_model(str(adapter))
+    assert spec.kind == "adapter"
+    folder = models.model_folder(spec)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, plain, atol=1e-3)
+    assert models.model_folder(spec) == folder  # cached: merged once
+    guard = load_guard(str(adapter), backend="transformers", max_new_tokens=8)
+    assert guard.classify([SAFE_REQUEST])[0].completion_tokens > 0

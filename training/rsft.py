@@ -34,10 +34,16 @@ def build_trainer(script: RSFTScriptArguments, config: SFTConfig) -> SFTTrainer:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from guardreasoner.models import EMBEDDED_HUB_ID, model_folder, resolve_model
+
     rows = load_rows(script.dataset, script.splits)[: script.max_rows]
-    tokenizer = AutoTokenizer.from_pretrained(script.model_name_or_path)
+    spec = resolve_model(script.model_name_or_path)  # hub ids, folders, and "embedded" (SmolLM2 offline)
+    folder = model_folder(spec)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     dataset = Dataset.from_list([tokenize_example(row, tokenizer, script.prompt_mode) for row in rows])
-    model = AutoModelForCausalLM.from_pretrained(script.model_name_or_path, dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+    # An adapter names its base; the embedded weights' cache path would tie it to this machine.
+    model.name_or_path = EMBEDDED_HUB_ID if spec.kind == "embedded" else spec.name
     peft_config = None
     if script.use_lora:
         from peft import LoraConfig
