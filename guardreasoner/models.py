@@ -91,7 +91,8 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def _base_folder(base_id: str) -> Path:
+def base_folder(base_id: str) -> Path:
+    """The local folder of an adapter's base model."""
     if base_id == EMBEDDED_HUB_ID or base_id in EMBEDDED_ALIASES:
         return embedded_model_dir()  # the embedded weights serve where the hub cannot be reached
     return Path(model_folder(resolve_model(base_id)))
@@ -118,7 +119,7 @@ def merged_adapter_dir(adapter: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = _base_folder(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = base_folder(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
     logger.info("merging the adapter %s into %s (once)", adapter, base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()

@@ -118,3 +118,42 @@ def test_training_reads_weights_through_the_real_dataloader(tiny_model_dir, tmp_
     weights = [entry["weight"] for entry in trainer.state.log_history if "weight" in entry]
     assert len(weights) == 2 and all(w == pytest.approx(1.2) for w in weights)
     assert trainer.state.log_history[-1]["train_loss"] > 0
+
+
+def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(tiny_model_dir, tmp_path,
+                                                                                 monkeypatch):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.hs_dpo import HSDPOScriptArguments, load_policy_and_reference, main
+
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(2)
+    rsft = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False,
+                                           task_type="CAUSAL_LM"))
+    adapter = tmp_path / "rsft"
+    rsft.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)
+
+    policy, reference, _ = load_policy_and_reference(HSDPOScriptArguments(str(adapter), "-"))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():  # the reference is the R-SFT model (base + adapter), not the bare base
+        assert torch.allclose(reference(input_ids=ids).logits, rsft(input_ids=ids).logits, atol=1e-4)
+        assert torch.allclose(policy(input_ids=ids).logits, rsft(input_ids=ids).logits, atol=1e-4)
+    assert sum(p.numel() for p in policy.parameters() if p.requires_grad) < sum(p.numel() for p in base.parameters())
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(dict(p, weight=1.0)) + "\n" for p in PAIRS))
+    out = tmp_path / "dpo"
+    main(["--model_name_or_path", str(adapter), "--dataset_path", str(pairs), "--output_dir", str(out),
+          "--per_device_train_batch_size", "2", "--max_steps", "1", "--report_to", "none", "--use_cpu", "true",
+          "--gradient_checkpointing", "false", "--max_length", "128", "--save_strategy", "no",
+          "--learning_rate", "1e-2"])
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str(tiny_model_dir)  # one adapter on the same base ships
+    before, after = load_file(adapter / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

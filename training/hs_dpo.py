@@ -13,6 +13,7 @@ the batch loss is the mean of loss_i.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -114,16 +115,41 @@ class HSDPOScriptArguments:
     ref_model_name_or_path: str | None = None
 
 
+def load_policy_and_reference(script: HSDPOScriptArguments):
+    """The model to train, the frozen reference (the R-SFT model, as in the paper) and the tokenizer.
+
+    A LoRA adapter from R-SFT keeps training as the same adapter on its base (so one adapter ships), with the
+    adapter merged into a separate copy as the reference; a plain model trains in full."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guardreasoner.models import base_folder, model_folder, resolve_model
+
+    spec = resolve_model(script.model_name_or_path)
+    merged = model_folder(spec)  # for an adapter: merged into its base once
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    reference = AutoModelForCausalLM.from_pretrained(
+        model_folder(resolve_model(script.ref_model_name_or_path)) if script.ref_model_name_or_path else merged,
+        dtype="auto")
+    if spec.kind == "adapter":
+        import json
+
+        from peft import PeftModel
+
+        base_id = json.loads((Path(spec.location) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(base_folder(base_id), dtype="auto")
+        base.name_or_path = base_id
+        model = PeftModel.from_pretrained(base, spec.location, is_trainable=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(merged, dtype="auto")
+    return model, reference, tokenizer
+
+
 def main(argv: list[str] | None = None) -> HSDPOTrainer:
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import TrlParser
 
     script, config = TrlParser((HSDPOScriptArguments, HSDPOConfig)).parse_args_and_config(argv)
-    tokenizer = AutoTokenizer.from_pretrained(script.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(script.model_name_or_path, dtype="auto")
-    reference = AutoModelForCausalLM.from_pretrained(script.ref_model_name_or_path or script.model_name_or_path,
-                                                     dtype="auto")
+    model, reference, tokenizer = load_policy_and_reference(script)
     pairs = load_dataset("json", data_files=script.dataset_path, split="train")
     trainer = HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=pairs,
                            processing_class=tokenizer)
