@@ -124,3 +124,15 @@ def test_an_unreachable_teacher_loses_no_seed(teacher_url, tmp_path):
     assert (stats["failed"], stats["kept"], stats["file_kept"]) == (2, 0, 0)
     up = SynthesisConfig(seeds=[], base_url=teacher_url, output=str(output), max_tokens=200)
     assert synthesize(up, teacher_seeds())["kept"] == 2
+
+
+def test_the_command_line_reads_a_local_seed_file(teacher_url, tmp_path, capsys):
+    from training.synthesize import main
+
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(f"prompt,request_label\n{HARMFUL_REQUEST},harmful\n{SAFE_REQUEST},unharmful\n")
+    stats = main(["--seeds", str(seeds), "--base_url", teacher_url, "--output", str(tmp_path / "out.jsonl"),
+                  "--max_tokens", "200"])
+    assert (stats["kept"], stats["rejected"]) == (2, 0)
+    assert [row["id"] for row in lines(tmp_path / "out.jsonl")] in (["seeds-2", "seeds-3"], ["seeds-3", "seeds-2"])
+    assert json.loads(capsys.readouterr().out)["file_kept"] == 2
