@@ -52,6 +52,20 @@ def _score(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from .report import compare_markdown
+
+    reports = {}
+    for spec in args.reports:
+        name, _, path = spec.rpartition("=")
+        reports[name or Path(path).stem] = json.loads(Path(path).read_text())
+    markdown = compare_markdown(reports)
+    sys.stdout.write(markdown)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json")
     score.add_argument("--markdown")
     score.add_argument("--html")
+    compare = commands.add_parser("compare", help="one table for several `score --json` reports on the same rows")
+    compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file)")
+    compare.add_argument("--markdown")
     args = parser.parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _score(args)
+        return {"run": _run, "score": _score, "compare": _compare}[args.command](args)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

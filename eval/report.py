@@ -85,3 +85,32 @@ def to_html(report: dict, name: str = "this run") -> str:
     figure.update_layout(barmode="group", height=900, title=f"F1 (%) — {name} ({report['mode']} scoring) vs published")
     figure.update_yaxes(range=[0, 100])
     return figure.to_html(full_html=True, include_plotlyjs=True)
+
+
+def compare_markdown(reports: dict[str, dict]) -> str:
+    """One table for several scored runs on the same rows: F1 (95% interval) per cell, then rows and ms/row.
+
+    Cells scored in only some runs are shown with a dash; a cell whose row counts differ between runs is
+    marked, since its figures are then not comparable."""
+    keys = [(c.benchmark, c.task) for c in CELLS if any((c.benchmark, c.task) in _cell_f1(r) for r in reports.values())]
+    scored = {name: _cell_f1(report) for name, report in reports.items()}
+    header = [f"{benchmark} ({task})" for benchmark, task in keys]
+    lines = ["| system | " + " | ".join(header) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, cells in scored.items():
+        row = []
+        for key in keys:
+            cell = cells.get(key)
+            text = _fmt(cell["f1"] if cell else None)
+            if cell and cell.get("ci95"):
+                text += f" ({cell['ci95'][0]:.1f}–{cell['ci95'][1]:.1f})"
+            row.append(text)
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += ["", "| system | " + " | ".join(f"n / ms per row: {h}" for h in header) + " |",
+              "|---" * (len(keys) + 1) + "|"]
+    for name, cells in scored.items():
+        row = [f"{cells[k]['n']} / {_fmt(cells[k].get('mean_ms_per_row'))}" if k in cells else "—" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    uneven = [f"{b} ({t})" for b, t in keys if len({cells[(b, t)]["n"] for cells in scored.values() if (b, t) in cells}) > 1]
+    if uneven:
+        lines += ["", "Not comparable (different row counts): " + ", ".join(uneven)]
+    return "\n".join(lines) + "\n"

@@ -47,4 +47,6 @@ for name in zero-shot rsft hs-dpo minilm; do
   $PY -m eval score "$OUT/eval/$name" --mode strict --data-dir "$DATA" --name "$name" \
     --json "$OUT/eval/$name.json" --markdown "$OUT/eval/$name.md" > /dev/null
 done
-echo "reports in $OUT/eval/*.json; stage times in $OUT/times.txt"
+$PY -m eval compare zero-shot="$OUT/eval/zero-shot.json" rsft="$OUT/eval/rsft.json" hs-dpo="$OUT/eval/hs-dpo.json" \
+  minilm="$OUT/eval/minilm.json" --markdown "$OUT/eval/comparison.md"
+echo "comparison in $OUT/eval/comparison.md; reports in $OUT/eval/*.json; stage times in $OUT/times.txt"

@@ -230,3 +230,22 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
     assert cells[("ToxicChat", "prompt")]["n"] == 10 and cells[("ToxicChat", "prompt")]["parse_failures"] == 0
     assert cells[("XSTestResponseRefusal", "refusal")]["n"] == 10
+
+
+def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, capsys):
+    from eval.cli import main
+
+    for model in ("1B", "8B"):
+        main(["score", str(shared_dir / f"predictions/GuardReasoner-{model}"), "--mode", "strict",
+              "--json", str(tmp_path / f"{model}.json")])
+    capsys.readouterr()
+    assert main(["compare", f"one={tmp_path / '1B.json'}", str(tmp_path / "8B.json"),
+                 "--markdown", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    lines = table.splitlines()
+    assert lines[0].startswith("| system | HarmBenchPrompt (prompt) | AegisSafetyTest (prompt) |")  # paper order
+    assert lines[2].startswith("| one | ") and lines[3].startswith("| 8B | ")
+    one = json.loads((tmp_path / "1B.json").read_text())
+    aegis = next(c for c in one["cells"] if c["benchmark"] == "AegisSafetyTest")
+    assert lines[2].split(" | ")[2] == f"{aegis['f1']:.2f} ({aegis['ci95'][0]:.1f}–{aegis['ci95'][1]:.1f})"
+    assert "Not comparable" not in table  # both folders hold the same rows
