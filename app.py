@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard  # noqa: E402
-from guardreasoner.models import EMBEDDED_NAME  # noqa: E402
+from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME  # noqa: E402
 from guardreasoner.parser import task_sections  # noqa: E402
 from guardreasoner.results import VERDICT_KEYS  # noqa: E402
 from webapp import charts, flags, views  # noqa: E402
@@ -75,6 +75,9 @@ def model_banner(guard) -> str:
     if guard.model_name == EMBEDDED_NAME:
         text += ("\n\nThe embedded model is a 135M-parameter demonstration, not trained for this task: expect "
                  "missing verdicts (shown as fail-closed). Deploy GuardReasoner-1B/3B/8B.")
+    elif guard.model_name == EMBEDDED_GUARD_NAME:
+        text += ("\n\nThe embedded guard is a 135M-parameter demonstration trained by this project (see "
+                 "assets/embedded-guard/README.md for what it gets wrong). Deploy GuardReasoner-1B/3B/8B.")
     return text
 
 

