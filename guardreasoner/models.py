@@ -62,6 +62,18 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def _save_into_cache(model, tokenizer, target: Path) -> None:
+    """Write a model folder under a temporary name and rename it, so a reader never sees half of one."""
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def embedded_model_dir() -> Path:
     """A safetensors copy of the embedded GGUF model, converted once (about 30 s) and cached."""
     target = cache_dir() / "smollm2-135m-instruct"
@@ -86,14 +98,7 @@ def embedded_model_dir() -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(target)
-    except OSError:  # another process finished first; its copy is as good as ours
-        shutil.rmtree(staging, ignore_errors=True)
+    _save_into_cache(model, tokenizer, target)
     return target
 
 
@@ -139,14 +144,7 @@ def merged_adapter_dir(adapter: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").is_file() else base)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    merged.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(staging, ignore_errors=True)
+    _save_into_cache(merged, tokenizer, target)
     return target
 
 
