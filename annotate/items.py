@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.parser import parse_for, split_upstream_prompt
 from guardreasoner.predictions import read_run
 from guardreasoner.rows import read_jsonl
 
@@ -30,7 +30,7 @@ def item_id(request: str, reply: str | None, outputs: list[str]) -> str:
 
 
 def verdicts_of(output: str, request: str, reply: str | None) -> dict[str, str | None]:
-    return parse(output, user_texts=(request, reply or ""), has_response=reply is not None).labels
+    return parse_for(output, request, reply).labels
 
 
 def make_item(request: str, reply: str | None, output: str, *, source: str, model: str | None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.parser import find_answers_blocks
-from guardreasoner.results import VERDICT_KEYS
+from guardreasoner.results import VERDICT_KEYS, answers_block
 from guardreasoner.template import INSTRUCTION, format_input
 
 from .items import verdicts_of
@@ -23,7 +23,6 @@ from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target
 
 DEFAULT_WEIGHT = 1.5  # above every mined pair (their weights lie in [0.8, 1.2]): a person checked these
 _ANSWERS_HEADER = re.compile(r"(?im)^[ \t#*]*answers[ \t*]*:")
-ANSWER_NAME = {"request": "Request", "completion": "Completion", "response": "Response"}
 
 
 @dataclass
@@ -58,8 +57,7 @@ def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
         cut = min(cut, blocks[-1].start)
     body = reasoning[:cut]
     body = body.rstrip().removesuffix("---").rstrip()
-    lines = "\n".join(f"{ANSWER_NAME[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
-    return f"{body}\n\n---\n\nAnswers: \n{lines}"
+    return f"{body}\n\n---\n\n{answers_block(verdicts)}"
 
 
 def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, dict]:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardreasoner.rows import read_jsonl, trim_partial_line
+from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 
 from .workspace import Target, dataset, to_record
 
@@ -41,14 +41,6 @@ def _read(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
-def _append(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _delivered_ids(outbox: Path) -> set[str]:
     path = Path(str(outbox) + ".delivered")
     trim_partial_line(path)
@@ -59,7 +51,7 @@ def enqueue(items: list[dict], outbox: Path | None = None) -> int:
     outbox = outbox or outbox_path()
     known = {item["id"] for item in _read(outbox)}
     new = [item for item in {item["id"]: item for item in items}.values() if item["id"] not in known]
-    _append(outbox, [json.dumps(item, ensure_ascii=False) for item in new])
+    append_lines(outbox, [json.dumps(item, ensure_ascii=False) for item in new])
     return len(new)
 
 
@@ -79,7 +71,7 @@ def deliver(target: Target, outbox: Path | None = None, batch_size: int = 100) -
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         records.log([to_record(item) for item in batch])
-        _append(Path(str(outbox) + ".delivered"), [item["id"] for item in batch])
+        append_lines(Path(str(outbox) + ".delivered"), [item["id"] for item in batch])
     return len(todo)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE
-from guardreasoner.results import VERDICT_KEYS
+from guardreasoner.results import VERDICT_KEYS, answers_block
 from guardreasoner.rows import read_jsonl
 
 from .data import load_benchmark
@@ -63,11 +63,6 @@ class Baseline:
         vectors = dict(zip(set(texts.values()), self.embed(list(set(texts.values())))))
         return {key: str(self.heads[key].predict([vectors[texts[key]]])[0]) if key in texts and key in self.heads
                 else None for key in VERDICT_KEYS}
-
-
-def answers_block(verdicts: dict[str, str | None]) -> str:
-    names = {"request": "Request", "completion": "Completion", "response": "Response"}
-    return "Answers: \n" + "\n".join(f"{names[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
 
 
 def main(argv: list[str] | None = None) -> dict:

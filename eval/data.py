@@ -10,7 +10,6 @@ from pathlib import Path
 
 from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE
-from guardreasoner.rows import read_jsonl
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
@@ -113,10 +112,6 @@ def find_run_folder(run: Path, benchmark: str) -> Path | None:
     return None
 
 
-def read_predictions(path: Path) -> list[dict]:
-    return read_jsonl(path)
-
-
 def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | None) -> list[str | None]:
     """Gold labels for prediction rows: our runs store them per task; upstream folders need the label field
     (or, for WildGuardTest, the benchmark file's label columns by row position, as upstream does)."""
@@ -134,4 +129,4 @@ def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | No
 
 
 __all__ = ["EvalRow", "PREDICTIONS_FILE", "canonical_name", "find_run_folder", "gold_labels", "load_benchmark",
-           "read_predictions", "tasks_of"]
+           "tasks_of"]

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from guardreasoner.parser import parse, user_texts_of
+from guardreasoner.rows import read_jsonl
 
-from .data import ANSWER_PATTERNS, find_run_folder, gold_labels, read_predictions
+from .data import ANSWER_PATTERNS, PREDICTIONS_FILE, find_run_folder, gold_labels
 from .registry import CELLS, NEGATIVE_OF_TASK, POSITIVE_OF_TASK, TASKS, VERDICT_OF_TASK, Cell
 
 MODES = ("paper", "strict")
@@ -142,7 +143,7 @@ def score_run(run: str | Path, mode: str = "paper", data_dir: str | Path | None 
         if folder is None:
             missing.append({"benchmark": cell.benchmark, "task": cell.task, "reason": "no predictions"})
             continue
-        rows = loaded.setdefault(cell.benchmark, read_predictions(folder / "generated_predictions.jsonl"))
+        rows = loaded.setdefault(cell.benchmark, read_jsonl(folder / PREDICTIONS_FILE))
         try:
             golds = gold_labels(cell.benchmark, cell.task, rows, Path(data_dir) if data_dir else None)
         except FileNotFoundError as error:

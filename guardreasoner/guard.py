@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from .backends.base import Backend, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, model_folder, resolve_model
-from .parser import parse
+from .parser import parse_for
 from .results import GuardResult, POSITIVE
 from .stream_parser import ParseEvent, StreamParser
 from .template import GuardPrompt, build_prompt
@@ -85,7 +85,7 @@ class Guard:
 
     def _result(self, built: GuardPrompt, generation) -> GuardResult:
         has_response = built.response is not None
-        parsed = parse(generation.text, user_texts=(built.prompt, built.response or ""), has_response=has_response)
+        parsed = parse_for(generation.text, built.prompt, built.response)
         verdicts = parsed.verdicts
         if generation.tokens and generation.top_logprobs:
             attach_confidences(generation.text, verdicts, generation.tokens, generation.top_logprobs)

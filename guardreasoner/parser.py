@@ -254,6 +254,11 @@ def parse(text: str, *, user_texts: tuple[str, ...] | list[str] = (), has_respon
     return ParsedOutput(text, verdicts, tasks, sorted(set(flags)), has_response)
 
 
+def parse_for(text: str, request: str, reply: str | None = None) -> ParsedOutput:
+    """Parse an output the model wrote for this request and reply (None: there was no reply)."""
+    return parse(text, user_texts=(request, reply or ""), has_response=reply is not None)
+
+
 def split_upstream_prompt(model_input: str) -> tuple[str, str | None]:
     """The request and reply inside a full GuardReasoner input (such as upstream's ``prompt`` field)."""
     marker_user, marker_ai = "Human user:\n", "\n\nAI assistant:\n"

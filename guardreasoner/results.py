@@ -13,6 +13,7 @@ LABELS: dict[str, tuple[str, str]] = {
 }
 POSITIVE = {key: labels[0] for key, labels in LABELS.items()}
 TASK_NUMBER = {"request": 1, "completion": 2, "response": 3}
+ANSWER_NAMES = {"request": "Request", "completion": "Completion", "response": "Response"}
 # The paper's names for the three benchmark tasks, and the verdict that answers each.
 VERDICT_OF_TASK = {"prompt": "request", "response": "response", "refusal": "completion"}
 
@@ -22,6 +23,11 @@ SOURCE_EARLIER_ANSWERS = "earlier_answers"  # the final block lacked this line (
 SOURCE_CONCLUSION = "conclusion"  # no Answers line at all: read from the task's own conclusion
 SOURCE_NONE = "none"
 
+
+
+def answers_block(verdicts: dict[str, str | None]) -> str:
+    """The Answers block the model ends with, stating ``verdicts`` (a missing or None verdict reads "None")."""
+    return "Answers: \n" + "\n".join(f"{ANSWER_NAMES[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
 
 @dataclass
 class Verdict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
     return records
+
+
+def append_lines(path: str | Path, lines: list[str]) -> None:
+    """Append lines and sync them to disk before returning: a record said to be saved survives a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def trim_partial_line(path: str | Path) -> None:

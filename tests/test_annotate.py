@@ -19,8 +19,6 @@ from tests.tiny_models import HARMFUL_REQUEST
 from training.data import load_rows
 
 CI = bool(os.environ.get("CI"))
-needs_redis = pytest.mark.skipif(not shutil.which("redis-server") and not CI,
-                                 reason="Debian's redis-server is not installed (scripts/test.sh installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +129,8 @@ def test_the_pairing_rule(traces):
 @pytest.fixture(scope="module")
 def argilla(tmp_path_factory):
     if not shutil.which("redis-server"):
-        pytest.fail("redis-server is missing") if CI else pytest.skip("redis-server is not installed")
+        message = "Debian's redis-server is not installed (scripts/test.sh installs it)"
+        pytest.fail(message) if CI else pytest.skip(message)
     from annotate.server import ServerConfig, add_user, start, stop
 
     config = ServerConfig(home=str(tmp_path_factory.mktemp("argilla")), port=free_port(), redis_port=free_port())
@@ -156,7 +155,6 @@ def records_of(target):
     return {record.id: record for record in dataset(target, create=False).records(with_suggestions=True)}
 
 
-@needs_redis
 def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, taught_model_dir, tmp_path):
     from training.hs_dpo import main as hs_dpo
 
@@ -237,7 +235,6 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
     assert [e["weight"] for e in trainer.state.log_history if "weight" in e] == [pytest.approx(1.7)]
 
 
-@needs_redis
 def test_a_flag_made_while_the_server_is_down_is_delivered_once_it_is_back(argilla, tmp_path):
     from annotate.server import start, stop
 
@@ -259,7 +256,6 @@ def test_a_flag_made_while_the_server_is_down_is_delivered_once_it_is_back(argil
     assert sorted(on_server) == sorted([first["id"], flag["id"]])  # the earlier record survived the restart
 
 
-@needs_redis
 def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.parser import parse, strip_leaks
+from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.predictions import read_run
 from guardreasoner.template import INSTRUCTION, format_input
 
@@ -36,7 +36,7 @@ def rows_from_run(run: str | Path) -> tuple[list[dict], dict[str, dict[str, int]
         source = f"{model}/{row.benchmark}"
         tally = counts.setdefault(source, {"kept": 0, "wrong": 0, "malformed": 0})
         output = strip_leaks(row.output).strip()  # "The ground truth is ..." the 8B model sometimes writes
-        parsed = parse(output, user_texts=(row.request, row.reply or ""), has_response=row.reply is not None)
+        parsed = parse_for(output, row.request, row.reply)
         if BAD_FLAGS & set(parsed.flags):
             tally["malformed"] += 1
         elif not row.gold or any(parsed.labels.get(key) != gold for key, gold in row.gold.items()):

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.parser import parse, parse_for, split_upstream_prompt
 
 TASK_ORDER = ("request", "response", "completion")
 
@@ -76,7 +76,7 @@ def mine_row(row: dict, samples: list[str], pairing: str = "longest") -> dict | 
     """A pair for one row, or None when the row is not hard."""
     gold = gold_labels(row)
     request, reply = split_upstream_prompt(row["input"])
-    parsed = [parse(s, user_texts=(request, reply or ""), has_response=reply is not None) for s in samples]
+    parsed = [parse_for(s, request, reply) for s in samples]
     correct = {task: [p.labels[task] == gold.get(task) for p in parsed] for task in TASK_ORDER}
     task = deciding_task(gold, reply is not None, correct)
     if task is None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.backends.base import SamplingConfig
-from guardreasoner.parser import parse, strip_leaks
+from guardreasoner.parser import parse_for, strip_leaks
+from guardreasoner.results import ANSWER_NAMES
 from guardreasoner.rows import read_jsonl, trim_partial_line
 from guardreasoner.template import INSTRUCTION, format_input
 
@@ -29,7 +30,6 @@ from .seeds import Seed, load_seeds
 
 logger = logging.getLogger(__name__)
 
-ANSWER_NAMES = {"request": "Request", "completion": "Completion", "response": "Response"}
 
 FORMAT_RULES = """Write the reasoning that leads to this ground truth, as a careful analyst who had not been told it would.
 - For each task write "# Task N", then short numbered steps "## Reasoning Step K: ..." (one inference each, about the actual request and reply), then "## Conclusion: ...".
@@ -82,7 +82,7 @@ def synthesis_prompt(seed: Seed) -> str:
 def judge(seed: Seed, text: str) -> tuple[str, str | None]:
     """The trace to keep (leaks cut) and None, or the text and why it is rejected."""
     trace = strip_leaks(text).strip()
-    parsed = parse(trace, user_texts=(seed.prompt, seed.response or ""), has_response=seed.response is not None)
+    parsed = parse_for(trace, seed.prompt, seed.response)
     if "no_answers_block" in parsed.flags:
         return trace, "no Answers block"
     wrong = [f"{key}: {parsed.labels.get(key)} != {value}" for key, value in expected_answers(seed).items()
@@ -95,13 +95,9 @@ def training_row(seed: Seed, trace: str) -> dict:
             "source": seed.source, "id": seed.id}
 
 
-def _done_ids(*paths: Path) -> set[str]:
-    done: set[str] = set()
-    for path in paths:
-        trim_partial_line(path)  # an interruption may have left half a record
-        if path.exists():
-            done.update(record["id"] for record in read_jsonl(path))
-    return done
+def _ids_in(path: Path) -> set[str]:
+    trim_partial_line(path)  # an interruption may have left half a record
+    return {record["id"] for record in read_jsonl(path)} if path.exists() else set()
 
 
 def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict:
@@ -114,7 +110,8 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
         seeds = [seed for spec in config.seeds for seed in load_seeds(spec)[: config.max_rows_per_source]]
     kept_path, rejected_path = Path(config.output), Path(config.output + ".rejected.jsonl")
     kept_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _done_ids(kept_path, rejected_path)
+    kept_before, rejected_before = _ids_in(kept_path), _ids_in(rejected_path)
+    done = kept_before | rejected_before
     todo = [seed for seed in seeds if seed.id not in done]
     teacher = OpenAIBackend(config.base_url, config.teacher, mode=config.teacher_mode, api_key=config.api_key,
                             timeout=config.timeout, max_retries=config.max_retries, concurrency=1)
@@ -139,8 +136,8 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
         if pending:
             record_finished(ALL_COMPLETED)
     teacher.close()
-    stats["file_kept"] = len(read_jsonl(kept_path))
-    stats["file_rejected"] = len(read_jsonl(rejected_path))
+    stats["file_kept"] = len(kept_before) + stats["kept"]
+    stats["file_rejected"] = len(rejected_before) + stats["rejected"]
     Path(config.output + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
 

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from guardreasoner.rows import read_jsonl
+from guardreasoner.rows import append_lines, read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
 DEFAULT_QUEUE = Path("flagged") / "queue.jsonl"
@@ -48,11 +48,7 @@ def make_flag(result: dict, corrected: dict[str, str | None], comment: str) -> d
 
 def append_flag(flag: dict, path: Path | None = None) -> Path:
     path = path or queue_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(flag, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_lines(path, [json.dumps(flag, ensure_ascii=False)])
     return path
 
 

@@ -203,10 +203,11 @@ class SQLSearchEngine(SearchEngine):
         if query is not None and any(score for _, score in found):
             found.sort(key=lambda item: -(item[1] or 0.0))
         for order in reversed(sort or []):  # stable sorts, last key first
-            present = [item for item in found if _sort_value(item[0], order.scope) is not None]
-            missing = [item for item in found if _sort_value(item[0], order.scope) is None]
-            present.sort(key=lambda item: _sort_value(item[0], order.scope), reverse=order.order == SortOrder.desc)
-            found = present + missing  # Elasticsearch puts missing values last either way
+            keyed = [(_sort_value(item[0], order.scope), item) for item in found]
+            present = sorted((pair for pair in keyed if pair[0] is not None), key=lambda pair: pair[0],
+                             reverse=order.order == SortOrder.desc)
+            # Elasticsearch puts missing values last either way.
+            found = [item for _, item in present] + [item for value, item in keyed if value is None]
         page = found[offset : offset + limit]
         return SearchResponses(items=[SearchResponseItem(record_id=d["id"], score=s) for d, s in page],
                                total=len(found))
