@@ -26,3 +26,15 @@ def test_only_outputs_that_reach_gold_become_rows(shared_dir, tmp_path):
         assert split_upstream_prompt(row["input"]) == (original.request, original.reply)
         labels = parse(row["output"]).labels
         assert original.gold and all(labels[k] == v for k, v in original.gold.items())
+
+
+def test_shared_traces_are_appended_as_rows(shared_dir, tmp_path):
+    output = tmp_path / "train.jsonl"
+    traces = shared_dir / "traces" / "guardreasonertrain_sample.json"
+    stats = main(["--runs", str(shared_dir / "predictions" / "GuardReasoner-1B"), "--extra", str(traces),
+                  "--output", str(output)])
+    rows = load_rows(str(output))
+    assert stats["by_source"][str(traces)]["kept"] == 4
+    assert [row["source"] for row in rows[-4:]] == ["WildGuardTrainR", "AegisTrainR", "BeaverTailsTrainR",
+                                                    "ToxicChatTrainR"]
+    assert len(rows) == stats["rows"] == sum(c["kept"] for c in stats["by_source"].values())

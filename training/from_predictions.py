@@ -2,7 +2,8 @@
 verdict the benchmark labels, as the core parser reads it, equals the gold label.
 
     python -m training.from_predictions --runs ../shared/predictions/GuardReasoner-1B \\
-        ../shared/predictions/GuardReasoner-8B --output runs/embedded/train.jsonl
+        ../shared/predictions/GuardReasoner-8B --extra ../shared/traces/guardreasonertrain_sample.json \\
+        --output runs/embedded/train.jsonl
 
 Each row keeps ``source`` (model/benchmark) and ``id``; ``<output>.stats.json`` counts kept and dropped rows
 per source. Leaked "The ground truth is ..." text is cut; outputs that echo the input, repeat themselves,
@@ -20,6 +21,8 @@ from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.predictions import read_run
 from guardreasoner.template import INSTRUCTION, format_input
 
+from .data import load_rows
+
 BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
 
 
@@ -27,6 +30,8 @@ BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
 class FromPredictionsConfig:
     runs: list[str] = field(metadata={"help": "run folders of generated_predictions.jsonl files"})
     output: str = "train.jsonl"
+    extra: list[str] = field(default_factory=list, metadata={
+        "help": "GuardReasonerTrain files (.json/.jsonl) appended as they are, e.g. ../shared/traces/*.json"})
 
 
 def rows_from_run(run: str | Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
         run_rows, run_counts = rows_from_run(run)
         rows += run_rows
         counts.update(run_counts)
+    for extra in config.extra:  # already GuardReasonerTrain rows, so nothing to check against a gold label
+        extra_rows = load_rows(extra)
+        rows += extra_rows
+        counts[extra] = {"kept": len(extra_rows), "wrong": 0, "malformed": 0}
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

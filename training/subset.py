@@ -1,0 +1,94 @@
+"""A seeded, label-balanced subset of training rows that fits a compute budget.
+
+    python -m training.subset --dataset runs/embedded/train.jsonl --output runs/embedded/train-cpu.jsonl \\
+        --tokenizer smollm2 --per_cell 40 --max_tokens 640 --max_output_tokens 300
+
+One epoch of the 3,971 rows ``training.from_predictions`` keeps is 2.5M tokens: about 9 hours of LoRA R-SFT on a
+2-core CPU. This keeps what such a budget can afford without losing a task or a label: rows are grouped into cells
+by benchmark and gold answers, and each cell gives at most ``per_cell`` rows. Rows that do not fit ``max_tokens``
+are left out rather than truncated (truncation would cut the Answers block, the part the model most needs), and
+one trace per input is kept so the budget is not spent twice on the same request. Short traces also make the
+trained model answer sooner, which is what a CPU guard is for; the model card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guardreasoner.parser import parse
+
+from .data import load_rows
+
+
+@dataclass
+class SubsetConfig:
+    dataset: str = field(metadata={"help": "a .jsonl/.json of GuardReasonerTrain rows"})
+    output: str = field(metadata={"help": "the subset, .jsonl; <output>.stats.json counts the cells"})
+    tokenizer: str = field(default="smollm2", metadata={"help": "model name or folder whose tokenizer counts"})
+    per_cell: int = 40
+    max_tokens: int = 640
+    max_output_tokens: int | None = None
+    seed: int = 0
+
+
+def cell_of(row: dict) -> str:
+    benchmark = row.get("source", "").rsplit("/", 1)[-1]
+    answers = parse(row["output"]).labels
+    return benchmark + " " + ",".join(f"{key}={value}" for key, value in sorted(answers.items()) if value)
+
+
+def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: int, max_tokens: int,
+           max_output_tokens: int | None = None, seed: int = 0) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """The subset, and per cell how many rows there were, fit the budget, and were kept."""
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    cells: dict[str, list[dict]] = defaultdict(list)
+    counts: dict[str, dict[str, int]] = {}
+    seen_inputs = set()
+    for row in shuffled:
+        cell = cell_of(row)
+        tally = counts.setdefault(cell, {"rows": 0, "fit": 0, "kept": 0})
+        tally["rows"] += 1
+        output_tokens = count_tokens(row["output"])
+        if output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
+            continue
+        if max_output_tokens is not None and output_tokens > max_output_tokens:
+            continue
+        tally["fit"] += 1
+        if row["input"] in seen_inputs or len(cells[cell]) >= per_cell:
+            continue
+        seen_inputs.add(row["input"])
+        cells[cell].append(row)
+        tally["kept"] += 1
+    kept = [row for cell_rows in cells.values() for row in cell_rows]
+    random.Random(seed + 1).shuffle(kept)  # cells interleaved, so no stretch of training sees one label
+    return kept, dict(sorted(counts.items()))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from transformers import AutoTokenizer, HfArgumentParser
+
+    from guardreasoner.models import model_folder, resolve_model
+
+    (config,) = HfArgumentParser(SubsetConfig).parse_args_into_dataclasses(argv)
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(resolve_model(config.tokenizer)))
+    rows = load_rows(config.dataset)
+    kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
+                          max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
+                          seed=config.seed)
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
+    stats = {"rows": len(rows), "kept": len(kept), "config": vars(config), "by_cell": counts}
+    Path(str(output) + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print(json.dumps({"rows": len(rows), "kept": len(kept)}))
+    return stats
+
+
+if __name__ == "__main__":
+    main()
