@@ -62,4 +62,7 @@ for name in zero-shot rsft hs-dpo minilm; do
 done
 $PY -m eval compare zero-shot="$OUT/eval/zero-shot.json" rsft="$OUT/eval/rsft.json" hs-dpo="$OUT/eval/hs-dpo.json" \
   minilm="$OUT/eval/minilm.json" --markdown "$OUT/eval/comparison.md"
+# 6. The better of the two trained adapters becomes the embedded guard, its card filled from these files.
+$PY -m training.ship --candidates rsft="$OUT/rsft" hs-dpo="$OUT/hs-dpo" \
+  --reports "$OUT/eval/rsft.json" "$OUT/eval/hs-dpo.json" --comparison "$OUT/eval/comparison.md" --times "$OUT/times.txt"
 echo "comparison in $OUT/eval/comparison.md; reports in $OUT/eval/*.json; stage times in $OUT/times.txt"

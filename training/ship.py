@@ -1,0 +1,90 @@
+"""Ship the best trained adapter as the embedded guard, and fill its model card from the run's own files.
+
+    python -m training.ship --candidates rsft=runs/embedded/rsft hs-dpo=runs/embedded/hs-dpo \\
+        --reports runs/embedded/eval/rsft.json runs/embedded/eval/hs-dpo.json \\
+        --comparison runs/embedded/eval/comparison.md --times runs/embedded/times.txt
+
+The winner is the candidate with the highest mean strict F1 over the cells its report scored (the reports are
+``python -m eval score --json`` files, read as files: training does not import the evaluation). Its weights are
+stored in float16, half the size in git; the merge into the base upcasts them to float32. The card's sections
+between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` are replaced, so the table in the card is the one the
+commands produced, and the prose around it stays hand-written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
+
+
+@dataclass
+class ShipConfig:
+    candidates: list[str] = field(metadata={"help": "NAME=adapter_folder, one per trained model"})
+    reports: list[str] = field(metadata={"help": "the candidates' scored reports, <NAME>.json"})
+    to: str = str(SHIPPED)
+    comparison: str | None = None
+    times: str | None = None
+
+
+def mean_f1(report: dict) -> float:
+    scores = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
+    return sum(scores) / len(scores) if scores else float("-inf")
+
+
+def winner(candidates: dict[str, Path], reports: dict[str, dict]) -> str:
+    missing = set(candidates) - set(reports)
+    if missing:
+        raise ValueError(f"no report for {sorted(missing)}: score every candidate before choosing")
+    return max(candidates, key=lambda name: mean_f1(reports[name]))
+
+
+def copy_adapter(adapter: Path, target: Path) -> None:
+    """The adapter's config and its weights in float16; nothing else (the tokenizer is the base's)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir(parents=True, exist_ok=True)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({key: value.to(torch.float16) for key, value in weights.items()},
+              str(target / "adapter_model.safetensors"))
+    shutil.copyfile(adapter / "adapter_config.json", target / "adapter_config.json")
+
+
+def fill_section(card: str, name: str, text: str) -> str:
+    pattern = re.compile(rf"(<!-- begin {re.escape(name)} -->\n).*?(<!-- end {re.escape(name)} -->)", re.S)
+    if not pattern.search(card):
+        raise ValueError(f"the card has no '<!-- begin {name} -->' ... '<!-- end {name} -->' section")
+    return pattern.sub(lambda match: match.group(1) + text.rstrip("\n") + "\n" + match.group(2), card)
+
+
+def main(argv: list[str] | None = None) -> str:
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(ShipConfig).parse_args_into_dataclasses(argv)
+    candidates = dict(item.split("=", 1) for item in config.candidates)
+    reports = {Path(path).stem: json.loads(Path(path).read_text()) for path in config.reports}
+    chosen = winner({name: Path(folder) for name, folder in candidates.items()}, reports)
+    target = Path(config.to)
+    copy_adapter(Path(candidates[chosen]), target)
+    card_path = target / "README.md"
+    card = card_path.read_text(encoding="utf-8")
+    scores = "\n".join(f"- {name}: mean strict F1 {mean_f1(reports[name]):.2f} over {len(reports[name]['cells'])} "
+                       f"cells" + (" (shipped)" if name == chosen else "") for name in candidates)
+    card = fill_section(card, "winner", scores)
+    if config.comparison:
+        card = fill_section(card, "comparison", Path(config.comparison).read_text(encoding="utf-8"))
+    if config.times:
+        times = Path(config.times).read_text(encoding="utf-8").strip().splitlines()
+        card = fill_section(card, "times", "\n".join(f"- {line}" for line in times))
+    card_path.write_text(card, encoding="utf-8")
+    print(json.dumps({"shipped": chosen, "from": candidates[chosen], "to": str(target)}))
+    return chosen
+
+
+if __name__ == "__main__":
+    main()
