@@ -18,13 +18,15 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} MALLOC_MMAP_THRESHOLD_=4294967296 MAL
 if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   TRAIN=(--bf16 true --per_device_train_batch_size 16)
   RSFT=(--learning_rate 5e-5 --num_train_epochs 3)
+  HS_DPO=()  # the paper's lr 5e-6, 2 epochs
   SUBSET=(--per_cell 100000 --max_tokens 2048)
   MAX_NEW=${MAX_NEW:-1024} MINE_ROWS=${MINE_ROWS:-100000}
 else
   TRAIN=(--use_cpu true --bf16 false --per_device_train_batch_size 4 --gradient_checkpointing false)
   RSFT=(--use_lora true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
+  HS_DPO=(--learning_rate 5e-5)  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT
   SUBSET=(--per_cell 30 --max_tokens 768 --max_output_tokens 320)
-  MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-120}
+  MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-96}
 fi
 COMMON=(--max_length 1024 --logging_steps 10 --save_steps 20 --save_total_limit 2 --report_to none --seed 0)
 timed() { local name=$1; shift; local began=$SECONDS; "$@"; echo "$name: $((SECONDS - began)) s" | tee -a "$OUT/times.txt"; }
@@ -53,7 +55,7 @@ evaluate zero-shot smollm2
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
   --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS"
 timed hs_dpo $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
-  --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${COMMON[@]}"
+  --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${HS_DPO[@]}" "${COMMON[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
 # 5. Strict scores and one table.
 for name in zero-shot rsft hs-dpo minilm; do
