@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from . import items as sources
-from .pull import DEFAULT_WEIGHT, pull, reviews_from_argilla, write_jsonl
+from guardreasoner.rows import write_jsonl
+
+from .pull import DEFAULT_WEIGHT, pull, reviews_from_argilla
 from .push import outbox_path, pending, push
 from .workspace import Target
 

@@ -9,10 +9,8 @@ output without a corrected reasoning. The pairs file is what ``training.hs_dpo``
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from guardreasoner.parser import find_answers_blocks
 from guardreasoner.results import VERDICT_KEYS, answers_block
@@ -137,7 +135,3 @@ def pull(reviews: list[Review], weight: float = DEFAULT_WEIGHT) -> PullResult:
             (result.conflicts if kind == "conflict" else result.skipped).append(payload)
     return result
 
-
-def write_jsonl(rows: list[dict], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

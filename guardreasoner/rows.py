@@ -104,6 +104,13 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
+def write_jsonl(rows: list[dict], path: str | Path) -> None:
+    """Write records as a JSONL file (its folder made if needed), text kept as written rather than escaped."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
 def append_lines(path: str | Path, lines: list[str]) -> None:
     """Append lines and sync them to disk before returning: a record said to be saved survives a crash."""
     path = Path(path)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from annotate import items as sources
-from annotate.pull import Review, close_with_answers, pull, review_pair, reviews_from_argilla, write_jsonl
+from annotate.pull import Review, close_with_answers, pull, review_pair, reviews_from_argilla
 from annotate.push import pending, push
 from annotate.workspace import Target, dataset, submit_review
 from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.rows import write_jsonl
 from tests.servers import free_port
 from tests.tiny_models import HARMFUL_REQUEST
 from training.data import load_rows

@@ -37,6 +37,11 @@ def load_rows(source: str = HUB_DATASET, splits: list[str] | None = None) -> lis
     return data
 
 
+def write_stats(output: str | Path, stats: dict) -> None:
+    """A data stage's counts beside its output, as ``<output>.stats.json``."""
+    Path(str(output) + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+
+
 def tokenize_example(row: dict, tokenizer, mode: str = "raw") -> dict:
     """Token ids and completion mask, the prompt tokenized alone exactly as the guard tokenizes it at inference.
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.predictions import read_run
+from guardreasoner.rows import write_jsonl
 from guardreasoner.template import INSTRUCTION, format_input
 
-from .data import load_rows
+from .data import load_rows, write_stats
 
 BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
 
@@ -66,11 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
         extra_rows = load_rows(extra)
         rows += extra_rows
         counts[extra] = {"kept": len(extra_rows), "wrong": 0, "malformed": 0}
-    output = Path(config.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    write_jsonl(rows, config.output)
     stats = {"rows": len(rows), "by_source": counts}
-    Path(str(output) + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_stats(config.output, stats)
     print(json.dumps({"rows": len(rows), "kept": sum(c["kept"] for c in counts.values()),
                       "wrong": sum(c["wrong"] for c in counts.values()),
                       "malformed": sum(c["malformed"] for c in counts.values())}))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def mean_f1(report: dict) -> float:
     return sum(scores) / len(scores) if scores else float("-inf")
 
 
-def winner(candidates: dict[str, Path], reports: dict[str, dict]) -> str:
+def winner(candidates: Collection[str], reports: dict[str, dict]) -> str:
     missing = set(candidates) - set(reports)
     if missing:
         raise ValueError(f"no report for {sorted(missing)}: score every candidate before choosing")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> str:
     (config,) = HfArgumentParser(ShipConfig).parse_args_into_dataclasses(argv)
     candidates = dict(item.split("=", 1) for item in config.candidates)
     reports = {Path(path).stem: json.loads(Path(path).read_text()) for path in config.reports}
-    chosen = winner({name: Path(folder) for name, folder in candidates.items()}, reports)
+    chosen = winner(candidates, reports)
     target = Path(config.to)
     copy_adapter(Path(candidates[chosen]), target)
     card_path = target / "README.md"

@@ -1,9 +1,9 @@
 """A seeded, label-balanced subset of training rows that fits a compute budget.
 
-    python -m training.subset --dataset runs/embedded/train.jsonl --output runs/embedded/train-cpu.jsonl \\
-        --tokenizer smollm2 --per_cell 40 --max_tokens 640 --max_output_tokens 300
+    python -m training.subset --dataset runs/embedded/train-all.jsonl --output runs/embedded/train.jsonl \\
+        --tokenizer smollm2 --per_cell 30 --max_tokens 768 --max_output_tokens 320
 
-One epoch of the 3,971 rows ``training.from_predictions`` keeps is 2.5M tokens: about 9 hours of LoRA R-SFT on a
+One epoch of the 3,975 rows ``training.from_predictions`` writes for the embedded guard is 2.5M tokens: about 9 hours of LoRA R-SFT on a
 2-core CPU. This keeps what such a budget can afford without losing a task or a label: rows are grouped into cells
 by benchmark and gold answers, and each cell gives at most ``per_cell`` rows. Rows that do not fit ``max_tokens``
 are left out rather than truncated (truncation would cut the Answers block, the part the model most needs), and
@@ -18,11 +18,11 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from guardreasoner.parser import parse
+from guardreasoner.rows import write_jsonl
 
-from .data import load_rows
+from .data import load_rows, write_stats
 
 
 @dataclass
@@ -81,11 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
                           max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
                           seed=config.seed)
-    output = Path(config.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
+    write_jsonl(kept, config.output)
     stats = {"rows": len(rows), "kept": len(kept), "config": vars(config), "by_cell": counts}
-    Path(str(output) + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_stats(config.output, stats)
     print(json.dumps({"rows": len(rows), "kept": len(kept)}))
     return stats
 

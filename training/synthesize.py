@@ -26,6 +26,7 @@ from guardreasoner.results import ANSWER_NAMES
 from guardreasoner.rows import read_jsonl, trim_partial_line
 from guardreasoner.template import INSTRUCTION, format_input
 
+from .data import write_stats
 from .seeds import Seed, load_seeds
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
     teacher.close()
     stats["file_kept"] = len(kept_before) + stats["kept"]
     stats["file_rejected"] = len(rejected_before) + stats["rejected"]
-    Path(config.output + ".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_stats(config.output, stats)
     return stats
 
 
