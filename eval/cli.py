@@ -17,8 +17,7 @@ def _run(args) -> int:
 
     benchmarks = list(dict.fromkeys(cell.benchmark for cell in cells_for(args.benchmarks)))
     guard = load_guard(args.model, args.backend, mode=args.mode, fallback=False, fail_closed=False,
-                       max_new_tokens=args.max_new_tokens, **({"batch_size": args.batch_size}
-                                                             if args.backend == "transformers" else {}))
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else None
     skipped = []

@@ -165,9 +165,10 @@ def _cuda_available() -> bool:
         return False
 
 
-def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, **options) -> Backend:
+def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, batch_size: int | None = None,
+                 **options) -> Backend:
     """Build the backend for a resolved model: ``auto`` picks openai for URLs, vLLM on CUDA where installed,
-    else transformers."""
+    else transformers. ``batch_size`` is the transformers backend's; vLLM and endpoints batch by themselves."""
     from .backends.vllm_backend import vllm_available
 
     mode = mode or spec.default_mode
@@ -181,6 +182,8 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
     if backend == "transformers":
         from .backends.transformers_backend import TransformersBackend
 
+        if batch_size is not None:
+            options["batch_size"] = batch_size
         return TransformersBackend(model_folder(spec), mode=mode, model_id=spec.name, **options)
     if backend == "vllm":
         from .backends.vllm_backend import VLLMBackend

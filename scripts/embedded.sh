@@ -20,16 +20,23 @@ if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; 
   RSFT=(--learning_rate 5e-5 --num_train_epochs 3)
   HS_DPO=()  # the paper's lr 5e-6, 2 epochs
   SUBSET=(--per_cell 100000 --max_tokens 2048)
-  MAX_NEW=${MAX_NEW:-1024} MINE_ROWS=${MINE_ROWS:-100000}
+  MAX_NEW=${MAX_NEW:-1024} MINE_ROWS=${MINE_ROWS:-100000} MINE=()
 else
   TRAIN=(--use_cpu true --bf16 false --per_device_train_batch_size 4 --gradient_checkpointing false)
   RSFT=(--use_lora true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
   HS_DPO=(--learning_rate 5e-5)  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT
   SUBSET=(--per_cell 30 --max_tokens 768 --max_output_tokens 320)
-  MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-96}
+  MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-64}
+  MINE=(--chunk_rows 4)  # 16 samples, one batch, appended to the samples file at a time: an interruption loses little
 fi
 COMMON=(--max_length 1024 --logging_steps 10 --save_steps 20 --save_total_limit 2 --report_to none --seed 0)
-timed() { local name=$1; shift; local began=$SECONDS; "$@"; echo "$name: $((SECONDS - began)) s" | tee -a "$OUT/times.txt"; }
+# A stage with a line in times.txt finished in an earlier run and is skipped; an interrupted one reruns and resumes
+# inside itself. Changed settings need a fresh OUT.
+timed() {
+  local name=$1; shift
+  if grep -q "^$name: " "$OUT/times.txt" 2>/dev/null; then echo "$name: done in an earlier run"; return; fi
+  local began=$SECONDS; "$@"; echo "$name: $((SECONDS - began)) s" | tee -a "$OUT/times.txt"
+}
 mkdir -p "$OUT"
 
 # 1. Training rows: released outputs that reach the gold label (the held-out benchmarks are not among them),
@@ -44,19 +51,20 @@ timed rsft $PY -m training.rsft --model_name_or_path smollm2 --dataset "$OUT/tra
 # 3. The same seeded rows of each held-out benchmark for every model; the non-reasoning baseline on the same rows.
 evaluate() {
   timed "eval $1" $PY -m eval run --model "$2" --mode raw --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" \
-    --sample "$SAMPLE" --max-new-tokens "$MAX_NEW" --batch-size 16 --out "$OUT/eval/$1"
+    --sample "$SAMPLE" --max-new-tokens "$MAX_NEW" --batch-size 8 --out "$OUT/eval/$1"
 }
 evaluate rsft "$OUT/rsft"
 timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
   --benchmarks "${HELD_OUT[@]}" --sample "$SAMPLE" --out "$OUT/eval/minilm"
-evaluate zero-shot smollm2
 # 4. Hard samples mined from training rows by the R-SFT model (k=4, temperature 0.7, top_p 0.95), then HS-DPO on
 #    the weighted pairs with the R-SFT model as reference.
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
-  --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS"
+  --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS" "${MINE[@]}"
 timed hs_dpo $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
   --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${HS_DPO[@]}" "${COMMON[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
+# The untrained base on the same prompt: it rarely reaches an Answers block, so it spends MAX_NEW tokens a row.
+evaluate zero-shot smollm2
 # 5. Strict scores and one table.
 for name in zero-shot rsft hs-dpo minilm; do
   $PY -m eval score "$OUT/eval/$name" --mode strict --data-dir "$DATA" --name "$name" \

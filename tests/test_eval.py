@@ -99,6 +99,25 @@ def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model
     assert "Overall" in (tmp_path / "r.md").read_text()
 
 
+def test_batch_size_reaches_the_transformers_backend_when_auto_picks_it(shared_dir, tmp_path, taught_model_dir,
+                                                                        monkeypatch):
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+
+    sizes = []
+    build = TransformersBackend.__init__
+
+    def recording_init(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        sizes.append(self.batch_size)
+
+    monkeypatch.setattr(TransformersBackend, "__init__", recording_init)
+    args = ["run", "--model", str(taught_model_dir), "--data-dir", str(shared_dir / "benchmarks/guardreasoner"),
+            "--benchmarks", "ToxicChat", "--out", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "4",
+            "--batch-size", "3"]
+    assert eval_main(args) == 0
+    assert sizes == [3]
+
+
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
     assert eval_main(["score", str(tmp_path / "nope")]) == 2
     assert "no run folder" in capsys.readouterr().err

@@ -40,6 +40,7 @@ class MiningConfig:
     weight_max: float = 1.2
     max_rows: int | None = None
     chunk_rows: int = field(default=256, metadata={"help": "rows sampled between two appends to the samples file"})
+    batch_size: int = field(default=16, metadata={"help": "prompts a transformers batch generates together"})
     seed: int = 0
 
 
@@ -136,7 +137,7 @@ def sample(config: MiningConfig, rows: list[dict]) -> list[list[str]]:
             todo = [index for index in range(len(rows)) if (index, model) not in done]
             if not todo:
                 continue
-            guard = load_guard(model, config.backend, fail_closed=False)
+            guard = load_guard(model, config.backend, fail_closed=False, batch_size=config.batch_size)
             for start in tqdm(range(0, len(todo), config.chunk_rows), desc=f"sampling {model}"):
                 chunk = todo[start : start + config.chunk_rows]
                 # A seed per chunk, so a resumed run draws what the uninterrupted run would have drawn.
