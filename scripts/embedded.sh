@@ -24,7 +24,9 @@ if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; 
 else
   TRAIN=(--use_cpu true --bf16 false --per_device_train_batch_size 4 --gradient_checkpointing false)
   RSFT=(--use_lora true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
-  HS_DPO=(--learning_rate 5e-5)  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT
+  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT; a few dozen pairs make a few
+  # steps, so each is logged.
+  HS_DPO=(--learning_rate 5e-5 --logging_steps 1)
   SUBSET=(--per_cell 30 --max_tokens 768 --max_output_tokens 320)
   MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-64}
   MINE=(--chunk_rows 4)  # 16 samples, one batch, appended to the samples file at a time: an interruption loses little
@@ -61,7 +63,7 @@ timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
   --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS" "${MINE[@]}"
 timed hs_dpo $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
-  --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${HS_DPO[@]}" "${COMMON[@]}"
+  --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${COMMON[@]}" "${HS_DPO[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
 # The untrained base on the same prompt: it rarely reaches an Answers block, so it spends MAX_NEW tokens a row.
 evaluate zero-shot smollm2
@@ -74,5 +76,6 @@ $PY -m eval compare zero-shot="$OUT/eval/zero-shot.json" rsft="$OUT/eval/rsft.js
   minilm="$OUT/eval/minilm.json" --markdown "$OUT/eval/comparison.md"
 # 6. The better of the two trained adapters becomes the embedded guard, its card filled from these files.
 $PY -m training.ship --candidates rsft="$OUT/rsft" hs-dpo="$OUT/hs-dpo" \
-  --reports "$OUT/eval/rsft.json" "$OUT/eval/hs-dpo.json" --comparison "$OUT/eval/comparison.md" --times "$OUT/times.txt"
+  --reports "$OUT/eval/rsft.json" "$OUT/eval/hs-dpo.json" --comparison "$OUT/eval/comparison.md" --times "$OUT/times.txt" \
+  --pairs "$OUT/pairs.jsonl" --dpo_run "$OUT/hs-dpo"
 echo "comparison in $OUT/eval/comparison.md; reports in $OUT/eval/*.json; stage times in $OUT/times.txt"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.ship import fill_section, main, winner
+from training.ship import fill_section, hs_dpo_report, main, winner
 
 CARD = """# Card
 <!-- begin winner -->
@@ -17,6 +17,8 @@ prose stays
 <!-- end comparison -->
 <!-- begin times -->
 <!-- end times -->
+<!-- begin hs-dpo -->
+<!-- end hs-dpo -->
 """
 
 
@@ -66,3 +68,28 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
     card = (target / "README.md").read_text()
     assert "- rsft: mean strict F1 70.00 over 1 cells (shipped)" in card and "- hs-dpo: mean strict F1 65.00" in card
     assert "| rsft | 70.00 |" in card and "- eval rsft: 50 s" in card and "prose stays" in card
+
+
+def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"chosen": "c" * chosen, "rejected": "r" * 10, "task": task, "weight": weight})
+                             + "\n" for chosen, task, weight in [(30, "request", 0.8), (50, "response", 1.2),
+                                                                 (40, "request", 1.0)]))
+    # Rows 0-4 were sampled (row 2 twice, as a resumed run may leave it); three of them gave a pair.
+    (tmp_path / "pairs.jsonl.samples.jsonl").write_text("".join(json.dumps({"row": row}) + "\n" for row in [0, 1, 2, 2, 3, 4]))
+    run = tmp_path / "hs-dpo"
+    run.mkdir()
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": [
+        {"step": 1, "loss": 1.5, "loss/preference": 0.6931, "loss/sft": 0.4, "rewards/margins": 0.0012},
+        {"step": 2, "loss": 1.25, "loss/preference": 0.69, "loss/sft": 0.3, "rewards/margins": 0.0101},
+        {"step": 2, "train_loss": 1.375, "train_runtime": 12.0},
+    ]}))
+    report = hs_dpo_report(pairs, run)
+    lines = report.splitlines()
+    assert lines[0] == "- 3 pairs from 5 mined training rows (deciding task: request 2, response 1)"
+    assert lines[1] == "- weights 0.80 to 1.20; mean length 40 characters chosen, 10 rejected"
+    assert "| step | loss | preference loss | SFT loss | reward margin |" in lines
+    assert "| 2 | 1.25 | 0.69 | 0.3 | 0.0101 |" in lines
+    assert not any(line.startswith("| 2 | 1.375") for line in lines)  # the run summary is not a step
+    # Without the training log (HS-DPO not run yet) the pair counts still show.
+    assert hs_dpo_report(pairs, tmp_path / "missing").splitlines() == lines[:2]

@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> HSDPOTrainer:
     trainer.train(resume_from_checkpoint=resume_point(config))
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
+    # The per-step loss terms and reward margins beside the weights: the evidence for whether DPO moved the model.
+    trainer.state.save_to_json(str(Path(config.output_dir) / "trainer_state.json"))
     return trainer
 
 

@@ -2,13 +2,16 @@
 
     python -m training.ship --candidates rsft=runs/embedded/rsft hs-dpo=runs/embedded/hs-dpo \\
         --reports runs/embedded/eval/rsft.json runs/embedded/eval/hs-dpo.json \\
-        --comparison runs/embedded/eval/comparison.md --times runs/embedded/times.txt
+        --comparison runs/embedded/eval/comparison.md --times runs/embedded/times.txt \\
+        --pairs runs/embedded/pairs.jsonl --dpo_run runs/embedded/hs-dpo
 
 The winner is the candidate with the highest mean strict F1 over the cells its report scored (the reports are
 ``python -m eval score --json`` files, read as files: training does not import the evaluation). Its weights are
 stored in float16, half the size in git; the merge into the base upcasts them to float32. The card's sections
 between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` are replaced, so the table in the card is the one the
-commands produced, and the prose around it stays hand-written.
+commands produced, and the prose around it stays hand-written. The ``hs-dpo`` section shows what HS-DPO had to
+learn from and what its loss did (pairs, per-step preference and SFT losses, reward margins), so a card can say why
+it did or did not beat R-SFT.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
 
@@ -30,6 +35,8 @@ class ShipConfig:
     to: str = str(SHIPPED)
     comparison: str | None = None
     times: str | None = None
+    pairs: str | None = field(default=None, metadata={"help": "the mined pairs file HS-DPO trained on"})
+    dpo_run: str | None = field(default=None, metadata={"help": "HS-DPO's output_dir (its trainer_state.json)"})
 
 
 def mean_f1(report: dict) -> float:
@@ -63,6 +70,36 @@ def fill_section(card: str, name: str, text: str) -> str:
     return pattern.sub(lambda match: match.group(1) + text.rstrip("\n") + "\n" + match.group(2), card)
 
 
+LOGGED = {"loss": "loss", "loss/preference": "preference loss", "loss/sft": "SFT loss",
+          "rewards/margins": "reward margin", "rewards/accuracies": "reward accuracy", "learning_rate": "lr"}
+
+
+def hs_dpo_report(pairs_path: Path, run: Path | None = None) -> str:
+    """The pairs HS-DPO had (how many of the mined rows, which task made each hard, their weights and lengths) and,
+    from its trainer_state.json, each logged step's loss terms and reward margins."""
+    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    samples = pairs_path.with_name(pairs_path.name + ".samples.jsonl")
+    mined = len({json.loads(line)["row"] for line in samples.read_text(encoding="utf-8").splitlines()
+                 if line.strip()}) if samples.exists() else None
+    tasks = ", ".join(f"{task} {count}" for task, count in Counter(p["task"] for p in pairs).most_common())
+    lines = [f"- {len(pairs)} pairs" + (f" from {mined} mined training rows" if mined is not None else "")
+             + (f" (deciding task: {tasks})" if tasks else "")]
+    if pairs:
+        lines.append(f"- weights {min(p['weight'] for p in pairs):.2f} to {max(p['weight'] for p in pairs):.2f}; "
+                     f"mean length {fmean([len(p['chosen']) for p in pairs]):.0f} characters chosen, "
+                     f"{fmean([len(p['rejected']) for p in pairs]):.0f} rejected")
+    state = run / "trainer_state.json" if run else None
+    if state and state.exists():
+        history = json.loads(state.read_text(encoding="utf-8"))["log_history"]
+        steps = [entry for entry in history if "loss" in entry]
+        columns = [key for key in LOGGED if any(key in entry for entry in steps)]
+        lines += ["", "| step | " + " | ".join(LOGGED[key] for key in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        lines += [f"| {entry['step']} | " + " | ".join(f"{entry[key]:.4g}" if key in entry else "" for key in columns)
+                  + " |" for entry in steps]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     from transformers import HfArgumentParser
 
@@ -82,6 +119,9 @@ def main(argv: list[str] | None = None) -> str:
     if config.times:
         times = Path(config.times).read_text(encoding="utf-8").strip().splitlines()
         card = fill_section(card, "times", "\n".join(f"- {line}" for line in times))
+    if config.pairs:
+        card = fill_section(card, "hs-dpo", hs_dpo_report(Path(config.pairs), Path(config.dpo_run) if config.dpo_run
+                                                          else None))
     card_path.write_text(card, encoding="utf-8")
     print(json.dumps({"shipped": chosen, "from": candidates[chosen], "to": str(target)}))
     return chosen
