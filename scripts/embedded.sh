@@ -24,9 +24,11 @@ if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; 
 else
   TRAIN=(--use_cpu true --bf16 false --per_device_train_batch_size 4 --gradient_checkpointing false)
   RSFT=(--use_lora true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
-  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT; a few dozen pairs make a few
-  # steps, so each is logged.
-  HS_DPO=(--learning_rate 5e-5 --logging_steps 1)
+  # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT. One pair at a time (4 pairs,
+  # 8 sequences of up to 1024 tokens with their 49K-token logits, passed 20 GB), 4 accumulated; one epoch, as for
+  # R-SFT; a few dozen pairs make a dozen steps, so each is logged.
+  HS_DPO=(--learning_rate 5e-5 --per_device_train_batch_size 1 --gradient_accumulation_steps 4 --num_train_epochs 1
+          --logging_steps 1)
   SUBSET=(--per_cell 30 --max_tokens 768 --max_output_tokens 320)
   MAX_NEW=${MAX_NEW:-384} MINE_ROWS=${MINE_ROWS:-64}
   MINE=(--chunk_rows 4)  # 16 samples, one batch, appended to the samples file at a time: an interruption loses little
@@ -62,7 +64,8 @@ timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "
 #    the weighted pairs with the R-SFT model as reference.
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
   --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS" "${MINE[@]}"
-timed hs_dpo $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
+# glibc's default thresholds here: the large-allocation settings above suit generation but keep DPO's freed logits.
+timed hs_dpo env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
   --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${COMMON[@]}" "${HS_DPO[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
 # The untrained base on the same prompt: it rarely reaches an Answers block, so it spends MAX_NEW tokens a row.
