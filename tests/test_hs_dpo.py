@@ -118,6 +118,9 @@ def test_training_reads_weights_through_the_real_dataloader(tiny_model_dir, tmp_
     weights = [entry["weight"] for entry in trainer.state.log_history if "weight" in entry]
     assert len(weights) == 2 and all(w == pytest.approx(1.2) for w in weights)
     assert trainer.state.log_history[-1]["train_loss"] > 0
+    # The log is saved beside the weights (no checkpoint was saved): training.ship reads it for the model card.
+    saved = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in saved if "loss/preference" in entry] == [1, 2]
 
 
 def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(tiny_model_dir, tmp_path,

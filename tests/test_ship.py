@@ -55,12 +55,14 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(report(*scores)))
     (tmp_path / "comparison.md").write_text("| system | F1 |\n|---|---|\n| rsft | 70.00 |\n")
     (tmp_path / "times.txt").write_text("rsft: 100 s\neval rsft: 50 s\n")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"chosen": "cc", "rejected": "r", "task": "request", "weight": 1.0}) + "\n")
     target = tmp_path / "shipped"
     target.mkdir()
     (target / "README.md").write_text(CARD)
     chosen = main(["--candidates", f"rsft={rsft}", f"hs-dpo={dpo}", "--reports", str(tmp_path / "rsft.json"),
                    str(tmp_path / "hs-dpo.json"), "--to", str(target), "--comparison", str(tmp_path / "comparison.md"),
-                   "--times", str(tmp_path / "times.txt")])
+                   "--times", str(tmp_path / "times.txt"), "--pairs", str(pairs)])
     assert chosen == "rsft"
     weights = load_file(target / "adapter_model.safetensors")["base_model.lora_A.weight"]
     assert weights.dtype == torch.float16 and torch.all(weights == 0.25)
@@ -68,6 +70,7 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
     card = (target / "README.md").read_text()
     assert "- rsft: mean strict F1 70.00 over 1 cells (shipped)" in card and "- hs-dpo: mean strict F1 65.00" in card
     assert "| rsft | 70.00 |" in card and "- eval rsft: 50 s" in card and "prose stays" in card
+    assert "<!-- begin hs-dpo -->\n- 1 pairs (deciding task: request 1)\n" in card
 
 
 def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
