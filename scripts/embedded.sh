@@ -65,8 +65,9 @@ timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "
 timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
   --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS" "${MINE[@]}"
 # glibc's default thresholds here: the large-allocation settings above suit generation but keep DPO's freed logits.
-timed hs_dpo env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ $PY -m training.hs_dpo --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" \
-  --output_dir "$OUT/hs-dpo" "${TRAIN[@]}" "${COMMON[@]}" "${HS_DPO[@]}"
+timed hs_dpo env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ $PY -m training.hs_dpo \
+  --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" --output_dir "$OUT/hs-dpo" \
+  "${TRAIN[@]}" "${COMMON[@]}" "${HS_DPO[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
 # The untrained base on the same prompt: it rarely reaches an Answers block, so it spends MAX_NEW tokens a row.
 evaluate zero-shot smollm2
@@ -79,6 +80,6 @@ $PY -m eval compare zero-shot="$OUT/eval/zero-shot.json" rsft="$OUT/eval/rsft.js
   minilm="$OUT/eval/minilm.json" --markdown "$OUT/eval/comparison.md"
 # 6. The better of the two trained adapters becomes the embedded guard, its card filled from these files.
 $PY -m training.ship --candidates rsft="$OUT/rsft" hs-dpo="$OUT/hs-dpo" \
-  --reports "$OUT/eval/rsft.json" "$OUT/eval/hs-dpo.json" --comparison "$OUT/eval/comparison.md" --times "$OUT/times.txt" \
-  --pairs "$OUT/pairs.jsonl" --dpo_run "$OUT/hs-dpo"
+  --reports "$OUT/eval/rsft.json" "$OUT/eval/hs-dpo.json" --comparison "$OUT/eval/comparison.md" \
+  --times "$OUT/times.txt" --pairs "$OUT/pairs.jsonl" --dpo_run "$OUT/hs-dpo"
 echo "comparison in $OUT/eval/comparison.md; reports in $OUT/eval/*.json; stage times in $OUT/times.txt"

@@ -75,11 +75,14 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
 
 def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"chosen": "c" * chosen, "rejected": "r" * 10, "task": task, "weight": weight})
-                             + "\n" for chosen, task, weight in [(30, "request", 0.8), (50, "response", 1.2),
-                                                                 (40, "request", 1.0)]))
+    # Model outputs may hold U+2028 unescaped: a line separator to str.splitlines, not to JSONL.
+    pairs.write_text("".join(json.dumps({"chosen": "c" * (chosen - 1) + "\u2028", "rejected": "r" * 10, "task": task,
+                                         "weight": weight}, ensure_ascii=False) + "\n"
+                             for chosen, task, weight in [(30, "request", 0.8), (50, "response", 1.2),
+                                                          (40, "request", 1.0)]), encoding="utf-8")
     # Rows 0-4 were sampled (row 2 twice, as a resumed run may leave it); three of them gave a pair.
-    (tmp_path / "pairs.jsonl.samples.jsonl").write_text("".join(json.dumps({"row": row}) + "\n" for row in [0, 1, 2, 2, 3, 4]))
+    (tmp_path / "pairs.jsonl.samples.jsonl").write_text("".join(json.dumps({"row": row}) + "\n"
+                                                                for row in [0, 1, 2, 2, 3, 4]))
     run = tmp_path / "hs-dpo"
     run.mkdir()
     (run / "trainer_state.json").write_text(json.dumps({"log_history": [

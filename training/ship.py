@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
+from guardreasoner.rows import read_jsonl
+
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
 
 
@@ -77,10 +79,9 @@ LOGGED = {"loss": "loss", "loss/preference": "preference loss", "loss/sft": "SFT
 def hs_dpo_report(pairs_path: Path, run: Path | None = None) -> str:
     """The pairs HS-DPO had (how many of the mined rows, which task made each hard, their weights and lengths) and,
     from its trainer_state.json, each logged step's loss terms and reward margins."""
-    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = read_jsonl(pairs_path)
     samples = pairs_path.with_name(pairs_path.name + ".samples.jsonl")
-    mined = len({json.loads(line)["row"] for line in samples.read_text(encoding="utf-8").splitlines()
-                 if line.strip()}) if samples.exists() else None
+    mined = len({record["row"] for record in read_jsonl(samples)}) if samples.exists() else None
     tasks = ", ".join(f"{task} {count}" for task, count in Counter(p["task"] for p in pairs).most_common())
     lines = [f"- {len(pairs)} pairs" + (f" from {mined} mined training rows" if mined is not None else "")
              + (f" (deciding task: {tasks})" if tasks else "")]
@@ -88,9 +89,8 @@ def hs_dpo_report(pairs_path: Path, run: Path | None = None) -> str:
         lines.append(f"- weights {min(p['weight'] for p in pairs):.2f} to {max(p['weight'] for p in pairs):.2f}; "
                      f"mean length {fmean([len(p['chosen']) for p in pairs]):.0f} characters chosen, "
                      f"{fmean([len(p['rejected']) for p in pairs]):.0f} rejected")
-    state = run / "trainer_state.json" if run else None
-    if state and state.exists():
-        history = json.loads(state.read_text(encoding="utf-8"))["log_history"]
+    if run and (run / "trainer_state.json").exists():
+        history = json.loads((run / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
         steps = [entry for entry in history if "loss" in entry]
         columns = [key for key in LOGGED if any(key in entry for entry in steps)]
         lines += ["", "| step | " + " | ".join(LOGGED[key] for key in columns) + " |",

@@ -3,12 +3,12 @@
     python -m training.subset --dataset runs/embedded/train-all.jsonl --output runs/embedded/train.jsonl \\
         --tokenizer smollm2 --per_cell 30 --max_tokens 768 --max_output_tokens 320
 
-One epoch of the 3,975 rows ``training.from_predictions`` writes for the embedded guard is 2.5M tokens: about 9 hours of LoRA R-SFT on a
-2-core CPU. This keeps what such a budget can afford without losing a task or a label: rows are grouped into cells
-by benchmark and gold answers, and each cell gives at most ``per_cell`` rows. Rows that do not fit ``max_tokens``
-are left out rather than truncated (truncation would cut the Answers block, the part the model most needs), and
-one trace per input is kept so the budget is not spent twice on the same request. Short traces also make the
-trained model answer sooner, which is what a CPU guard is for; the model card says so.
+One epoch of the 3,975 rows ``training.from_predictions`` writes for the embedded guard is 2.5M tokens: about 9
+hours of LoRA R-SFT on a 2-core CPU. This keeps what such a budget can afford without losing a task or a label:
+rows are grouped into cells by benchmark and gold answers, and each cell gives at most ``per_cell`` rows. Rows
+that do not fit ``max_tokens`` are left out rather than truncated (truncation would cut the Answers block, the
+part the model most needs), and one trace per input is kept so the budget is not spent twice on the same request.
+Short traces also make the trained model answer sooner, which is what a CPU guard is for; the model card says so.
 """
 
 from __future__ import annotations
