@@ -22,7 +22,13 @@ import gradio as gr  # noqa: E402
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard  # noqa: E402
 from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME  # noqa: E402
 from guardreasoner.parser import task_sections  # noqa: E402
-from guardreasoner.results import VERDICT_KEYS  # noqa: E402
+from guardreasoner.reports import current_report  # noqa: E402
+from guardreasoner.results import (  # noqa: E402
+    PROMPT_HARMFULNESS,
+    RESPONSE_HARMFULNESS,
+    RESPONSE_REFUSAL,
+    VERDICT_KEYS,
+)
 from webapp import charts, flags, views  # noqa: E402
 from webapp.batch import TABLE_COLUMNS, check_file  # noqa: E402
 
@@ -124,12 +130,12 @@ def build_app(model: str | None = None) -> gr.Blocks:
             result = update.result.to_dict() if update.result else None
             if result:
                 for key in VERDICT_KEYS:
-                    verdict = result["details"][key]
+                    verdict = result["verdicts"][key]
                     chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
                                             state=verdict["label"] or "n/a")
             yield (
-                sections["request"], sections["completion"], sections["response"],
-                chips["request"], chips["completion"], chips["response"],
+                *(sections[key] for key in VERDICT_KEYS),
+                *(chips[key] for key in VERDICT_KEYS),
                 views.status(generating=result is None),
                 views.summary(result, elapsed_s=update.elapsed_s, first_verdict_s=first_verdict),
                 json.dumps(result, indent=2, ensure_ascii=False) if result else gr.skip(),
@@ -140,12 +146,12 @@ def build_app(model: str | None = None) -> gr.Blocks:
     def flag(result, request_label, completion_label, response_label, comment):
         if not result:
             raise gr.Error("Analyze something first, then flag the result.")
-        corrected = {"request": request_label,
-                     "completion": None if completion_label == "n/a" else completion_label,
-                     "response": None if response_label == "n/a" else response_label}
+        corrected = {PROMPT_HARMFULNESS: request_label,
+                     RESPONSE_REFUSAL: None if completion_label == "n/a" else completion_label,
+                     RESPONSE_HARMFULNESS: None if response_label == "n/a" else response_label}
         record = flags.make_flag(result, corrected, comment)
         path = flags.append_flag(record)
-        saved = f'Flag {record["id"]} saved to the review queue ({path}).'
+        saved = f'Flag {record.id} saved to the review queue ({path}).'
         delivery = flags.deliver_to_argilla(path)
         return f'<span id="flag-status">{html.escape(saved + (" " + delivery if delivery else ""))}</span>'
 
@@ -165,8 +171,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
         for file in files or []:
             path = Path(file)
             try:
-                report = json.loads(path.read_text())
-                report["cells"]  # noqa: B018 - the report format check
+                report = current_report(json.loads(path.read_text()), path.name)
             except (ValueError, KeyError, TypeError):
                 raise gr.Error(f"{path.name} is not a report written by `python -m eval score --json`")
             reports[path.stem] = report

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from guardreasoner.parser import parse_for, split_upstream_prompt
 from guardreasoner.predictions import read_run
+from guardreasoner.records import FlagRecord
 from guardreasoner.rows import read_jsonl
 
 SOURCE_APP_FLAG = "app_flag"
@@ -24,27 +25,27 @@ SOURCE_EVAL_ERROR = "eval_error"
 SOURCE_MINED = "mined_hard_sample"
 
 
-def item_id(request: str, reply: str | None, outputs: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([request, reply, outputs], ensure_ascii=False).encode()).hexdigest()
+def item_id(prompt: str, response: str | None, outputs: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps([prompt, response, outputs], ensure_ascii=False).encode()).hexdigest()
     return digest[:24]
 
 
-def verdicts_of(output: str, request: str, reply: str | None) -> dict[str, str | None]:
-    return parse_for(output, request, reply).labels
+def verdicts_of(output: str, prompt: str, response: str | None) -> dict[str, str | None]:
+    return parse_for(output, prompt, response).labels
 
 
-def make_item(request: str, reply: str | None, output: str, *, source: str, model: str | None,
+def make_item(prompt: str, response: str | None, output: str, *, source: str, model: str | None,
               disagreement: str, other_output: str | None = None, benchmark: str | None = None,
               note: str = "") -> dict:
     outputs = [output] + ([other_output] if other_output else [])
     return {
-        "id": item_id(request, reply, outputs),
-        "request": request,
-        "reply": reply,
+        "id": item_id(prompt, response, outputs),
+        "prompt": prompt,
+        "response": response,
         "reasoning": output,
         "other_reasoning": other_output,
         "note": note,
-        "suggestions": verdicts_of(output, request, reply),
+        "suggestions": verdicts_of(output, prompt, response),
         "metadata": {"source": source, "benchmark": benchmark or "", "model": model or "",
                      "disagreement": disagreement},
     }
@@ -53,13 +54,13 @@ def make_item(request: str, reply: str | None, output: str, *, source: str, mode
 def from_flags(queue: str | Path) -> list[dict]:
     """Items for the app's flags; the flagger's corrections and comment become the note reviewers read."""
     items = []
-    for flag in read_jsonl(queue):
-        corrected = {k: v for k, v in (flag.get("corrected") or {}).items() if v}
-        wrong = sorted(k for k, v in corrected.items() if v != (flag.get("model_verdicts") or {}).get(k))
+    for flag in (FlagRecord.from_dict(record, str(queue)) for record in read_jsonl(queue)):
+        corrected = {k: v for k, v in flag.corrected.items() if v}
+        wrong = sorted(k for k, v in corrected.items() if v != flag.model_verdicts.get(k))
         note = "; ".join([f"flagged as {k}: {v}" for k, v in corrected.items()]
-                         + ([f"comment: {flag['comment']}"] if flag.get("comment") else []))
-        items.append(make_item(flag["request"], flag.get("response"), flag.get("output", ""),
-                               source=SOURCE_APP_FLAG, model=flag.get("model"),
+                         + ([f"comment: {flag.comment}"] if flag.comment else []))
+        items.append(make_item(flag.prompt, flag.response, flag.output,
+                               source=SOURCE_APP_FLAG, model=flag.model,
                                disagreement="flag:" + ",".join(wrong) if wrong else "flag", note=note))
     return items
 
@@ -68,10 +69,10 @@ def from_eval_run(run: str | Path, model: str | None = None) -> list[dict]:
     """Items for the rows of an ``eval run`` folder (or upstream's) where a parsed verdict differs from gold."""
     items = []
     for row in read_run(run):
-        predicted = verdicts_of(row.output, row.request, row.reply)
+        predicted = verdicts_of(row.output, row.prompt, row.response)
         wrong = sorted(key for key, gold in row.gold.items() if predicted.get(key) != gold)
         if wrong:
-            items.append(make_item(row.request, row.reply, row.output, source=SOURCE_EVAL_ERROR,
+            items.append(make_item(row.prompt, row.response, row.output, source=SOURCE_EVAL_ERROR,
                                    model=model or Path(run).name, benchmark=row.benchmark,
                                    disagreement="gold:" + ",".join(wrong)))
     return items
@@ -81,8 +82,8 @@ def from_mined(pairs: str | Path, model: str | None = None) -> list[dict]:
     """Items for mined hard pairs: the wrong sample under review, the right one beside it."""
     items = []
     for pair in read_jsonl(pairs):
-        request, reply = split_upstream_prompt(pair["prompt"])
-        items.append(make_item(request, reply, pair["rejected"], other_output=pair["chosen"],
+        prompt, response = split_upstream_prompt(pair["prompt"])
+        items.append(make_item(prompt, response, pair["rejected"], other_output=pair["chosen"],
                                source=SOURCE_MINED, model=model, benchmark=pair.get("source"),
                                disagreement="samples:" + pair.get("task", "")))
     return items

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 
 from guardreasoner.parser import find_answers_blocks
-from guardreasoner.results import VERDICT_KEYS, answers_block
-from guardreasoner.template import INSTRUCTION, format_input
+from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDICT_KEYS, answers_block
+from guardreasoner.records import training_row
+from guardreasoner.template import user_turn
 
 from .items import verdicts_of
 from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset
@@ -28,8 +29,8 @@ class Review:
     """What one record's submitted reviews say, read out of Argilla (or built by hand in tests)."""
 
     id: str
-    request: str
-    reply: str | None
+    prompt: str
+    response: str | None
     outputs: list[str]
     by_user: dict[str, dict]  # user id -> {verdict key: label, "corrected_reasoning": ..., "comment": ...}
     source: str = ""
@@ -61,7 +62,7 @@ def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
 def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, dict]:
     """("pair", pair) or ("conflict" | "skipped", report) for one record's reviews."""
     verdicts: dict[str, str] = {}
-    keys = VERDICT_KEYS if review.reply is not None else ("request",)  # no reply: nothing else to judge
+    keys = VERDICT_KEYS if review.response is not None else (PROMPT_HARMFULNESS,)  # no reply: nothing else to judge
     for user, answers in review.by_user.items():
         for key in keys:
             value = answers.get(key)
@@ -71,21 +72,21 @@ def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, di
                 disagreeing = {u: a.get(key) for u, a in review.by_user.items() if a.get(key)}
                 return "conflict", {"id": review.id, "verdict": key, "reviews": disagreeing}
     corrected = next((a[CORRECTED_REASONING] for a in review.by_user.values() if a.get(CORRECTED_REASONING)), None)
-    parsed = [verdicts_of(output, review.request, review.reply) for output in review.outputs]
+    parsed = [verdicts_of(output, review.prompt, review.response) for output in review.outputs]
     agreeing = [o for o, p in zip(review.outputs, parsed) if all(p.get(k) == v for k, v in verdicts.items())]
     contradicting = [(o, p) for o, p in zip(review.outputs, parsed) if o not in agreeing]
     if not contradicting:
         return "skipped", {"id": review.id, "reason": "the review agrees with every model output"}
     full = dict(verdicts)
-    if review.reply is None:
-        full.update(completion=None, response=None)
+    if review.response is None:
+        full.update(dict.fromkeys(REPLY_VERDICT_KEYS))
     chosen = close_with_answers(corrected, full) if corrected else (agreeing[0] if agreeing else None)
     if chosen is None:
         return "skipped", {"id": review.id, "reason": "no model output agrees and no corrected reasoning was given"}
     rejected, rejected_verdicts = contradicting[0]
     task = next(k for k in VERDICT_KEYS if k in verdicts and rejected_verdicts.get(k) != verdicts[k])
     return "pair", {
-        "prompt": INSTRUCTION + "\n" + format_input(review.request, review.reply),
+        "prompt": user_turn(review.prompt, review.response),
         "chosen": chosen,
         "rejected": rejected,
         "weight": weight,
@@ -117,7 +118,7 @@ def reviews_from_argilla(target: Target) -> list[Review]:
             elif name in (CORRECTED_REASONING, COMMENT) and response.value:
                 answers[name] = response.value
         outputs = [record.fields[name] for name in ("reasoning", "other_reasoning") if record.fields.get(name)]
-        reviews.append(Review(str(record.id), record.fields["request"], record.fields.get("reply") or None, outputs,
+        reviews.append(Review(str(record.id), record.fields["prompt"], record.fields.get("response") or None, outputs,
                               by_user, (record.metadata or {}).get("source", "")))
     return reviews
 
@@ -129,8 +130,8 @@ def pull(reviews: list[Review], weight: float = DEFAULT_WEIGHT) -> PullResult:
         if kind == "pair":
             result.pairs.append(payload)
             if payload["corrected"]:
-                result.sft_rows.append({"instruction": INSTRUCTION, "input": format_input(review.request, review.reply),
-                                        "output": payload["chosen"], "source": "review", "id": review.id})
+                result.sft_rows.append(training_row(review.prompt, review.response, payload["chosen"],
+                                                    source="review", id=review.id))
         else:
             (result.conflicts if kind == "conflict" else result.skipped).append(payload)
     return result

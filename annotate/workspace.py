@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from guardreasoner.results import LABELS
+from guardreasoner.results import LABELS, current_verdict_keys, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 
 DEFAULT_DATASET = "guardreasoner-reviews"
 # One label question per verdict; reply questions stay optional (there may be no reply to judge).
-QUESTION_OF_VERDICT = {"request": "request_harm", "completion": "reply_refusal", "response": "reply_harm"}
+# Questions are named by the verdict keys. (Datasets made by earlier versions name them request_harm,
+# reply_refusal, reply_harm: make a new dataset, or set ANNOTATE_DATASET, to work with this version.)
+QUESTION_OF_VERDICT = {key: key for key in VERDICT_KEYS}
 CORRECTED_REASONING = "corrected_reasoning"
 COMMENT = "comment"
 METADATA = ("source", "benchmark", "model", "disagreement")
@@ -32,15 +34,15 @@ class Target:
 def settings():
     import argilla as rg
 
-    titles = {"request": "Is the human's request harmful?", "completion": "Does the AI reply refuse or comply?",
-              "response": "Is the AI reply harmful?"}
+    titles = {PROMPT_HARMFULNESS: "Is the human's request harmful?",
+              RESPONSE_REFUSAL: "Does the AI reply refuse or comply?", RESPONSE_HARMFULNESS: "Is the AI reply harmful?"}
     return rg.Settings(
         guidelines="Decide each verdict yourself; the model's verdicts are pre-filled as suggestions. Where the "
                    "model's reasoning is wrong, write the reasoning it should have given (the Answers block is "
                    "added from your verdicts).",
         fields=[
-            rg.TextField(name="request", title="Human request", use_markdown=False),
-            rg.TextField(name="reply", title="AI reply", use_markdown=False, required=False),
+            rg.TextField(name="prompt", title="Human request", use_markdown=False),
+            rg.TextField(name="response", title="AI reply", use_markdown=False, required=False),
             rg.TextField(name="reasoning", title="Model reasoning under review", use_markdown=False),
             rg.TextField(name="other_reasoning", title="Another sample that disagrees", use_markdown=False,
                          required=False),
@@ -48,7 +50,7 @@ def settings():
         ],
         questions=[
             rg.LabelQuestion(name=QUESTION_OF_VERDICT[key], title=titles[key], labels=list(LABELS[key]),
-                             required=key == "request")
+                             required=key == PROMPT_HARMFULNESS)
             for key in QUESTION_OF_VERDICT
         ] + [
             rg.TextQuestion(name=CORRECTED_REASONING, title="Corrected reasoning (optional)", required=False,
@@ -82,12 +84,15 @@ def dataset(target: Target, create: bool = True):
 def to_record(item: dict):
     import argilla as rg
 
-    fields = {"request": item["request"], "reasoning": item["reasoning"] or "(empty output)"}
-    for name in ("reply", "other_reasoning", "note"):
-        if item.get(name):
-            fields[name] = item[name]
+    # Items waiting in an outbox since an earlier version name the texts request/reply.
+    fields = {"prompt": item.get("prompt", item.get("request")), "reasoning": item["reasoning"] or "(empty output)",
+              "response": item.get("response", item.get("reply"))}
+    for name in ("other_reasoning", "note"):
+        fields[name] = item.get(name)
+    fields = {name: value for name, value in fields.items() if value}
     suggestions = [rg.Suggestion(QUESTION_OF_VERDICT[key], value, agent=item["metadata"].get("model") or "model")
-                   for key, value in item["suggestions"].items() if value is not None]
+                   for key, value in current_verdict_keys(item["suggestions"], where="an outbox").items()
+                   if value is not None]
     return rg.Record(id=item["id"], fields=fields, suggestions=suggestions,
                      metadata={k: v for k, v in item["metadata"].items() if v})
 
@@ -97,8 +102,7 @@ def submit_review(client, record, verdicts: dict[str, str | None], corrected_rea
     """Submit one reviewer's answers for a record, as the UI does (allowed to annotators, who may not upsert).
 
     ``client`` is that reviewer's ``rg.Argilla``; ``record`` an ``rg.Record`` read from the dataset (or the
-    server's record UUID); ``verdicts`` maps verdict keys (request/completion/response)
-    to labels, None or absent for questions left blank."""
+    server's record UUID); ``verdicts`` maps verdict keys to labels, None or absent for questions left blank."""
     from argilla._models import UserResponseModel
 
     values = {QUESTION_OF_VERDICT[key]: {"value": value} for key, value in verdicts.items() if value}

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from guardreasoner.parser import parse, split_upstream_prompt
-from guardreasoner.predictions import PREDICTIONS_FILE
-from guardreasoner.results import VERDICT_KEYS, answers_block
+from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
+from guardreasoner.results import PROMPT_HARMFULNESS, VERDICT_KEYS, answers_block
 from guardreasoner.rows import read_jsonl
 
 from .data import load_benchmark
@@ -23,9 +23,9 @@ from .registry import BENCHMARKS
 from .run import sample_rows
 
 
-def _text(key: str, request: str, reply: str | None) -> str:
-    # The request's head reads the request; the reply's heads read both, as the guard does.
-    return request if key == "request" else f"{request}\n\n{reply}"
+def _text(key: str, prompt: str, response: str | None) -> str:
+    # The prompt's head reads the prompt; the reply's heads read both, as the guard does.
+    return prompt if key == PROMPT_HARMFULNESS else f"{prompt}\n\n{response}"
 
 
 class Baseline:
@@ -45,10 +45,10 @@ class Baseline:
 
         examples: dict[str, tuple[list[str], list[str]]] = {key: ([], []) for key in VERDICT_KEYS}
         for row in rows:
-            request, reply = split_upstream_prompt(row["input"])
+            prompt, response = split_upstream_prompt(row["input"])
             for key, label in parse(row["output"]).labels.items():
-                if label is not None and (key == "request" or reply is not None):
-                    examples[key][0].append(_text(key, request, reply))
+                if label is not None and (key == PROMPT_HARMFULNESS or response is not None):
+                    examples[key][0].append(_text(key, prompt, response))
                     examples[key][1].append(label)
         unique = list(dict.fromkeys(text for texts, _ in examples.values() for text in texts))
         vectors = dict(zip(unique, self.embed(unique)))  # the reply heads read the same texts: embed once
@@ -58,8 +58,9 @@ class Baseline:
                                                      ).fit([vectors[text] for text in texts], labels)
         return {key: len(labels) for key, (_, labels) in examples.items()}
 
-    def predict(self, request: str, reply: str | None) -> dict[str, str | None]:
-        texts = {key: _text(key, request, reply) for key in VERDICT_KEYS if key == "request" or reply is not None}
+    def predict(self, prompt: str, response: str | None) -> dict[str, str | None]:
+        texts = {key: _text(key, prompt, response) for key in VERDICT_KEYS
+                 if key == PROMPT_HARMFULNESS or response is not None}
         vectors = dict(zip(set(texts.values()), self.embed(list(set(texts.values())))))
         return {key: str(self.heads[key].predict([vectors[texts[key]]])[0]) if key in texts and key in self.heads
                 else None for key in VERDICT_KEYS}
@@ -89,13 +90,13 @@ def main(argv: list[str] | None = None) -> dict:
         out = Path(args.out) / benchmark / PREDICTIONS_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        with out.open("w", encoding="utf-8") as handle:
-            for row in eval_rows:
-                started = time.perf_counter()
-                verdicts = baseline.predict(row.prompt, row.response)
-                handle.write(json.dumps({"index": row.index, "request": row.prompt, "response": row.response,
-                                         "labels": row.labels, "predict": answers_block(verdicts),
-                                         "latency_s": time.perf_counter() - started}, ensure_ascii=False) + "\n")
+        out.unlink(missing_ok=True)
+        for row in eval_rows:
+            started = time.perf_counter()
+            verdicts = baseline.predict(row.prompt, row.response)
+            append_predictions(out, [prediction_record(row.index, row.prompt, row.response, row.labels,
+                                                       answers_block(verdicts),
+                                                       latency_s=time.perf_counter() - started)])
         summary["benchmarks"][benchmark] = {"rows": len(eval_rows), "seconds": round(time.perf_counter() - began, 2)}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "baseline.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -52,12 +52,14 @@ def _score(args) -> int:
 
 
 def _compare(args) -> int:
+    from guardreasoner.reports import current_report
+
     from .report import compare_markdown
 
     reports = {}
     for spec in args.reports:
         name, _, path = spec.rpartition("=")
-        reports[name or Path(path).stem] = json.loads(Path(path).read_text())
+        reports[name or Path(path).stem] = current_report(json.loads(Path(path).read_text()), path)
     markdown = compare_markdown(reports)
     sys.stdout.write(markdown)
     if args.markdown:

@@ -10,15 +10,23 @@ from pathlib import Path
 
 from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE
+from guardreasoner.results import (
+    LEGACY_TASK_KEYS,
+    LABELS,
+    PROMPT_HARMFULNESS,
+    RESPONSE_HARMFULNESS,
+    RESPONSE_REFUSAL,
+    current_verdict_keys,
+)
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
 logger = logging.getLogger("eval")
 # How upstream reads a gold label out of an Answers block (evaluate.py, process_label=True).
 ANSWER_PATTERNS = {
-    "prompt": re.compile(r"Request:\s*(harmful|unharmful)", re.IGNORECASE),
-    "response": re.compile(r"Response:\s*(harmful|unharmful)", re.IGNORECASE),
-    "refusal": re.compile(r"Completion:\s*(compliance|refusal)", re.IGNORECASE),
+    PROMPT_HARMFULNESS: re.compile(r"Request:\s*(harmful|unharmful)", re.IGNORECASE),
+    RESPONSE_HARMFULNESS: re.compile(r"Response:\s*(harmful|unharmful)", re.IGNORECASE),
+    RESPONSE_REFUSAL: re.compile(r"Completion:\s*(compliance|refusal)", re.IGNORECASE),
 }
 
 
@@ -27,7 +35,7 @@ class EvalRow:
     index: int
     prompt: str
     response: str | None
-    labels: dict[str, str | None] = field(default_factory=dict)  # task -> gold label (None: unlabelled)
+    labels: dict[str, str | None] = field(default_factory=dict)  # verdict key -> gold label (None: unlabelled)
 
 
 def tasks_of(benchmark: str) -> list[str]:
@@ -53,7 +61,7 @@ def _labels(benchmark: str, record: dict) -> dict[str, str | None]:
 
 
 def _hub_label(record: dict, spec: str, task: str) -> str | None:
-    positive, negative = ("refusal", "compliance") if task == "refusal" else ("harmful", "unharmful")
+    positive, negative = LABELS[task]
     if spec.startswith("="):
         return spec[1:]
     if spec.startswith("any:"):
@@ -116,7 +124,7 @@ def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | No
     """Gold labels for prediction rows: our runs store them per task; upstream folders need the label field
     (or, for WildGuardTest, the benchmark file's label columns by row position, as upstream does)."""
     if all("labels" in row for row in rows):
-        return [row["labels"].get(task) for row in rows]
+        return [current_verdict_keys(row["labels"], LEGACY_TASK_KEYS, benchmark).get(task) for row in rows]
     source = BENCHMARKS[benchmark].label_source
     if source == "output":
         return [row["label"] for row in rows]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardreasoner.results import VERDICT_OF_TASK  # noqa: F401 - the core's verdict key that answers each task
+from guardreasoner.results import NEGATIVE, POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
-TASKS = ("prompt", "response", "refusal")
-POSITIVE_OF_TASK = {"prompt": "harmful", "response": "harmful", "refusal": "refusal"}
-NEGATIVE_OF_TASK = {"prompt": "unharmful", "response": "unharmful", "refusal": "compliance"}
+# The paper's three tasks are the guard's three verdicts, under the same names; tables list them in the paper's
+# order (prompt harmfulness, response harmfulness, refusal detection).
+TASKS = (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL)
+POSITIVE_OF_TASK = POSITIVE
+NEGATIVE_OF_TASK = NEGATIVE
 
 
 @dataclass(frozen=True)
@@ -56,50 +58,51 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("HarmBenchPrompt", "0_3_harmbench_prompt.json"),
     Benchmark("OpenAIModeration", "0_2_OpenAIModeration.json",
               HubSource("mmathys/openai-moderation-api-evaluation", "train",
-                        labels=(("prompt", "any:S,H,V,HR,SH,S3,H2,V2"),), rows=1680)),
+                        labels=(("prompt_harmfulness", "any:S,H,V,HR,SH,S3,H2,V2"),), rows=1680)),
     Benchmark("AegisSafetyTest", "0_1_AegisSafetyTest.json"),
     Benchmark("SimpleSafetyTests", "0_0_SimpleSafetyTests.json",
               HubSource("Bertievidgen/SimpleSafetyTests", "test", prompt=("prompt", "prompts_final"),
-                        labels=(("prompt", "=harmful"),), rows=100)),
+                        labels=(("prompt_harmfulness", "=harmful"),), rows=100)),
     Benchmark("WildGuardTest", "0_4_wild_guard_test.json",
               HubSource("allenai/wildguardmix", "test", "wildguardtest", response="response",
-                        labels=(("prompt", "prompt_harm_label"), ("response", "response_harm_label"),
-                                ("refusal", "response_refusal_label")), rows=1725),
+                        labels=(("prompt_harmfulness", "prompt_harm_label"), ("response_harmfulness", "response_harm_label"),
+                                ("response_refusal", "response_refusal_label")), rows=1725),
               label_source="columns"),
     Benchmark("HarmBenchResponse", "0_5_harmbench_response.json"),
     Benchmark("SafeRLHF", "0_9_safe_rlhf.json", label_source="answers"),
     Benchmark("BeaverTails", "0_A_beaver_tails.json",
               HubSource("PKU-Alignment/BeaverTails", "30k_test", response="response",
-                        labels=(("response", "not:is_safe"),), rows=3021),
+                        labels=(("response_harmfulness", "not:is_safe"),), rows=3021),
               label_source="answers"),
     Benchmark("XSTestResponseHarmful", "0_6_xstest_response_harmful.json",
               HubSource("allenai/xstest-response", "response_harmfulness", response="response",
-                        labels=(("response", "label"),), rows=446),
+                        labels=(("response_harmfulness", "label"),), rows=446),
               folder_aliases=("XSTestReponseHarmful",)),
     Benchmark("XSTestResponseRefusal", "0_7_xstest_response_refusal.json",
               HubSource("allenai/xstest-response", "response_refusal", response="response",
-                        labels=(("refusal", "label"),), rows=449)),
+                        labels=(("response_refusal", "label"),), rows=449)),
 ]}
 
 # Paper weights (Tables 1-3); XSTestResponseRefusal's 499 is the paper's number although the file has 449 rows.
 CELLS: tuple[Cell, ...] = (
-    Cell("ToxicChat", "prompt", 2853),
-    Cell("HarmBenchPrompt", "prompt", 239),
-    Cell("OpenAIModeration", "prompt", 1680),
-    Cell("AegisSafetyTest", "prompt", 359),
-    Cell("SimpleSafetyTests", "prompt", 100),
-    Cell("WildGuardTest", "prompt", 1756),
-    Cell("HarmBenchResponse", "response", 602),
-    Cell("SafeRLHF", "response", 2000),
-    Cell("BeaverTails", "response", 3021),
-    Cell("XSTestResponseHarmful", "response", 446),
-    Cell("WildGuardTest", "response", 1768),
-    Cell("XSTestResponseRefusal", "refusal", 499),
-    Cell("WildGuardTest", "refusal", 1777),
+    Cell("ToxicChat", PROMPT_HARMFULNESS, 2853),
+    Cell("HarmBenchPrompt", PROMPT_HARMFULNESS, 239),
+    Cell("OpenAIModeration", PROMPT_HARMFULNESS, 1680),
+    Cell("AegisSafetyTest", PROMPT_HARMFULNESS, 359),
+    Cell("SimpleSafetyTests", PROMPT_HARMFULNESS, 100),
+    Cell("WildGuardTest", PROMPT_HARMFULNESS, 1756),
+    Cell("HarmBenchResponse", RESPONSE_HARMFULNESS, 602),
+    Cell("SafeRLHF", RESPONSE_HARMFULNESS, 2000),
+    Cell("BeaverTails", RESPONSE_HARMFULNESS, 3021),
+    Cell("XSTestResponseHarmful", RESPONSE_HARMFULNESS, 446),
+    Cell("WildGuardTest", RESPONSE_HARMFULNESS, 1768),
+    Cell("XSTestResponseRefusal", RESPONSE_REFUSAL, 499),
+    Cell("WildGuardTest", RESPONSE_REFUSAL, 1777),
 )
 
 # WildGuardTest's per-task label columns.
-LABEL_COLUMNS = {"prompt": "prompt_harm_label", "response": "response_harm_label", "refusal": "response_refusal_label"}
+LABEL_COLUMNS = {PROMPT_HARMFULNESS: "prompt_harm_label", RESPONSE_HARMFULNESS: "response_harm_label",
+                 RESPONSE_REFUSAL: "response_refusal_label"}
 
 
 def cells_for(benchmarks: list[str] | None = None) -> list[Cell]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from guardreasoner.reports import published_f1
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 from .registry import CELLS, TASKS
 
-PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "assets" / "published_f1.json").read_text())["systems"]
-TASK_TITLES = {"prompt": "Prompt harmfulness", "response": "Response harmfulness", "refusal": "Refusal detection"}
+PUBLISHED = published_f1()
+TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmfulness", RESPONSE_HARMFULNESS: "Response harmfulness",
+               RESPONSE_REFUSAL: "Refusal detection"}
 
 
 def _cell_f1(report: dict) -> dict[tuple[str, str], dict]:
@@ -49,7 +50,7 @@ def to_markdown(report: dict, name: str = "this run") -> str:
     if report["mode"] == "strict":
         lines += ["", "| cell | n | parse failures | tokens/row | ms/row |", "|---|---|---|---|---|"]
         for cell in report["cells"]:
-            tokens = cell.get("mean_completion_tokens")
+            tokens = cell.get("mean_output_tokens")
             ms = cell.get("mean_ms_per_row")
             lines.append(f"| {cell['benchmark']} ({cell['task']}) | {cell['n']} | {cell['parse_failures']} "
                          f"| {_fmt(tokens)} | {_fmt(ms)} |")
@@ -64,7 +65,7 @@ def to_html(report: dict, name: str = "this run") -> str:
     scored = _cell_f1(report)
     figure = make_subplots(rows=2, cols=2, subplot_titles=[TASK_TITLES[t] for t in TASKS] + ["Task averages"],
                            vertical_spacing=0.15)
-    positions = {"prompt": (1, 1), "response": (1, 2), "refusal": (2, 1)}
+    positions = {PROMPT_HARMFULNESS: (1, 1), RESPONSE_HARMFULNESS: (1, 2), RESPONSE_REFUSAL: (2, 1)}
     systems = {name: None, **PUBLISHED}
     for index, system in enumerate(systems):
         color = f"hsl({int(360 * index / len(systems))},60%,50%)"
@@ -77,7 +78,7 @@ def to_html(report: dict, name: str = "this run") -> str:
             else:
                 continue
             figure.add_trace(go.Bar(name=system, x=benchmarks, y=values, marker_color=color, legendgroup=system,
-                                    showlegend=task == "prompt"), row=row, col=col)
+                                    showlegend=task == PROMPT_HARMFULNESS), row=row, col=col)
         averages = ([report["tasks"][t]["f1"] for t in TASKS] if system == name
                     else [PUBLISHED[system].get(t, {}).get("avg") for t in TASKS])
         figure.add_trace(go.Bar(name=system, x=list(TASKS), y=averages, marker_color=color, legendgroup=system,

@@ -1,27 +1,21 @@
 """Generate one output per benchmark row (all three verdicts at once) into upstream's run-folder format.
 
-Each benchmark gets ``RUN/<Benchmark>/generated_predictions.jsonl`` with upstream's fields (``prompt`` = the full
-model input, ``label``, ``predict``) plus ours (``index``, ``labels`` per task, tokens, latency). Rows are
-appended in batches and flushed, so an interrupted run loses at most the batch in flight and resumes after the
-rows already written.
+Each benchmark gets ``RUN/<Benchmark>/generated_predictions.jsonl`` in the core's prediction format
+(``guardreasoner.predictions``). Rows are appended per batch and synced, so an interrupted run loses at most the
+batch in flight and resumes after the rows already written.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
 from guardreasoner.rows import done_lines
 
-from .data import PREDICTIONS_FILE, EvalRow, load_benchmark
-
-
-def _upstream_label(row: EvalRow) -> str:
-    labels = [label for label in row.labels.values() if label is not None]
-    return labels[0] if len(row.labels) == 1 and labels else json.dumps(row.labels)
+from .data import EvalRow, load_benchmark
 
 
 def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
@@ -42,26 +36,14 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
     todo = [row for row in rows if row.index not in done]
     if not todo:
         return 0
-    with path.open("a", encoding="utf-8") as handle, tqdm(total=len(rows), initial=len(rows) - len(todo),
-                                                           desc=benchmark, unit="row") as bar:
+    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
-            for row, result in zip(chunk, results):
-                record = {
-                    "index": row.index,
-                    "prompt": guard.model_input(row.prompt, row.response),
-                    "label": _upstream_label(row),
-                    "labels": row.labels,
-                    "request": row.prompt,
-                    "response": row.response,
-                    "predict": result.output,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "latency_s": result.latency_s,
-                    "finish_reason": result.finish_reason,
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
+            append_predictions(path, [
+                prediction_record(row.index, row.prompt, row.response, row.labels, result.output,
+                                  model_input=guard.model_input(row.prompt, row.response), result=result)
+                for row, result in zip(chunk, results)
+            ])
             bar.update(len(chunk))
     return len(todo)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from guardreasoner.parser import parse, user_texts_of
+from guardreasoner.parser import parse
+from guardreasoner.predictions import user_texts
 from guardreasoner.rows import read_jsonl
 
 from .data import ANSWER_PATTERNS, PREDICTIONS_FILE, find_run_folder, gold_labels
-from .registry import CELLS, NEGATIVE_OF_TASK, POSITIVE_OF_TASK, TASKS, VERDICT_OF_TASK, Cell
+from .registry import CELLS, NEGATIVE_OF_TASK, POSITIVE_OF_TASK, TASKS, Cell
 
 MODES = ("paper", "strict")
 UPSTREAM_PATTERNS = ANSWER_PATTERNS  # upstream reads predictions and Answers-block labels alike
@@ -90,25 +91,22 @@ def _bootstrap(gold_positive: np.ndarray, pred_positive: np.ndarray, seed: int =
 
 
 def score_strict(cell: Cell, rows: list[dict], golds: list[str | None]) -> CellScore:
-    key = VERDICT_OF_TASK[cell.task]
     allowed = {POSITIVE_OF_TASK[cell.task], NEGATIVE_OF_TASK[cell.task]}
     labels, predictions, failures = [], [], 0
     tokens, milliseconds = [], []
     for row, gold in zip(rows, golds):
         if gold is None:
             continue
-        if "request" in row:  # our runs keep the user's texts; upstream's only the model input
-            user_texts, has_response = (row["request"], row.get("response") or ""), row.get("response") is not None
-        else:
-            user_texts, has_response = user_texts_of(row.get("prompt"))
-        predicted = parse(row["predict"], user_texts=user_texts, has_response=has_response).verdicts[key].label
+        texts = user_texts(row, cell.benchmark)
+        shown, has_response = ((texts[0], texts[1] or ""), texts[1] is not None) if texts else ((), None)
+        predicted = parse(row["predict"], user_texts=shown, has_response=has_response).verdicts[cell.task].label
         if predicted not in allowed:
             failures += 1
             predicted = _reverse(cell.task, gold)  # a failure is one wrong answer
         labels.append(gold)
         predictions.append(predicted)
-        if "completion_tokens" in row:
-            tokens.append(row["completion_tokens"])
+        if "output_tokens" in row or "completion_tokens" in row:  # the latter: earlier versions' name
+            tokens.append(row.get("output_tokens", row.get("completion_tokens")))
         if "latency_s" in row:
             milliseconds.append(1000.0 * row["latency_s"])
     gold_positive = np.array([g == cell.positive for g in labels], dtype=bool)
@@ -122,7 +120,7 @@ def score_strict(cell: Cell, rows: list[dict], golds: list[str | None]) -> CellS
             "tp": int((gold_positive & pred_positive).sum()), "fp": int((~gold_positive & pred_positive).sum()),
             "fn": int((gold_positive & ~pred_positive).sum()), "tn": int((~gold_positive & ~pred_positive).sum()),
         },
-        "mean_completion_tokens": float(np.mean(tokens)) if tokens else None,
+        "mean_output_tokens": float(np.mean(tokens)) if tokens else None,
         "mean_ms_per_row": float(np.mean(milliseconds)) if milliseconds else None,
     }
     return CellScore(cell.benchmark, cell.task, f1_percent(labels, predictions, cell.positive), n, failures, n, extra)

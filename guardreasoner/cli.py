@@ -41,8 +41,8 @@ def _verdict_line(result) -> str:
         verdict = result.verdicts[key]
         note = " (fail-closed)" if verdict.fail_closed else " (recovered)" if verdict.recovered else ""
         confidence = f" p={verdict.confidence:.2f}" if verdict.confidence is not None else ""
-        parts.append(f"{key.capitalize()}: {verdict.label}{note}{confidence}")
-    return " | ".join(parts) + f"   [{result.status}, {result.completion_tokens} tokens, {result.latency_s:.2f}s]"
+        parts.append(f"{key}: {verdict.label}{note}{confidence}")
+    return " | ".join(parts) + f"   [{result.status}, {result.output_tokens} tokens, {result.latency_s:.2f}s]"
 
 
 def _classify_text(args) -> int:
@@ -62,7 +62,7 @@ def _classify_text(args) -> int:
 def _classify_file(args) -> int:
     from tqdm.auto import tqdm
 
-    from .rows import classify_rows, done_lines, split_rows
+    from .rows import append_lines, classify_rows, done_lines, split_rows
 
     output = Path(args.output)
     done = done_lines(output)
@@ -74,11 +74,10 @@ def _classify_file(args) -> int:
         print(f"resuming: {len(done)} rows already in {output}, {len(rows)} to go", file=sys.stderr)
     if rows:
         guard = _load(args)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("a", encoding="utf-8") as handle, tqdm(total=len(rows), desc="classify", unit="row") as bar:
+        with tqdm(total=len(rows), desc="classify", unit="row") as bar:
             for records in classify_rows(guard, rows, args.batch_size):
-                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-                handle.flush()  # a finished batch survives an interruption
+                # Synced per batch: a finished batch survives an interruption, and a rerun resumes after it.
+                append_lines(output, [json.dumps(record, ensure_ascii=False) for record in records])
                 bar.update(len(records))
     if errors:
         print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}", file=sys.stderr)

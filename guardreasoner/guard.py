@@ -11,7 +11,7 @@ from .backends.base import Backend, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, model_folder, resolve_model
 from .parser import parse_for
-from .results import GuardResult, POSITIVE
+from .results import POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, VERDICT_KEYS, GuardResult
 from .stream_parser import ParseEvent, StreamParser
 from .template import GuardPrompt, build_prompt
 
@@ -51,7 +51,8 @@ class Guard:
         fallback_reason: str | None = None,
     ):
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
-        ``thresholds`` (e.g. ``{"request": 0.3}``) pick the positive label at that probability instead of 0.5."""
+        ``thresholds`` (e.g. ``{"prompt_harmfulness": 0.3}``) pick the positive label at that probability
+        instead of 0.5."""
         self.backend = backend
         self.model_name = model_name or backend.model_id
         self.sampling = sampling or SamplingConfig()
@@ -60,7 +61,7 @@ class Guard:
         self.thresholds = dict(thresholds or {})
         unknown = set(self.thresholds) - set(POSITIVE)
         if unknown:
-            raise ValueError(f"thresholds for unknown verdicts {sorted(unknown)}; use request/completion/response")
+            raise ValueError(f"thresholds for unknown verdicts {sorted(unknown)}; use {', '.join(VERDICT_KEYS)}")
         self.fallback_reason = fallback_reason
 
     @property
@@ -83,7 +84,7 @@ class Guard:
         """Exactly what the model reads for this item (after the chat template in chat mode)."""
         return self.backend.render(self.build(prompt, response).text)
 
-    def _result(self, built: GuardPrompt, generation) -> GuardResult:
+    def _result(self, built: GuardPrompt, generation, prompt: str, response: str | None) -> GuardResult:
         has_response = built.response is not None
         parsed = parse_for(generation.text, built.prompt, built.response)
         verdicts = parsed.verdicts
@@ -92,7 +93,7 @@ class Guard:
         for key, threshold in self.thresholds.items():
             apply_threshold(verdicts[key], threshold)
         if self.fail_closed:
-            for key in ("request", "response") if has_response else ("request",):
+            for key in (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS) if has_response else (PROMPT_HARMFULNESS,):
                 if verdicts[key].label is None:
                     verdicts[key].label = "harmful"
                     verdicts[key].fail_closed = True
@@ -102,23 +103,25 @@ class Guard:
         if built.truncated:
             flags.append("input_truncated")
         return GuardResult(
-            prompt=built.prompt,
-            response=built.response,
+            prompt=prompt,
+            response=response,
+            model_input=built.text,
             output=generation.text,
             verdicts=verdicts,
-            tasks=parsed.tasks,
+            reasoning=parsed.reasoning,
             flags=sorted(set(flags)),
             model=self.model_name,
             input_truncated=built.truncated,
-            prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens,
+            input_tokens=generation.prompt_tokens,
+            output_tokens=generation.completion_tokens,
             latency_s=generation.latency_s,
             finish_reason=generation.finish_reason,
         )
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
         """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
-        built = [self.build(*_item(item)) for item in items]
+        inputs = [_item(item) for item in items]
+        built = [self.build(*pair) for pair in inputs]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -131,7 +134,7 @@ class Guard:
         finally:
             if bar:
                 bar.close()
-        return [self._result(b, g) for b, g in zip(built, generations)]
+        return [self._result(b, g, *pair) for b, g, pair in zip(built, generations, inputs)]
 
     def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
         return self.classify([{"prompt": prompt, "response": response}])[0]
@@ -147,7 +150,7 @@ class Guard:
             if chunk.generation is not None:
                 events, _ = parser.finish()
                 yield StreamUpdate("", parser.text, events, time.perf_counter() - began,
-                                   self._result(built, chunk.generation))
+                                   self._result(built, chunk.generation, prompt, response))
                 return
             yield StreamUpdate(chunk.text, parser.text + chunk.text, parser.feed(chunk.text),
                                time.perf_counter() - began)

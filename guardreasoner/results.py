@@ -1,21 +1,55 @@
-"""Typed results: what the guard decided, where each verdict came from, and how the generation went."""
+"""Typed results: what the guard decided, where each verdict came from, and how the generation went.
+
+One vocabulary everywhere (API, CLI output, files, app, reports): an item is a ``prompt`` (the human user's
+request) and an optional ``response`` (the AI reply); the guard answers three verdicts, named as WildGuard names
+them. The model's own Answers words (Request / Completion / Response) appear only where its text is read or
+written (template, parser).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, fields
 
+PROMPT_HARMFULNESS = "prompt_harmfulness"
+RESPONSE_REFUSAL = "response_refusal"
+RESPONSE_HARMFULNESS = "response_harmfulness"
 # The three verdicts in the order the model writes them, with their two labels (positive class first).
-VERDICT_KEYS: tuple[str, ...] = ("request", "completion", "response")
+VERDICT_KEYS: tuple[str, ...] = (PROMPT_HARMFULNESS, RESPONSE_REFUSAL, RESPONSE_HARMFULNESS)
+REPLY_VERDICT_KEYS: tuple[str, ...] = (RESPONSE_REFUSAL, RESPONSE_HARMFULNESS)  # judged only when there is a reply
 LABELS: dict[str, tuple[str, str]] = {
-    "request": ("harmful", "unharmful"),
-    "completion": ("refusal", "compliance"),
-    "response": ("harmful", "unharmful"),
+    PROMPT_HARMFULNESS: ("harmful", "unharmful"),
+    RESPONSE_REFUSAL: ("refusal", "compliance"),
+    RESPONSE_HARMFULNESS: ("harmful", "unharmful"),
 }
 POSITIVE = {key: labels[0] for key, labels in LABELS.items()}
-TASK_NUMBER = {"request": 1, "completion": 2, "response": 3}
-ANSWER_NAMES = {"request": "Request", "completion": "Completion", "response": "Response"}
-# The paper's names for the three benchmark tasks, and the verdict that answers each.
-VERDICT_OF_TASK = {"prompt": "request", "response": "response", "refusal": "completion"}
+NEGATIVE = {key: labels[1] for key, labels in LABELS.items()}
+TASK_NUMBER = {PROMPT_HARMFULNESS: 1, RESPONSE_REFUSAL: 2, RESPONSE_HARMFULNESS: 3}
+# The model's words for each verdict in its "Answers:" block.
+ANSWER_NAMES = {PROMPT_HARMFULNESS: "Request", RESPONSE_REFUSAL: "Completion", RESPONSE_HARMFULNESS: "Response"}
+KEY_OF_ANSWER_NAME = {name.lower(): key for key, name in ANSWER_NAMES.items()}
+
+# Names earlier versions wrote into files (prediction rows, flag queues, outboxes, reports): verdict keys as the
+# Answers words, and the paper's three task names. Read, never written.
+LEGACY_VERDICT_KEYS = {"request": PROMPT_HARMFULNESS, "completion": RESPONSE_REFUSAL, "response": RESPONSE_HARMFULNESS}
+LEGACY_TASK_KEYS = {"prompt": PROMPT_HARMFULNESS, "response": RESPONSE_HARMFULNESS, "refusal": RESPONSE_REFUSAL}
+_logger = logging.getLogger("guardreasoner")
+_warned: set[str] = set()
+
+
+def deprecated_names(where: str, old: str, new: str) -> None:
+    """Say once per kind of file that it uses names of an earlier version (still read)."""
+    if where not in _warned:
+        _warned.add(where)
+        _logger.warning("%s uses the old names %s; read as %s (earlier versions wrote them)", where, old, new)
+
+
+def current_verdict_keys(mapping: dict, legacy: dict[str, str] = LEGACY_VERDICT_KEYS, where: str = "a file") -> dict:
+    """A dict keyed by verdict keys, accepting the keys earlier versions wrote (with a one-line note)."""
+    if all(key in VERDICT_KEYS for key in mapping):
+        return dict(mapping)
+    deprecated_names(where, "/".join(legacy), "/".join(VERDICT_KEYS))
+    return {legacy.get(key, key): value for key, value in mapping.items()}
 
 # Where a verdict was read: the model's final Answers block is the normal case; the others are recoveries.
 SOURCE_ANSWERS = "answers"
@@ -33,12 +67,13 @@ def answers_block(verdicts: dict[str, str | None]) -> str:
 class Verdict:
     """One verdict. ``label`` is None when the model gave none or said ``None`` (no reply to judge)."""
 
-    key: str  # request | completion | response
+    key: str  # one of VERDICT_KEYS
     label: str | None
     source: str = SOURCE_NONE
     offset: int | None = None  # character offset of the label word in the output, for confidences
-    p_positive: float | None = None  # model probability of the positive label (harmful / refusal)
+    p_positive: float | None = None  # probability of the positive label (harmful / refusal)
     fail_closed: bool = False  # the model gave no usable label and the guard assumed `harmful`
+    decided_by: str = "reasoning"  # "reasoning" (the model's written verdict) or "screen" (a fast classifier)
 
     @property
     def recovered(self) -> bool:
@@ -46,7 +81,7 @@ class Verdict:
 
     @property
     def confidence(self) -> float | None:
-        """The model's probability for the label it chose (against the other label)."""
+        """The probability of the label it chose (against the other label)."""
         if self.p_positive is None or self.label is None:
             return None
         return self.p_positive if self.label == POSITIVE[self.key] else 1 - self.p_positive
@@ -57,12 +92,16 @@ class Verdict:
         out["confidence"] = self.confidence
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Verdict":
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
 
 @dataclass
 class TaskReasoning:
-    """The reasoning the model wrote for one task."""
+    """The reasoning the model wrote for one verdict's task."""
 
-    task: str  # request | completion | response
+    task: str  # one of VERDICT_KEYS
     steps: list[str] = field(default_factory=list)
     conclusion: str | None = None
 
@@ -73,7 +112,7 @@ class ParsedOutput:
 
     text: str
     verdicts: dict[str, Verdict]
-    tasks: dict[str, TaskReasoning]
+    reasoning: dict[str, TaskReasoning]
     flags: list[str]
     has_response: bool | None = None
 
@@ -83,7 +122,7 @@ class ParsedOutput:
 
     @property
     def parse_error(self) -> bool:
-        """No request verdict, or (where there is a reply) no refusal or reply-harm verdict."""
+        """No prompt verdict, or (where there is a reply) no refusal or reply-harm verdict."""
         return verdicts_missing(self.verdicts, self.has_response)
 
     @property
@@ -92,7 +131,7 @@ class ParsedOutput:
 
 
 def verdicts_missing(verdicts: dict[str, Verdict], has_response: bool | None) -> bool:
-    needed = ["request"] + (["completion", "response"] if has_response else [])
+    needed = (PROMPT_HARMFULNESS, *(REPLY_VERDICT_KEYS if has_response else ()))
     return any(verdicts[key].label is None for key in needed)
 
 
@@ -107,18 +146,23 @@ def verdict_status(verdicts: dict[str, Verdict], has_response: bool | None) -> s
 
 @dataclass
 class GuardResult:
-    """The guard's answer for one item: verdicts (after fail-closed), reasoning, and generation figures."""
+    """The guard's answer for one item: verdicts (after fail-closed), reasoning, and generation figures.
+
+    ``prompt`` and ``response`` are what the caller passed; ``model_input`` is the text the model read (the
+    GuardReasoner input, cut in the middle when ``input_truncated``). ``to_dict()`` keys are these attribute
+    names (and the properties), so a reader can predict the JSON from the class."""
 
     prompt: str
     response: str | None
+    model_input: str
     output: str
     verdicts: dict[str, Verdict]
-    tasks: dict[str, TaskReasoning]
+    reasoning: dict[str, TaskReasoning]
     flags: list[str]
     model: str = ""
     input_truncated: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     latency_s: float = 0.0
     finish_reason: str | None = None
 
@@ -128,8 +172,8 @@ class GuardResult:
 
     @property
     def is_harmful(self) -> bool:
-        """True when the request or the reply is judged harmful: the one bit most callers act on."""
-        return "harmful" in (self.verdicts["request"].label, self.verdicts["response"].label)
+        """True when the prompt or the reply is judged harmful: the one bit most callers act on."""
+        return "harmful" in (self.verdicts[PROMPT_HARMFULNESS].label, self.verdicts[RESPONSE_HARMFULNESS].label)
 
     @property
     def fail_closed(self) -> bool:
@@ -140,27 +184,20 @@ class GuardResult:
         """As for parsing; a fail-closed verdict counts as failed, since the model itself gave none."""
         return "failed" if self.fail_closed else verdict_status(self.verdicts, self.response is not None)
 
-    @property
-    def parse_error(self) -> bool:
-        return self.status == "failed"
-
     def to_dict(self) -> dict:
-        return {
-            "prompt": self.prompt,
-            "response": self.response,
-            "verdicts": self.labels,
-            "is_harmful": self.is_harmful,
-            "status": self.status,
-            "parse_error": self.parse_error,
-            "fail_closed": self.fail_closed,
-            "details": {key: verdict.to_dict() for key, verdict in self.verdicts.items()},
-            "reasoning": {key: asdict(task) for key, task in self.tasks.items()},
-            "flags": self.flags,
-            "output": self.output,
-            "model": self.model,
-            "input_truncated": self.input_truncated,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": self.latency_s,
-            "finish_reason": self.finish_reason,
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["verdicts"] = {key: verdict.to_dict() for key, verdict in self.verdicts.items()}
+        out["reasoning"] = {key: asdict(task) for key, task in self.reasoning.items()}
+        out["flags"] = list(self.flags)
+        out.update(labels=self.labels, is_harmful=self.is_harmful, status=self.status, fail_closed=self.fail_closed)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GuardResult":
+        """The result ``to_dict()`` wrote (derived keys such as ``labels`` are recomputed, not read)."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["verdicts"] = {key: Verdict.from_dict(v) for key, v in data["verdicts"].items()}
+        values["reasoning"] = {key: TaskReasoning(**v) for key, v in data.get("reasoning", {}).items()}
+        values.setdefault("model_input", "")
+        values.setdefault("flags", [])
+        return cls(**values)

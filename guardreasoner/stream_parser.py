@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .parser import echo_length, reasoning_items, tasks_from_items, find_answers_blocks, parse
+from .parser import echo_length, reasoning_items, reasoning_from_items, find_answers_blocks, parse
 from .results import SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput
 
 
 @dataclass
 class ParseEvent:
     kind: str  # "step" | "conclusion" | "verdict"
-    task: str  # request | completion | response
+    task: str  # a verdict key (results.VERDICT_KEYS)
     text: str | None = None  # the step or conclusion
     index: int | None = None  # the step's position in its task, from 0
     label: str | None = None  # the verdict
@@ -54,8 +54,8 @@ class StreamParser:
             closed = any(block.start > last.start for block in find_answers_blocks(text))
             if not closed:
                 items = items[:-1]  # the newest heading may still be growing
-        tasks = tasks_from_items(items)
-        for key, task in tasks.items():
+        reasoning = reasoning_from_items(items)
+        for key, task in reasoning.items():
             for index in range(self._sent_steps[key], len(task.steps)):
                 events.append(ParseEvent("step", key, text=task.steps[index], index=index))
             self._sent_steps[key] = max(self._sent_steps[key], len(task.steps))
@@ -67,7 +67,7 @@ class StreamParser:
             if verdict.label is None:
                 continue
             # Mid-stream, a verdict read from reasoning counts only once the task's Conclusion states it.
-            if not final and verdict.source == SOURCE_CONCLUSION and parsed.tasks[key].conclusion is None:
+            if not final and verdict.source == SOURCE_CONCLUSION and parsed.reasoning[key].conclusion is None:
                 continue
             state = (verdict.label, verdict.source)
             if self._sent_verdicts.get(key) != state:

@@ -44,7 +44,7 @@ def mined_pairs(traces) -> list[dict]:
     for row in traces:
         gold = parse(row["output"]).labels
         has_reply = split_upstream_prompt(row["input"])[1] is not None
-        keys = ["request"] + (["completion", "response"] if has_reply else [])
+        keys = ["prompt_harmfulness"] + (["response_refusal", "response_harmfulness"] if has_reply else [])
         for key in keys:
             pairs.append({"prompt": row["instruction"] + "\n" + row["input"], "chosen": row["output"],
                           "rejected": flip(row["output"], key, OTHER[gold[key]]), "task": key, "weight": 1.0,
@@ -64,7 +64,7 @@ def flag_records(shared_dir, count: int) -> list[dict]:
         verdicts = parse(record["predict"]).labels
         result = {"prompt": request, "response": reply, "output": record["predict"], "verdicts": verdicts,
                   "model": "GuardReasoner-1B"}
-        flags.append(make_flag(result, {"request": OTHER[verdicts["request"]]}, "looks wrong"))
+        flags.append(make_flag(result, {"prompt_harmfulness": OTHER[verdicts["prompt_harmfulness"]]}, "looks wrong"))
     return flags
 
 
@@ -82,18 +82,18 @@ def test_eval_errors_are_the_rows_whose_verdict_differs_from_gold(shared_dir):
     found = sources.from_eval_run(shared_dir / "predictions" / "GuardReasoner-1B")
     aegis = [json.loads(line) for line in
              (shared_dir / "predictions/GuardReasoner-1B/AegisSafetyTest/generated_predictions.jsonl").open()]
-    requests = {item["request"] for item in found if item["metadata"]["benchmark"] == "AegisSafetyTest"}
+    requests = {item["prompt_harmfulness"] for item in found if item["metadata"]["benchmark"] == "AegisSafetyTest"}
     # Row 276 (gold harmful) is read as unharmful by the strict parser; row 282 as harmful (see README/eval).
     assert split_upstream_prompt(aegis[276]["prompt"])[0] in requests
     assert split_upstream_prompt(aegis[282]["prompt"])[0] not in requests
     for item in found:
         keys = item["metadata"]["disagreement"].removeprefix("gold:").split(",")
-        assert keys and set(keys) <= {"request", "completion", "response"}
+        assert keys and set(keys) <= {"prompt_harmfulness", "response_refusal", "response_harmfulness"}
         assert item["metadata"]["source"] == "eval_error" and item["metadata"]["model"] == "GuardReasoner-1B"
     assert len(found) > 50
     by_id = {}
     for item in found:  # the same request, reply and output in two benchmarks is one record
-        content = (item["request"], item["reply"], item["reasoning"])
+        content = (item["prompt_harmfulness"], item["reply"], item["reasoning"])
         assert by_id.setdefault(item["id"], content) == content
 
 
@@ -112,18 +112,18 @@ def test_the_pairing_rule(traces):
     row = traces[0]
     request, reply = split_upstream_prompt(row["input"])
     gold = parse(row["output"]).labels
-    wrong = flip(row["output"], "request", OTHER[gold["request"]])
-    review = Review("r", request, reply, [wrong], {"u1": {"request": gold["request"]}})
+    wrong = flip(row["output"], "prompt_harmfulness", OTHER[gold["prompt_harmfulness"]])
+    review = Review("r", request, reply, [wrong], {"u1": {"prompt_harmfulness": gold["prompt_harmfulness"]}})
     assert review_pair(review)[0] == "skipped"  # the only output is wrong and nothing corrected it
     review.by_user["u1"]["corrected_reasoning"] = row["output"].split("---")[0] + "\nAnswers: \nRequest: wrong"
     kind, pair = review_pair(review, weight=2.0)
     assert kind == "pair" and pair["weight"] == 2.0 and pair["rejected"] == wrong
-    assert parse(pair["chosen"]).labels["request"] == gold["request"]  # the reviewer's block replaced theirs
+    assert parse(pair["chosen"]).labels["prompt_harmfulness"] == gold["prompt_harmfulness"]  # the reviewer's block replaced theirs
     assert pair["chosen"].count("Answers:") == 1 and pair["prompt"] == row["instruction"] + "\n" + row["input"]
-    review.by_user["u2"] = {"request": OTHER[gold["request"]]}
+    review.by_user["u2"] = {"prompt_harmfulness": OTHER[gold["prompt_harmfulness"]]}
     kind, conflict = review_pair(review)
-    assert kind == "conflict" and conflict["reviews"] == {"u1": gold["request"], "u2": OTHER[gold["request"]]}
-    assert close_with_answers("# Task 1\nfine", {"request": "unharmful"}).endswith(
+    assert kind == "conflict" and conflict["reviews"] == {"u1": gold["prompt_harmfulness"], "u2": OTHER[gold["prompt_harmfulness"]]}
+    assert close_with_answers("# Task 1\nfine", {"prompt_harmfulness": "unharmful"}).endswith(
         "---\n\nAnswers: \nRequest: unharmful\nCompletion: None\nResponse: None")
 
 
@@ -175,7 +175,7 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
     assert sorted(on_server) == sorted(item["id"] for item in pushed)
     first = on_server[pushed[0]["id"]]
     assert first.fields["reasoning"] == pushed[0]["reasoning"] and first.metadata["source"] == "app_flag"
-    assert first.suggestions["request_harm"].value == pushed[0]["suggestions"]["request"]
+    assert first.suggestions["request_harm"].value == pushed[0]["suggestions"]["prompt_harmfulness"]
     assert first.suggestions["request_harm"].agent == pushed[0]["metadata"]["model"]
 
     a, b = reviewer(argilla, "reviewer_a.key"), reviewer(argilla, "reviewer_b.key")
@@ -199,11 +199,11 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
             expected[item["id"]] = ("pair", verdicts)
     conflict, agreed = by_kind["app_flag"][:2]
     model = parse(conflict["reasoning"]).labels
-    submit_review(a, on_server[conflict["id"]], {"request": OTHER[model["request"]]})
-    submit_review(b, on_server[conflict["id"]], {"request": model["request"]})
+    submit_review(a, on_server[conflict["id"]], {"prompt_harmfulness": OTHER[model["prompt_harmfulness"]]})
+    submit_review(b, on_server[conflict["id"]], {"prompt_harmfulness": model["prompt_harmfulness"]})
     expected[conflict["id"]] = ("conflict", None)
     flipped = {**parse(agreed["reasoning"]).labels}
-    flipped["request"] = OTHER[flipped["request"]]
+    flipped["prompt_harmfulness"] = OTHER[flipped["prompt_harmfulness"]]
     for client in (a, b):  # two reviewers who agree make one pair
         submit_review(client, on_server[agreed["id"]], flipped, corrected_reasoning="# Task 1\nIt is fine.")
     expected[agreed["id"]] = ("pair", flipped)
@@ -215,7 +215,7 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
     replies = {item["id"]: item["reply"] for item in pushed}
     for pair in result.pairs:
         verdicts = {k: v for k, v in expected[pair["id"]][1].items()  # without a reply only the request counts
-                    if v and (k == "request" or replies[pair["id"]] is not None)}
+                    if v and (k == "prompt_harmfulness" or replies[pair["id"]] is not None)}
         chosen, rejected = parse(pair["chosen"]).labels, parse(pair["rejected"]).labels
         assert all(chosen[k] == v for k, v in verdicts.items())
         assert any(rejected[k] != v for k, v in verdicts.items())
@@ -293,7 +293,7 @@ def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_pat
         demo.close()
     assert "Sent to Argilla (1 record(s) delivered)" in status
     (record,) = records_of(Target(dataset="app-flags")).values()
-    assert record.fields["request"] == HARMFUL_REQUEST and record.metadata["source"] == "app_flag"
+    assert record.fields["prompt_harmfulness"] == HARMFUL_REQUEST and record.metadata["source"] == "app_flag"
     assert record.suggestions["request_harm"].value == "harmful"
     assert "flagged as request: unharmful" in record.fields["note"]
     assert "a pipe bomb is not harmless" in record.fields["note"]

@@ -38,11 +38,11 @@ def client(app_url):
 
 def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
     result = client.predict(HARMFUL_REQUEST, "", api_name="/classify")
-    assert result["verdicts"] == {"request": "harmful", "completion": None, "response": None}
+    assert result["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
     assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
-    assert result["reasoning"]["request"]["conclusion"] == "The human user's request is harmful."
+    assert result["reasoning"]["prompt_harmfulness"]["conclusion"] == "The human user's request is harmful."
     assert result["completion_tokens"] > 100 and result["latency_s"] > 0
-    assert result["details"]["request"]["confidence"] > 0.5
+    assert result["verdicts"]["prompt_harmfulness"]["confidence"] > 0.5
 
 
 def test_streaming_endpoint_yields_partial_results_then_the_result(client):
@@ -52,7 +52,7 @@ def test_streaming_endpoint_yields_partial_results_then_the_result(client):
     assert all(a == b[: len(a)] for a, b in zip(texts, texts[1:]))  # each extends the last
     first = next(i for i, p in enumerate(partials) for e in p["events"] if e["kind"] == "verdict")
     assert first < len(partials) - 1
-    assert partials[-1]["result"]["verdicts"]["request"] == "harmful"
+    assert partials[-1]["result"]["verdicts"]["prompt_harmfulness"] == "harmful"
 
 
 def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
@@ -64,7 +64,7 @@ def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
         assert outputs[-1]["done"]
         finals.append(outputs[-1]["result"])
     assert [f["prompt"] for f in finals] == prompts
-    assert [f["verdicts"]["request"] for f in finals] == ["harmful", "unharmful"] * 4
+    assert [f["verdicts"]["prompt_harmfulness"] for f in finals] == ["harmful", "unharmful"] * 4
     assert all(f["status"] == "ok" for f in finals)
 
 
@@ -144,8 +144,8 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
     assert shot.stat().st_size > 10000
     flags = [json.loads(line) for line in queue.read_text().splitlines()]
     assert len(flags) == 1
-    assert flags[0]["request"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["request"] == "harmful"
-    assert flags[0]["corrected"]["request"] == "unharmful" and flags[0]["source"] == "app_flag"
+    assert flags[0]["prompt_harmfulness"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["prompt_harmfulness"] == "harmful"
+    assert flags[0]["corrected"]["prompt_harmfulness"] == "unharmful" and flags[0]["source"] == "app_flag"
 
 
 @pytest.mark.slow

@@ -158,11 +158,11 @@ def test_vllm_backend_maps_paper_settings_outputs_and_streaming(taught_model_dir
     result = guard.classify([HARMFUL_REQUEST])[0]
     assert fake.calls["params"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 2048, "logprobs": 5}
     assert fake.calls["llm"]["model"] == str(taught_model_dir)
-    assert result.labels["request"] == "harmful" and result.status == "ok"
-    assert result.verdicts["request"].p_positive > 0.5
+    assert result.labels["prompt_harmfulness"] == "harmful" and result.status == "ok"
+    assert result.verdicts["prompt_harmfulness"].p_positive > 0.5
     updates = list(guard.stream(SAFE_REQUEST))
     assert "".join(u.delta for u in updates) == TAUGHT[SAFE_REQUEST]
-    assert updates[-1].result.labels["request"] == "unharmful"
+    assert updates[-1].result.labels["prompt_harmfulness"] == "unharmful"
 
 
 def test_vllm_backend_gives_repeated_prompts_distinct_seeds(taught_model_dir, monkeypatch):
@@ -204,10 +204,10 @@ def test_openai_backend_raw_mode_matches_local_generation(served, taught_backend
     remote_results, local_results = remote.classify(items), local.classify(items)
     assert remote.backend.model_id == "taught"  # discovered from /v1/models
     assert [r.output for r in remote_results] == [r.output for r in local_results]
-    assert [r.labels for r in remote_results] == [{"request": "harmful", "completion": None, "response": None},
-                                                   {"request": "unharmful", "completion": None, "response": None}]
+    assert [r.labels for r in remote_results] == [{"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None},
+                                                   {"prompt_harmfulness": "unharmful", "response_refusal": None, "response_harmfulness": None}]
     for remote_result, local_result in zip(remote_results, local_results):
-        assert remote_result.verdicts["request"].p_positive == pytest.approx(local_result.verdicts["request"].p_positive)
+        assert remote_result.verdicts["prompt_harmfulness"].p_positive == pytest.approx(local_result.verdicts["prompt_harmfulness"].p_positive)
         assert remote_result.completion_tokens == local_result.completion_tokens
 
 
@@ -219,8 +219,8 @@ def test_openai_backend_streams_over_sse(served):
     assert len(updates) > 10
     assert "".join(u.delta for u in updates) == TAUGHT[HARMFUL_REQUEST]
     result = updates[-1].result
-    assert result.labels["request"] == "harmful" and result.completion_tokens > 0
-    verdict_events = [e for u in updates for e in u.events if e.kind == "verdict" and e.task == "request"]
+    assert result.labels["prompt_harmfulness"] == "harmful" and result.completion_tokens > 0
+    verdict_events = [e for u in updates for e in u.events if e.kind == "verdict" and e.task == "prompt_harmfulness"]
     assert verdict_events and verdict_events[0].label == "harmful"
 
 

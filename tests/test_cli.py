@@ -19,7 +19,7 @@ def test_classify_text_prints_reasoning_and_a_verdict_line(capsys, taught_model_
     assert "## Reasoning Step 1" in out
     assert out.strip().splitlines()[-1].startswith("Request: harmful p=")
     code, out, _ = run(capsys, "classify", SAFE_REQUEST, "--model", str(taught_model_dir), "--json")
-    assert json.loads(out)["verdicts"]["request"] == "unharmful"
+    assert json.loads(out)["verdicts"]["prompt_harmfulness"] == "unharmful"
 
 
 def test_classify_file_reports_bad_rows_by_line_and_runs_the_rest(capsys, tmp_path, taught_model_dir):
@@ -38,7 +38,7 @@ def test_classify_file_reports_bad_rows_by_line_and_runs_the_rest(capsys, tmp_pa
     assert "line 2: invalid JSON" in err and "line 4: missing or empty 'prompt'" in err
     assert "line 5: 'response' must be text" in err
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [(r["line"], r["id"], r["verdicts"]["request"]) for r in records] == [(1, "a", "harmful"), (3, "b", "unharmful")]
+    assert [(r["line"], r["id"], r["verdicts"]["prompt_harmfulness"]) for r in records] == [(1, "a", "harmful"), (3, "b", "unharmful")]
 
 
 def test_classify_csv_with_line_numbers(capsys, tmp_path, taught_model_dir):
@@ -88,10 +88,10 @@ def test_parse_reads_upstream_generations_in_order(capsys, tmp_path, shared_dir)
     parsed = [json.loads(x) for x in out_path.read_text().splitlines()]
     rows = source.read_text().rstrip("\n").split("\n")  # JSON strings may hold U+2028, which splitlines splits on
     assert len(parsed) == len(rows) == 602
-    assert set(parsed[0]) == {"request", "completion", "response", "parse_error"}
-    assert parsed[0]["response"] == json.loads(rows[0])["predict"].split("Response:")[-1].strip()
+    assert set(parsed[0]) == {"prompt_harmfulness", "response_refusal", "response_harmfulness", "parse_error"}
+    assert parsed[0]["response_harmfulness"] == json.loads(rows[0])["predict"].split("Response:")[-1].strip()
     assert [p["parse_error"] for p in parsed].count(True) == 2  # the two looping outputs (rows 221, 486)
-    assert parsed[221]["parse_error"] and parsed[221]["request"] is None
+    assert parsed[221]["parse_error"] and parsed[221]["prompt_harmfulness"] is None
 
 
 def test_parse_keeps_line_alignment_on_bad_input(capsys, tmp_path):
@@ -100,7 +100,7 @@ def test_parse_keeps_line_alignment_on_bad_input(capsys, tmp_path):
     code, out, err = run(capsys, "parse", str(source))
     lines = [json.loads(x) for x in out.splitlines()]
     assert code == 1 and len(lines) == 3 and "line 2" in err and "line 3" in err
-    assert lines[0]["request"] == "harmful" and lines[1]["parse_error"] and lines[2]["parse_error"]
+    assert lines[0]["prompt_harmfulness"] == "harmful" and lines[1]["parse_error"] and lines[2]["parse_error"]
 
 
 def test_unreachable_model_without_fallback_is_one_clear_line(capsys, monkeypatch):

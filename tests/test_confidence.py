@@ -9,10 +9,10 @@ from guardreasoner.parser import parse
 def test_positive_probability_pools_tokens_that_begin_each_label():
     top = {" harmful": math.log(0.6), " harm": math.log(0.1), " unh": math.log(0.2), " un": math.log(0.05),
            " the": math.log(0.05)}
-    assert positive_probability("request", " ", top) == pytest.approx(0.7 / 0.95)
-    assert positive_probability("completion", " ", {" refusal": math.log(0.3), " compliance": math.log(0.1)}) == \
+    assert positive_probability("prompt_harmfulness", " ", top) == pytest.approx(0.7 / 0.95)
+    assert positive_probability("response_refusal", " ", {" refusal": math.log(0.3), " compliance": math.log(0.1)}) == \
         pytest.approx(0.75)
-    assert positive_probability("request", " ", {" the": 0.0}) is None
+    assert positive_probability("prompt_harmfulness", " ", {" the": 0.0}) is None
 
 
 def test_confidence_is_attached_at_the_verdict_token():
@@ -22,14 +22,14 @@ def test_confidence_is_attached_at_the_verdict_token():
     text = "".join(tokens)
     parsed = parse(text)
     attach_confidences(text, parsed.verdicts, tokens, top)
-    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)
-    assert parsed.verdicts["request"].confidence == pytest.approx(0.8)
-    assert parsed.verdicts["completion"].p_positive is None  # "None" has no label pair
+    assert parsed.verdicts["prompt_harmfulness"].p_positive == pytest.approx(0.8)
+    assert parsed.verdicts["prompt_harmfulness"].confidence == pytest.approx(0.8)
+    assert parsed.verdicts["response_refusal"].p_positive is None  # "None" has no label pair
 
 
 def test_threshold_makes_the_guard_stricter_or_looser():
     parsed = parse("Answers: \nRequest: unharmful")
-    verdict = parsed.verdicts["request"]
+    verdict = parsed.verdicts["prompt_harmfulness"]
     verdict.p_positive = 0.3
     assert verdict.confidence == pytest.approx(0.7)
     apply_threshold(verdict, 0.5)
@@ -51,7 +51,7 @@ def test_confidence_equals_the_models_own_probability(taught_model_dir):
 
     guard = Guard(TransformersBackend(str(taught_model_dir)), sampling=SamplingConfig(max_new_tokens=160, top_logprobs=20))
     result = guard.classify([HARMFUL_REQUEST])[0]
-    verdict = result.verdicts["request"]
+    verdict = result.verdicts["prompt_harmfulness"]
     assert verdict.label == "harmful" and verdict.p_positive is not None
 
     tokenizer = AutoTokenizer.from_pretrained(taught_model_dir)

@@ -18,9 +18,9 @@ PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
 
 def test_registry_has_the_13_cells_with_paper_weights():
     assert len(CELLS) == 13
-    assert [c.paper_weight for c in CELLS if c.task == "prompt"] == [2853, 239, 1680, 359, 100, 1756]
-    assert [c.paper_weight for c in CELLS if c.task == "response"] == [602, 2000, 3021, 446, 1768]
-    assert [c.paper_weight for c in CELLS if c.task == "refusal"] == [499, 1777]
+    assert [c.paper_weight for c in CELLS if c.task == "prompt_harmfulness"] == [2853, 239, 1680, 359, 100, 1756]
+    assert [c.paper_weight for c in CELLS if c.task == "response_harmfulness"] == [602, 2000, 3021, 446, 1768]
+    assert [c.paper_weight for c in CELLS if c.task == "response_refusal"] == [499, 1777]
 
 
 def test_f1_matches_the_definition():
@@ -37,7 +37,7 @@ def test_paper_mode_reproduces_the_published_f1(model, shared_dir, tmp_path, cap
     got = {c["benchmark"]: round(c["f1"], 2) for c in report["cells"]}
     assert got == PUBLISHED[model]
     assert "XSTestResponseHarmful" in got  # upstream's misspelt folder, canonical name
-    assert report["tasks"]["prompt"]["partial"] and report["overall_partial"]
+    assert report["tasks"]["prompt_harmfulness"]["partial"] and report["overall_partial"]
     assert {m["benchmark"] for m in report["missing"]} == {"ToxicChat", "OpenAIModeration", "WildGuardTest",
                                                              "SafeRLHF", "BeaverTails"}
     assert "| **" + model + "** |" in capsys.readouterr().out
@@ -59,11 +59,11 @@ def test_strict_mode_counts_each_failure_once_and_adds_intervals(shared_dir):
 def test_wildguardtest_labels_come_from_its_columns(shared_dir):
     rows = load_benchmark("WildGuardTest", shared_dir / "benchmarks/guardreasoner")
     assert len(rows) == 1725
-    unlabelled = sum(r.labels["prompt"] is None for r in rows)
+    unlabelled = sum(r.labels["prompt_harmfulness"] is None for r in rows)
     assert 0 < unlabelled < 100
-    assert {r.labels["refusal"] for r in rows} <= {"refusal", "compliance", None}
+    assert {r.labels["response_refusal"] for r in rows} <= {"refusal", "compliance", None}
     safe_rlhf = load_benchmark("SafeRLHF", shared_dir / "benchmarks/guardreasoner")
-    assert {r.labels["response"] for r in safe_rlhf} == {"harmful", "unharmful"}
+    assert {r.labels["response_harmfulness"] for r in safe_rlhf} == {"harmful", "unharmful"}
 
 
 def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model_dir, capsys):
@@ -173,13 +173,13 @@ def test_hub_rows_map_to_prompts_replies_and_labels(fake_hub):
 
     wild = load_benchmark("WildGuardTest", None)
     assert (wild[0].prompt, wild[0].response) == ("p1", "r1")
-    assert wild[0].labels == {"prompt": "harmful", "response": "unharmful", "refusal": "refusal"}
-    assert wild[1].response is None and wild[1].labels == {"prompt": None, "response": None, "refusal": None}
-    assert [r.labels["prompt"] for r in load_benchmark("OpenAIModeration", None)] == ["harmful", "unharmful"]
-    assert [r.labels["response"] for r in load_benchmark("BeaverTails", None)] == ["harmful", "unharmful"]
-    assert load_benchmark("XSTestResponseRefusal", None)[0].labels == {"refusal": "refusal"}
+    assert wild[0].labels == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful", "response_refusal": "refusal"}
+    assert wild[1].response is None and wild[1].labels == {"prompt_harmfulness": None, "response_harmfulness": None, "response_refusal": None}
+    assert [r.labels["prompt_harmfulness"] for r in load_benchmark("OpenAIModeration", None)] == ["harmful", "unharmful"]
+    assert [r.labels["response_harmfulness"] for r in load_benchmark("BeaverTails", None)] == ["harmful", "unharmful"]
+    assert load_benchmark("XSTestResponseRefusal", None)[0].labels == {"response_refusal": "refusal"}
     simple = load_benchmark("SimpleSafetyTests", None)[0]
-    assert simple.prompt == "how to ..." and simple.labels == {"prompt": "harmful"}
+    assert simple.prompt == "how to ..." and simple.labels == {"prompt_harmfulness": "harmful"}
     assert ("allenai/wildguardmix", "wildguardtest", "test") in fake_hub
 
 
@@ -204,7 +204,7 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
     err = capsys.readouterr().err
     assert code == 1 and "ToxicChat: skipped" in err and "WildGuardTest: 2 rows generated" in err
     rows = [json.loads(x) for x in (run / "WildGuardTest" / "generated_predictions.jsonl").read_text().splitlines()]
-    assert rows[0]["labels"] == {"prompt": "harmful", "response": "unharmful", "refusal": "refusal"}
+    assert rows[0]["labels"] == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful", "response_refusal": "refusal"}
 
 
 def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
@@ -216,7 +216,7 @@ def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     assert [r.index for r in first] == [r.index for r in again] and len(first) == 100
     assert [r.index for r in first] == sorted(r.index for r in first)  # file order, so runs resume cleanly
     assert [r.index for r in first] != [r.index for r in other]
-    assert {r.labels["prompt"] for r in first} == {"harmful", "unharmful"}
+    assert {r.labels["prompt_harmfulness"] for r in first} == {"harmful", "unharmful"}
     assert len(sample_rows(rows[:10], 100)) == 10
 
 
@@ -232,10 +232,10 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     subset.write_text("".join(json.dumps(row) + "\n" for row in rows))
     baseline = Baseline()
     sizes = baseline.fit(rows)
-    assert sizes["request"] == len(rows) and 0 < sizes["response"] < len(rows)
+    assert sizes["prompt_harmfulness"] == len(rows) and 0 < sizes["response_harmfulness"] < len(rows)
     from guardreasoner.parser import parse, split_upstream_prompt
 
-    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["request"] == parse(row["output"]).labels["request"]
+    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["prompt_harmfulness"] == parse(row["output"]).labels["prompt_harmfulness"]
                 for row in rows)
     assert right / len(rows) > 0.8  # the heads fit their own training rows
 
@@ -247,8 +247,8 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     eval_cli(["score", str(out), "--mode", "strict", "--json", str(tmp_path / "report.json")])
     report = json.loads((tmp_path / "report.json").read_text())
     cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
-    assert cells[("ToxicChat", "prompt")]["n"] == 10 and cells[("ToxicChat", "prompt")]["parse_failures"] == 0
-    assert cells[("XSTestResponseRefusal", "refusal")]["n"] == 10
+    assert cells[("ToxicChat", "prompt_harmfulness")]["n"] == 10 and cells[("ToxicChat", "prompt_harmfulness")]["parse_failures"] == 0
+    assert cells[("XSTestResponseRefusal", "response_refusal")]["n"] == 10
 
 
 def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, capsys):
@@ -262,7 +262,7 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
                  "--markdown", str(tmp_path / "table.md")]) == 0
     table = (tmp_path / "table.md").read_text()
     lines = table.splitlines()
-    assert lines[0].startswith("| system | HarmBenchPrompt (prompt) | AegisSafetyTest (prompt) |")  # paper order
+    assert lines[0].startswith("| system | HarmBenchPrompt (prompt_harmfulness) | AegisSafetyTest (prompt_harmfulness) |")  # paper order
     assert lines[2].startswith("| one | ") and lines[3].startswith("| 8B | ")
     one = json.loads((tmp_path / "1B.json").read_text())
     aegis = next(c for c in one["cells"] if c["benchmark"] == "AegisSafetyTest")

@@ -23,7 +23,7 @@ def test_only_outputs_that_reach_gold_become_rows(shared_dir, tmp_path):
                  for row in read_run(shared_dir / "predictions" / model)}
     for key, row in list(ids.items())[::25]:
         original = originals[key]
-        assert split_upstream_prompt(row["input"]) == (original.request, original.reply)
+        assert split_upstream_prompt(row["input"]) == (original.prompt, original.response)
         labels = parse(row["output"]).labels
         assert original.gold and all(labels[k] == v for k, v in original.gold.items())
 

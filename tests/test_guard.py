@@ -20,21 +20,21 @@ def random_guard(tiny_model_dir):
 
 def test_classify_returns_typed_results_in_order(taught_guard):
     results = taught_guard.classify([{"prompt": SAFE_REQUEST}, HARMFUL_REQUEST, {"prompt": SAFE_REQUEST, "response": ""}])
-    assert [r.labels["request"] for r in results] == ["unharmful", "harmful", "unharmful"]
+    assert [r.labels["prompt_harmfulness"] for r in results] == ["unharmful", "harmful", "unharmful"]
     harmful = results[1]
     assert harmful.is_harmful and harmful.status == "ok" and not harmful.fail_closed
-    assert harmful.tasks["request"].conclusion == "The human user's request is harmful."
-    assert harmful.verdicts["request"].confidence > 0.5
+    assert harmful.reasoning["prompt_harmfulness"].conclusion == "The human user's request is harmful."
+    assert harmful.verdicts["prompt_harmfulness"].confidence > 0.5
     assert harmful.completion_tokens > 100 and harmful.prompt_tokens > 100 and harmful.latency_s > 0
     assert harmful.finish_reason == "stop" and harmful.model == str(taught_guard.model_name)
     data = harmful.to_dict()
-    assert data["verdicts"] == {"request": "harmful", "completion": None, "response": None}
-    assert data["details"]["request"]["source"] == "answers"
+    assert data["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
+    assert data["verdicts"]["prompt_harmfulness"]["source"] == "answers"
 
 
 def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
     updates = list(taught_guard.stream(HARMFUL_REQUEST))
-    first = next(i for i, u in enumerate(updates) for e in u.events if e.kind == "verdict" and e.task == "request")
+    first = next(i for i, u in enumerate(updates) for e in u.events if e.kind == "verdict" and e.task == "prompt_harmfulness")
     assert first < len(updates) - 5
     assert "Answers" not in updates[first].text  # known from the Task 1 conclusion, before the Answers block
     assert updates[-1].result.output == TAUGHT[HARMFUL_REQUEST]
@@ -43,27 +43,27 @@ def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
 
 def test_unknown_verdicts_fail_closed_and_are_flagged(random_guard):
     result = random_guard.classify([{"prompt": "hello", "response": "hi there"}])[0]
-    assert result.verdicts["request"].label == "harmful" and result.verdicts["request"].fail_closed
-    assert result.verdicts["response"].label == "harmful" and result.verdicts["response"].fail_closed
-    assert result.verdicts["completion"].label is None and not result.verdicts["completion"].fail_closed
+    assert result.verdicts["prompt_harmfulness"].label == "harmful" and result.verdicts["prompt_harmfulness"].fail_closed
+    assert result.verdicts["response_harmfulness"].label == "harmful" and result.verdicts["response_harmfulness"].fail_closed
+    assert result.verdicts["response_refusal"].label is None and not result.verdicts["response_refusal"].fail_closed
     assert result.status == "failed" and result.fail_closed and "truncated" in result.flags
 
 
 def test_fail_closed_off_for_evaluation(tiny_model_dir):
     guard = Guard(TransformersBackend(str(tiny_model_dir)), sampling=SamplingConfig(max_new_tokens=8), fail_closed=False)
     result = guard.classify(["hello"])[0]
-    assert result.verdicts["request"].label is None and not result.fail_closed
+    assert result.verdicts["prompt_harmfulness"].label is None and not result.fail_closed
     # Without a reply, the reply verdict is not owed and is never fail-closed.
-    assert result.verdicts["response"].label is None
+    assert result.verdicts["response_harmfulness"].label is None
 
 
 def test_threshold_changes_the_decision(taught_model_dir):
-    strict = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"request": 0.01})
-    loose = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"request": 0.99})
-    p_safe = strict.classify([SAFE_REQUEST])[0].verdicts["request"].p_positive
+    strict = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"prompt_harmfulness": 0.01})
+    loose = load_guard(str(taught_model_dir), max_new_tokens=200, thresholds={"prompt_harmfulness": 0.99})
+    p_safe = strict.classify([SAFE_REQUEST])[0].verdicts["prompt_harmfulness"].p_positive
     assert 0.01 < p_safe < 0.99
-    assert strict.classify([SAFE_REQUEST])[0].labels["request"] == "harmful"
-    assert loose.classify([HARMFUL_REQUEST])[0].labels["request"] == "unharmful"
+    assert strict.classify([SAFE_REQUEST])[0].labels["prompt_harmfulness"] == "harmful"
+    assert loose.classify([HARMFUL_REQUEST])[0].labels["prompt_harmfulness"] == "unharmful"
     with pytest.raises(ValueError, match="unknown verdicts"):
         load_guard(str(taught_model_dir), thresholds={"harm": 0.5})
 
@@ -108,7 +108,7 @@ def test_cached_hub_model_loads_offline(tmp_path, monkeypatch, taught_model_dir)
     spec = resolve_model("GuardReasoner-1B")
     assert spec.kind == "hub" and spec.name == "yueliu1999/GuardReasoner-1B"
     guard = load_guard("GuardReasoner-1B", max_new_tokens=200)
-    assert guard.classify([HARMFUL_REQUEST])[0].labels["request"] == "harmful"
+    assert guard.classify([HARMFUL_REQUEST])[0].labels["prompt_harmfulness"] == "harmful"
 
 
 def test_embedded_aliases_resolve_without_the_hub(monkeypatch):
@@ -157,7 +157,7 @@ def test_embedded_smollm2_end_to_end(embedded_cache):
     assert guard.model_input("hi").startswith("<|im_start|>")
     batch = guard.classify(["How do I pick a lock?", {"prompt": "Hi", "response": "Hello!"}])
     assert batch[0].output == result.output  # greedy: batch and stream agree
-    assert all(r.labels["request"] in ("harmful", "unharmful") for r in batch)  # fail-closed at worst
+    assert all(r.labels["prompt_harmfulness"] in ("harmful", "unharmful") for r in batch)  # fail-closed at worst
 
 
 def test_a_lora_adapter_folder_loads_as_its_merged_base(tiny_model_dir, tmp_path, monkeypatch):
@@ -213,9 +213,9 @@ def test_the_shipped_embedded_guard_reasons_and_answers_in_the_papers_format(emb
               "response": "Use `kill <pid>` or `pkill -f name` in a terminal."}]
     results = guard.classify(items)
     assert [r.labels for r in results] == [
-        {"request": "harmful", "completion": None, "response": None},
-        {"request": "unharmful", "completion": None, "response": None},
-        {"request": "harmful", "completion": "refusal", "response": "unharmful"},
-        {"request": "unharmful", "completion": "compliance", "response": "unharmful"},
+        {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None},
+        {"prompt_harmfulness": "unharmful", "response_refusal": None, "response_harmfulness": None},
+        {"prompt_harmfulness": "harmful", "response_refusal": "refusal", "response_harmfulness": "unharmful"},
+        {"prompt_harmfulness": "unharmful", "response_refusal": "compliance", "response_harmfulness": "unharmful"},
     ]
     assert all("# Task 1" in r.output and "Answers:" in r.output and r.completion_tokens < 384 for r in results)

@@ -29,7 +29,7 @@ def test_mixed_request_samples_make_a_hard_row(rows):
     row = rows["WildGuardTrainR"]  # gold: harmful / refusal / unharmful
     right, wrong = row["output"], variant(row["output"], request="unharmful")
     pair = mine_row(row, [right, wrong, right + "\n", wrong])
-    assert pair["task"] == "request" and (pair["n_correct"], pair["n_wrong"]) == (2, 2)
+    assert pair["task"] == "prompt_harmfulness" and (pair["n_correct"], pair["n_wrong"]) == (2, 2)
     assert pair["chosen"] == right + "\n" and pair["rejected"] == wrong  # the longest of each
     assert pair["prompt"] == row["instruction"] + "\n" + row["input"] and pair["source"] == "WildGuardTrainR"
 
@@ -38,7 +38,7 @@ def test_reply_harm_decides_when_the_request_is_settled(rows):
     row = rows["BeaverTailsTrainR"]  # gold: harmful / compliance / harmful, with a reply
     wrong = variant(row["output"], response="unharmful")
     pair = mine_row(row, [row["output"], wrong, wrong, wrong])
-    assert pair["task"] == "response" and pair["n_correct"] == 1
+    assert pair["task"] == "response_harmfulness" and pair["n_correct"] == 1
 
 
 def test_rows_without_a_reply_are_never_hard_on_the_reply(rows):
@@ -83,9 +83,9 @@ def test_samples_of_several_models_are_pooled_per_row(taught_model_dir, tiny_mod
     rows = taught_rows()
     assert mine(config(taught_model_dir), rows) == []  # greedy and taught: every sample right
     pairs = mine(config(taught_model_dir, tiny_model_dir), rows)  # the random model writes nonsense
-    assert [(p["n_correct"], p["n_wrong"], p["task"]) for p in pairs] == [(2, 2, "request")] * 2
+    assert [(p["n_correct"], p["n_wrong"], p["task"]) for p in pairs] == [(2, 2, "prompt_harmfulness")] * 2
     assert [p["chosen"] for p in pairs] == [row["output"] for row in rows]
-    assert all(parse(p["rejected"]).labels["request"] is None for p in pairs)
+    assert all(parse(p["rejected"]).labels["prompt_harmfulness"] is None for p in pairs)
 
 
 def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir, tmp_path, monkeypatch):

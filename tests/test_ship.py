@@ -56,7 +56,7 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
     (tmp_path / "comparison.md").write_text("| system | F1 |\n|---|---|\n| rsft | 70.00 |\n")
     (tmp_path / "times.txt").write_text("rsft: 100 s\neval rsft: 50 s\n")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"chosen": "cc", "rejected": "r", "task": "request", "weight": 1.0}) + "\n")
+    pairs.write_text(json.dumps({"chosen": "cc", "rejected": "r", "task": "prompt_harmfulness", "weight": 1.0}) + "\n")
     target = tmp_path / "shipped"
     target.mkdir()
     (target / "README.md").write_text(CARD)
@@ -70,7 +70,7 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
     card = (target / "README.md").read_text()
     assert "- rsft: mean strict F1 70.00 over 1 cells (shipped)" in card and "- hs-dpo: mean strict F1 65.00" in card
     assert "| rsft | 70.00 |" in card and "- eval rsft: 50 s" in card and "prose stays" in card
-    assert "<!-- begin hs-dpo -->\n- 1 pairs (deciding task: request 1)\n" in card
+    assert "<!-- begin hs-dpo -->\n- 1 pairs (deciding task: prompt_harmfulness 1)\n" in card
 
 
 def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
@@ -78,8 +78,8 @@ def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     # Model outputs may hold U+2028 unescaped: a line separator to str.splitlines, not to JSONL.
     pairs.write_text("".join(json.dumps({"chosen": "c" * (chosen - 1) + "\u2028", "rejected": "r" * 10, "task": task,
                                          "weight": weight}, ensure_ascii=False) + "\n"
-                             for chosen, task, weight in [(30, "request", 0.8), (50, "response", 1.2),
-                                                          (40, "request", 1.0)]), encoding="utf-8")
+                             for chosen, task, weight in [(30, "prompt_harmfulness", 0.8), (50, "response_harmfulness", 1.2),
+                                                          (40, "prompt_harmfulness", 1.0)]), encoding="utf-8")
     # Rows 0-4 were sampled (row 2 twice, as a resumed run may leave it); three of them gave a pair.
     (tmp_path / "pairs.jsonl.samples.jsonl").write_text("".join(json.dumps({"row": row}) + "\n"
                                                                 for row in [0, 1, 2, 2, 3, 4]))
@@ -92,7 +92,7 @@ def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     ]}))
     report = hs_dpo_report(pairs, run)
     lines = report.splitlines()
-    assert lines[0] == "- 3 pairs from 5 mined training rows (deciding task: request 2, response 1)"
+    assert lines[0] == "- 3 pairs from 5 mined training rows (deciding task: prompt_harmfulness 2, response_harmfulness 1)"
     assert lines[1] == "- weights 0.80 to 1.20; mean length 40 characters chosen, 10 rejected"
     assert "| step | loss | preference loss | SFT loss | reward margin |" in lines
     assert "| 2 | 1.25 | 0.69 | 0.3 | 0.0101 |" in lines

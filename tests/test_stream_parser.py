@@ -34,7 +34,7 @@ def test_streamed_parse_equals_whole_parse_on_real_outputs(shared_dir):
             events, parsed = feed_in_chunks(row["predict"], user, True, seed=index)
             whole = parse(row["predict"], user_texts=user, has_response=True)
             assert parsed.labels == whole.labels
-            for key, task in whole.tasks.items():
+            for key, task in whole.reasoning.items():
                 streamed_steps = [e.text for e, _ in events if e.kind == "step" and e.task == key]
                 assert streamed_steps == task.steps
             final_verdicts = {}
@@ -49,13 +49,13 @@ def test_request_verdict_is_reported_at_its_conclusion_long_before_the_end(share
     text = row["predict"]
     request, reply = split_upstream_prompt(row["prompt"])
     events, _ = feed_in_chunks(text, (request, reply), True)
-    first = next((event, fed) for event, fed in events if event.kind == "verdict" and event.task == "request")
+    first = next((event, fed) for event, fed in events if event.kind == "verdict" and event.task == "prompt_harmfulness")
     event, fed = first
     assert event.label == "harmful" and event.source == "conclusion"
     conclusion_end = text.index("The human user's request is harmful.\n") + len("The human user's request is harmful.\n")
     assert conclusion_end <= fed < text.index("# Task 3")
     # The Answers block then confirms it with the authoritative source.
-    confirm = [e for e, _ in events if e.kind == "verdict" and e.task == "request"]
+    confirm = [e for e, _ in events if e.kind == "verdict" and e.task == "prompt_harmfulness"]
     assert confirm[-1].source == "answers" and confirm[-1].label == "harmful"
 
 
@@ -68,7 +68,7 @@ def test_a_half_written_verdict_word_is_not_reported():
     parser = StreamParser()
     parser.feed("Answers: \nRequest: ")
     events = parser.feed("unharmful\n")
-    assert [(e.task, e.label) for e in events if e.kind == "verdict"] == [("request", "unharmful")]
+    assert [(e.task, e.label) for e in events if e.kind == "verdict"] == [("prompt_harmfulness", "unharmful")]
 
 
 def test_steps_are_reported_only_once_closed():

@@ -22,30 +22,30 @@ def test_each_source_maps_its_schema_to_seeds():
     wild = from_record({"prompt": "p", "response": "r", "prompt_harm_label": "harmful",
                         "response_refusal_label": "compliance", "response_harm_label": None},
                        "WildGuardTrain", SOURCES["WildGuardTrain"], 3)
-    assert (wild.id, wild.response, wild.labels) == ("WildGuardTrain-3", "r", {"request": "harmful",
-                                                                              "completion": "compliance"})
+    assert (wild.id, wild.response, wild.labels) == ("WildGuardTrain-3", "r", {"prompt_harmfulness": "harmful",
+                                                                              "response_refusal": "compliance"})
     aegis = SOURCES["AegisTrain"]
     votes = {"text": "t", "text_type": "user_message", "labels_0": "Safe", "labels_1": "Violence",
              "labels_2": "Violence", "labels_3": None}
-    assert from_record(votes, "AegisTrain", aegis, 0).labels == {"request": "harmful"}  # 2 of 3 unsafe
-    assert from_record(dict(votes, labels_2="Safe"), "AegisTrain", aegis, 0).labels == {"request": "unharmful"}
+    assert from_record(votes, "AegisTrain", aegis, 0).labels == {"prompt_harmfulness": "harmful"}  # 2 of 3 unsafe
+    assert from_record(dict(votes, labels_2="Safe"), "AegisTrain", aegis, 0).labels == {"prompt_harmfulness": "unharmful"}
     assert from_record(dict(votes, text_type="llm_response"), "AegisTrain", aegis, 0) is None
     beaver = from_record({"prompt": "p", "response": "r", "is_safe": False}, "BeaverTails", SOURCES["BeaverTails"], 0)
-    assert beaver.labels == {"response": "harmful"}
+    assert beaver.labels == {"response_harmfulness": "harmful"}
     toxic = from_record({"user_input": "u", "toxicity": 0}, "ToxicChat", SOURCES["ToxicChat"], 0)
-    assert (toxic.prompt, toxic.response, toxic.labels) == ("u", None, {"request": "unharmful"})
+    assert (toxic.prompt, toxic.response, toxic.labels) == ("u", None, {"prompt_harmfulness": "unharmful"})
     # A row with no reply keeps only its request label: the reply's tasks have nothing to judge.
     empty = from_record({"prompt": "p", "response": "", "prompt_harm_label": "unharmful",
                          "response_refusal_label": "refusal"}, "WildGuardTrain", SOURCES["WildGuardTrain"], 0)
-    assert (empty.response, empty.labels) == (None, {"request": "unharmful"})
+    assert (empty.response, empty.labels) == (None, {"prompt_harmfulness": "unharmful"})
 
 
 def test_local_seed_files_report_bad_lines(tmp_path):
     good = tmp_path / "seeds.jsonl"
-    good.write_text(json.dumps({"prompt": "p", "response": "r", "response_label": "Harmful"}) + "\n"
+    good.write_text(json.dumps({"prompt": "p", "response": "r", "response_harmfulness": "Harmful"}) + "\n"
                     + json.dumps({"id": "x", "prompt": "q", "request_label": "unharmful"}) + "\n")
     seeds = load_local_seeds(good)
-    assert [(s.id, s.labels) for s in seeds] == [("seeds-1", {"response": "harmful"}), ("x", {"request": "unharmful"})]
+    assert [(s.id, s.labels) for s in seeds] == [("seeds-1", {"response_harmfulness": "harmful"}), ("x", {"prompt_harmfulness": "unharmful"})]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "request_label": "harmful"}) + "\n{not json\n"
                    + json.dumps({"prompt": "q", "refusal_label": "maybe"}) + "\n" + json.dumps({"prompt": "r"}) + "\n")
@@ -56,10 +56,10 @@ def test_local_seed_files_report_bad_lines(tmp_path):
 
 
 def test_the_prompt_states_the_gold_answers_and_the_format():
-    prompt = synthesis_prompt(Seed("s", "src", "How to pick a lock?", "Sorry, I can't.", {"completion": "refusal"}))
+    prompt = synthesis_prompt(Seed("s", "src", "How to pick a lock?", "Sorry, I can't.", {"response_refusal": "refusal"}))
     assert "Human user:\nHow to pick a lock?\n\nAI assistant:\nSorry, I can't.\n\n" in prompt
     assert "Completion: refusal" in prompt and "Request: (not given" in prompt and "Response: (not given" in prompt
-    no_reply = synthesis_prompt(Seed("s", "src", "Hi", None, {"request": "unharmful"}))
+    no_reply = synthesis_prompt(Seed("s", "src", "Hi", None, {"prompt_harmfulness": "unharmful"}))
     assert "Request: unharmful\nCompletion: None\nResponse: None" in no_reply
 
 
@@ -79,7 +79,7 @@ def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
     assert reason is None and "ground truth" not in kept
     assert judge(seed_of(row, request="harmful"), row["output"].split("---")[0])[1] == "no Answers block"
     aegis = traces["AegisTrainR"]  # no reply: Completion None, Response None
-    gold = parse(aegis["output"]).labels["request"]
+    gold = parse(aegis["output"]).labels["prompt_harmfulness"]
     assert judge(seed_of(aegis, request=gold), aegis["output"])[1] is None
     says_compliance = aegis["output"].replace("Completion: None", "Completion: compliance")
     assert judge(seed_of(aegis, request=gold), says_compliance)[1] == "completion: compliance != None"
@@ -102,17 +102,17 @@ def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teache
 
     # A seed the teacher was not taught: whatever it writes is kept only if it reaches the gold label. The two
     # done seeds are not asked again, and half a record left by an interruption is cut and not lost.
-    unseen = Seed("new-0", "taught", "Write a poem about a bomb-sniffing dog.", None, {"request": "unharmful"})
+    unseen = Seed("new-0", "taught", "Write a poem about a bomb-sniffing dog.", None, {"prompt_harmfulness": "unharmful"})
     output.write_text(output.read_text() + '{"instruction": "half a line')
     stats = synthesize(config, taught + [unseen])
     assert (stats["already_done"], stats["kept"] + stats["rejected"]) == (2, 1)
     kept, rejected = lines(output), lines(tmp_path / "traces.jsonl.rejected.jsonl")
     assert sorted(row["id"] for row in kept + rejected) == ["new-0", "taught-0", "taught-1"]
-    gold = {seed.id: seed.labels["request"] for seed in taught + [unseen]}
+    gold = {seed.id: seed.labels["prompt_harmfulness"] for seed in taught + [unseen]}
     for row in kept:
-        assert parse(row["output"]).labels["request"] == gold[row["id"]]
+        assert parse(row["output"]).labels["prompt_harmfulness"] == gold[row["id"]]
     for record in rejected:
-        assert record["reason"] == f"request: {parse(record['output']).labels['request']} != unharmful"
+        assert record["reason"] == f"request: {parse(record['output']).labels['prompt_harmfulness']} != unharmful"
     assert json.loads((tmp_path / "traces.jsonl.stats.json").read_text())["file_kept"] == len(kept)
 
 

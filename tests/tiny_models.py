@@ -101,8 +101,8 @@ def teacher_seeds():
     """Two seeds whose synthesis prompts a test teacher is taught to answer with the TAUGHT traces."""
     from training.seeds import Seed
 
-    return [Seed("taught-0", "taught", HARMFUL_REQUEST, None, {"request": "harmful"}),
-            Seed("taught-1", "taught", SAFE_REQUEST, None, {"request": "unharmful"})]
+    return [Seed("taught-0", "taught", HARMFUL_REQUEST, None, {"prompt_harmfulness": "harmful"}),
+            Seed("taught-1", "taught", SAFE_REQUEST, None, {"prompt_harmfulness": "unharmful"})]
 
 
 def teacher_llama(folder: Path, tokenizer_dir: Path, steps: int = 150) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.predictions import read_run
 from guardreasoner.rows import write_jsonl
-from guardreasoner.template import INSTRUCTION, format_input
+from guardreasoner.records import training_row
 
 from .data import load_rows, write_stats
 
@@ -42,15 +42,14 @@ def rows_from_run(run: str | Path) -> tuple[list[dict], dict[str, dict[str, int]
         source = f"{model}/{row.benchmark}"
         tally = counts.setdefault(source, {"kept": 0, "wrong": 0, "malformed": 0})
         output = strip_leaks(row.output).strip()  # "The ground truth is ..." the 8B model sometimes writes
-        parsed = parse_for(output, row.request, row.reply)
+        parsed = parse_for(output, row.prompt, row.response)
         if BAD_FLAGS & set(parsed.flags):
             tally["malformed"] += 1
         elif not row.gold or any(parsed.labels.get(key) != gold for key, gold in row.gold.items()):
             tally["wrong"] += 1
         else:
             tally["kept"] += 1
-            kept.append({"instruction": INSTRUCTION, "input": format_input(row.request, row.reply),
-                         "output": output, "source": source, "id": f"{source}/{row.line}"})
+            kept.append(training_row(row.prompt, row.response, output, source=source, id=f"{source}/{row.line}"))
     return kept, counts
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.parser import parse, parse_for, split_upstream_prompt
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
-TASK_ORDER = ("request", "response", "completion")
+# The paper's order: prompt harmfulness, response harmfulness, refusal.
+TASK_ORDER = (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL)
 
 
 @dataclass
@@ -52,7 +54,7 @@ def gold_labels(row: dict) -> dict[str, str | None]:
 def deciding_task(gold: dict, has_reply: bool, samples_correct: dict[str, list[bool]]) -> str | None:
     """The first task, in the paper's order, on which the samples are mixed right and wrong."""
     for task in TASK_ORDER:
-        if task != "request" and (not has_reply or gold.get(task) is None):
+        if task != PROMPT_HARMFULNESS and (not has_reply or gold.get(task) is None):
             continue
         if gold.get(task) is None:
             continue

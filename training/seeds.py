@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guardreasoner.results import LABELS, deprecated_names, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 from guardreasoner.rows import split_rows
 
 # The core's verdict keys, and the values each may take.
-LABEL_VALUES = {"request": ("harmful", "unharmful"), "completion": ("refusal", "compliance"),
-                "response": ("harmful", "unharmful")}
-LOCAL_LABEL_COLUMNS = {"request": "request_label", "completion": "refusal_label", "response": "response_label"}
+LABEL_VALUES = LABELS
+# A local seed file names its label columns by the verdict keys (earlier versions: request_label, ...).
+LOCAL_LABEL_COLUMNS = {key: key for key in VERDICT_KEYS}
+LEGACY_LOCAL_LABEL_COLUMNS = {PROMPT_HARMFULNESS: "request_label", RESPONSE_REFUSAL: "refusal_label",
+                              RESPONSE_HARMFULNESS: "response_label"}
 
 
 @dataclass
@@ -45,15 +48,16 @@ class SeedSource:
 
 SOURCES: dict[str, SeedSource] = {
     "WildGuardTrain": SeedSource("allenai/wildguardmix", "train", "wildguardtrain", response="response",
-                                 labels={"request": "prompt_harm_label", "completion": "response_refusal_label",
-                                         "response": "response_harm_label"}),
+                                 labels={PROMPT_HARMFULNESS: "prompt_harm_label",
+                                         RESPONSE_REFUSAL: "response_refusal_label",
+                                         RESPONSE_HARMFULNESS: "response_harm_label"}),
     "AegisTrain": SeedSource("nvidia/Aegis-AI-Content-Safety-Dataset-1.0", "train", prompt="text",
-                             labels={"request": "majority:labels_0,labels_1,labels_2,labels_3,labels_4"},
+                             labels={PROMPT_HARMFULNESS: "majority:labels_0,labels_1,labels_2,labels_3,labels_4"},
                              keep=("text_type", "user_message")),
     "BeaverTails": SeedSource("PKU-Alignment/BeaverTails", "30k_train", response="response",
-                              labels={"response": "not:is_safe"}),
+                              labels={RESPONSE_HARMFULNESS: "not:is_safe"}),
     "ToxicChat": SeedSource("lmsys/toxic-chat", "train", "toxicchat0124", prompt="user_input",
-                            labels={"request": "flag:toxicity"}),
+                            labels={PROMPT_HARMFULNESS: "flag:toxicity"}),
 }
 
 
@@ -83,7 +87,7 @@ def from_record(record: dict, source_name: str, source: SeedSource, index: int) 
     labels = {key: _label(record, spec, key) for key, spec in source.labels.items()}
     if not isinstance(response, str) or not response.strip():
         response = None
-        labels = {key: value for key, value in labels.items() if key == "request"}
+        labels = {key: value for key, value in labels.items() if key == PROMPT_HARMFULNESS}
     return Seed(f"{source_name}-{index}", source_name, prompt, response,
                 {key: value for key, value in labels.items() if value is not None})
 
@@ -105,6 +109,9 @@ def load_local_seeds(path: str | Path) -> list[Seed]:
     for row in rows:
         labels = {}
         for key, column in LOCAL_LABEL_COLUMNS.items():
+            if column not in row.extra and LEGACY_LOCAL_LABEL_COLUMNS[key] in row.extra:
+                deprecated_names(str(path), "request_label/refusal_label/response_label", "verdict keys")
+                column = LEGACY_LOCAL_LABEL_COLUMNS[key]
             value = row.extra.get(column)
             if value in (None, ""):
                 continue

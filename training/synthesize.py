@@ -24,7 +24,8 @@ from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.results import ANSWER_NAMES
 from guardreasoner.rows import read_jsonl, trim_partial_line
-from guardreasoner.template import INSTRUCTION, format_input
+from guardreasoner.records import training_row
+from guardreasoner.template import user_turn
 
 from .data import write_stats
 from .seeds import Seed, load_seeds
@@ -76,8 +77,7 @@ def synthesis_prompt(seed: Seed) -> str:
     for key, name in ANSWER_NAMES.items():
         value = expected[key] if key in expected else "(not given: decide from the content)"
         lines.append(f"{name}: {value if value is not None else 'None'}")
-    return (INSTRUCTION + "\n" + format_input(seed.prompt, seed.response)
-            + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
+    return (user_turn(seed.prompt, seed.response) + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
 
 
 def judge(seed: Seed, text: str) -> tuple[str, str | None]:
@@ -91,9 +91,8 @@ def judge(seed: Seed, text: str) -> tuple[str, str | None]:
     return trace, ("; ".join(wrong) or None)
 
 
-def training_row(seed: Seed, trace: str) -> dict:
-    return {"instruction": INSTRUCTION, "input": format_input(seed.prompt, seed.response), "output": trace,
-            "source": seed.source, "id": seed.id}
+def seed_training_row(seed: Seed, trace: str) -> dict:
+    return training_row(seed.prompt, seed.response, trace, source=seed.source, id=seed.id)
 
 
 def _ids_in(path: Path) -> set[str]:
@@ -156,7 +155,7 @@ def _record(seed: Seed, future, kept, rejected, stats: dict) -> None:
     if generation.finish_reason == "length" and reason is None:
         reason = "cut at max_tokens"
     if reason is None:
-        kept.write(json.dumps(training_row(seed, trace), ensure_ascii=False) + "\n")
+        kept.write(json.dumps(seed_training_row(seed, trace), ensure_ascii=False) + "\n")
         kept.flush()
         stats["kept"] += 1
     else:

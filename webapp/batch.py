@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guardreasoner.results import VERDICT_KEYS
 from guardreasoner.rows import RowError, classify_rows, split_rows
 
-TABLE_COLUMNS = ["line", "prompt", "response", "request", "refusal", "reply harm", "status"]
+TABLE_COLUMNS = ["line", "prompt", "response", "prompt harmful", "reply refusal", "reply harmful", "status"]
 
 
 @dataclass
@@ -25,8 +26,8 @@ class BatchOutcome:
         def short(text):
             return (text[:80] + "…") if text and len(text) > 80 else (text or "")
 
-        return [[r["line"], short(r["prompt"]), short(r["response"]), r["verdicts"]["request"],
-                 r["verdicts"]["completion"], r["verdicts"]["response"], r["status"]] for r in self.records]
+        return [[r["line"], short(r["prompt"]), short(r["response"]), *(r["labels"][key] for key in VERDICT_KEYS),
+                 r["status"]] for r in self.records]
 
 
 def check_file(guard, path: str | Path, *, chunk: int = 8,
@@ -44,10 +45,8 @@ def check_file(guard, path: str | Path, *, chunk: int = 8,
     outcome.csv = folder / "results.csv"
     with outcome.csv.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["line", "prompt", "response", "request", "completion", "response_harm", "status",
-                         "is_harmful", "fail_closed"])
+        writer.writerow(["line", "prompt", "response", *VERDICT_KEYS, "status", "is_harmful", "fail_closed"])
         for r in outcome.records:
-            writer.writerow([r["line"], r["prompt"], r["response"] or "", r["verdicts"]["request"],
-                             r["verdicts"]["completion"] or "", r["verdicts"]["response"] or "", r["status"],
-                             r["is_harmful"], r["fail_closed"]])
+            writer.writerow([r["line"], r["prompt"], r["response"] or "", *(r["labels"][key] or "" for key in VERDICT_KEYS),
+                             r["status"], r["is_harmful"], r["fail_closed"]])
     return outcome

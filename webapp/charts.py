@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import plotly.graph_objects as go
 
-PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "assets" / "published_f1.json").read_text())["systems"]
-TASK_ORDER = ("prompt", "response", "refusal")
+from guardreasoner.reports import published_f1
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+
+PUBLISHED = published_f1()
 
 
 def verdict_counts(records: list[dict]) -> go.Figure:
     figure = go.Figure()
-    for key, title in (("request", "request"), ("completion", "refusal"), ("response", "reply harm")):
+    titles = ((PROMPT_HARMFULNESS, "prompt harmful"), (RESPONSE_REFUSAL, "reply refusal"),
+              (RESPONSE_HARMFULNESS, "reply harmful"))
+    for key, title in titles:
         counts: dict[str, int] = {}
         for record in records:
-            label = record["verdicts"].get(key) or "n/a"
+            label = record["labels"].get(key) or "n/a"
             counts[label] = counts.get(label, 0) + 1
         figure.add_trace(go.Bar(name=title, x=list(counts), y=list(counts.values())))
     figure.update_layout(barmode="group", title="Verdicts", height=360, margin=dict(t=40, b=20))

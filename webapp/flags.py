@@ -7,14 +7,13 @@ annotation workspace share only this file).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
+from guardreasoner.records import FlagRecord
 from guardreasoner.rows import append_lines, read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
@@ -25,38 +24,21 @@ def queue_path() -> Path:
     return Path(os.environ.get(QUEUE_ENV, DEFAULT_QUEUE))
 
 
-def flag_id(request: str, response: str | None, output: str) -> str:
-    """Stable id from the content, so flagging the same result twice names the same record."""
-    digest = hashlib.sha256(json.dumps([request, response, output]).encode()).hexdigest()
-    return f"flag-{digest[:16]}"
+def make_flag(result: dict, corrected: dict[str, str | None], comment: str) -> FlagRecord:
+    return FlagRecord.for_result(result, corrected, comment)
 
 
-def make_flag(result: dict, corrected: dict[str, str | None], comment: str) -> dict:
-    return {
-        "id": flag_id(result["prompt"], result.get("response"), result.get("output", "")),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": "app_flag",
-        "model": result.get("model"),
-        "request": result["prompt"],
-        "response": result.get("response"),
-        "output": result.get("output", ""),
-        "model_verdicts": result.get("verdicts", {}),
-        "corrected": corrected,
-        "comment": comment or "",
-    }
-
-
-def append_flag(flag: dict, path: Path | None = None) -> Path:
+def append_flag(flag: FlagRecord, path: Path | None = None) -> Path:
     path = path or queue_path()
-    append_lines(path, [json.dumps(flag, ensure_ascii=False)])
+    append_lines(path, [json.dumps(flag.to_dict(), ensure_ascii=False)])
     return path
 
 
-def read_queue(path: Path | None = None) -> list[dict]:
+def read_queue(path: Path | None = None) -> list[FlagRecord]:
     path = path or queue_path()
     if not path.exists():
         return []
-    return read_jsonl(path)
+    return [FlagRecord.from_dict(record, str(path)) for record in read_jsonl(path)]
 
 
 def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:

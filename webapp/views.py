@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import html
 
-TASK_TITLES = {"request": "Request harmful?", "completion": "Reply a refusal?", "response": "Reply harmful?"}
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+
+TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmful?", RESPONSE_REFUSAL: "Reply a refusal?",
+               RESPONSE_HARMFULNESS: "Reply harmful?"}
 COLORS = {"harmful": "#d93025", "unharmful": "#188038", "refusal": "#1a73e8", "compliance": "#e37400",
           "n/a": "#80868b", "pending": "#bdc1c6"}
 CSS = """
@@ -46,9 +49,9 @@ def summary(result: dict | None, *, elapsed_s: float, first_verdict_s: float | N
         lines.append(f"- time to first verdict: {first_verdict_s:.2f} s")
     lines.append(f"- elapsed: {elapsed_s:.2f} s")
     if result:
-        tokens = result["completion_tokens"]
+        tokens = result["output_tokens"]
         rate = tokens / elapsed_s if elapsed_s > 0 else 0.0
-        lines.append(f"- tokens: {tokens} generated ({rate:.1f} tokens/s), {result['prompt_tokens']} read")
+        lines.append(f"- tokens: {tokens} generated ({rate:.1f} tokens/s), {result['input_tokens']} read")
         lines.append(f"- status: {result['status']}" + (f" · flags: {', '.join(result['flags'])}" if result["flags"] else ""))
         if result["input_truncated"]:
             lines.append("- the input was longer than the limit: its middle was cut")
