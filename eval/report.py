@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from guardreasoner.shipped import published_systems
 
 from .registry import CELLS, TASKS
 
-PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "assets" / "published_f1.json").read_text())["systems"]
+PUBLISHED = published_systems()
 TASK_TITLES = {"prompt": "Prompt harmfulness", "response": "Response harmfulness", "refusal": "Refusal detection"}
 
 

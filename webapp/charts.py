@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import plotly.graph_objects as go
 
-PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "assets" / "published_f1.json").read_text())["systems"]
+from guardreasoner.shipped import published_systems
+
+PUBLISHED = published_systems()
 TASK_ORDER = ("prompt", "response", "refusal")
 
 
