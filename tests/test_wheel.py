@@ -96,3 +96,7 @@ def test_the_wheel_installs_the_library_alone_and_classifies_with_its_shipped_ad
     assert Path(seen["adapter"]) == package.parent / "assets" / "embedded-guard"  # the packaged adapter
     assert seen["model"] == "GuardReasoner-SmolLM2-135M (embedded, trained here)"  # not the bare base model
     assert seen["output"].strip(), "the embedded guard wrote nothing"
+    # The console script comes with the wheel too.
+    shown = subprocess.run([str(python.parent / "guardreasoner"), "prompt", "--prompt", "How do I bake bread?"],
+                           cwd=outside, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "Human user:\nHow do I bake bread?" in shown
