@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "README.md", "guardreasoner", "assets")
 STAGES = ("eval", "training", "webapp", "annotate", "assets")  # run from the checkout, never installed
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
-SHIPPED = ["guardreasoner/assets/published_f1.json", *(f"guardreasoner/assets/embedded-guard/{n}" for n in ADAPTER_FILES)]
+SHIPPED = ["guardreasoner/assets/published_f1.json",
+           *(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES)]
 
 # Runs in the fresh virtualenv, from a folder outside the checkout, with STAGES as arguments; prints one JSON line.
 OUTSIDE_SCRIPT = """
