@@ -8,7 +8,6 @@ and write them. The wheel carries that folder as the package data of ``guardreas
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -30,8 +29,3 @@ def asset_path(relative: str) -> Path:
                                 " (reinstall it from a wheel built with its assets, or use a full checkout)")
     return path
 
-
-def published_systems() -> dict:
-    """The published F1 figures of other guards (assets/published_f1.json's ``systems``) that reports and the
-    app draw beside our own."""
-    return json.loads(asset_path("published_f1.json").read_text(encoding="utf-8"))["systems"]
