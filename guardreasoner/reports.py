@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
 from .results import LEGACY_TASK_KEYS, deprecated_names
+from .shipped import asset_path
 
 _PUBLISHED_FILE = "published_f1.json"
-
-
-def asset_path(name: str) -> Path:
-    """A file shipped under ``assets/``: the checkout's top-level folder, or the installed package's copy."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent / "assets", here / "assets"):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"the asset {name!r} is missing: neither {here.parent / 'assets'} nor {here / 'assets'}")
 
 
 @lru_cache(maxsize=1)

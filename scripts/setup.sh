@@ -13,7 +13,7 @@ CONSTRAINTS=requirements/constraints-cpu.txt
 "${PIP[@]}" -c "$CONSTRAINTS" torch
 "${PIP[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements/train.txt -r requirements/annotate.txt -r requirements/baseline.txt
 "${PIP[@]}" --no-deps -r requirements/embedded.txt
-"${PIP[@]}" --no-deps -e .  # the project itself, importable from any folder
+"${PIP[@]}" --no-deps -e .  # the guardreasoner library (the stages run from this folder: python -m eval ...)
 if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" -c "$CONSTRAINTS" -r requirements/dev.txt
 fi

@@ -1,8 +1,11 @@
 import json
 import random
 
+import pytest
+
 from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.stream_parser import StreamParser
+from tests.parser_cases import parser_cases, vendored_row
 
 
 def real_row(shared_dir, benchmark="HarmBenchResponse", index=0, model="GuardReasoner-8B"):
@@ -25,27 +28,36 @@ def feed_in_chunks(text, user_texts, has_response, seed=0):
     return seen, parsed
 
 
+def assert_streams_like_a_whole_parse(row, seed):
+    """Fed in random chunks, the stream parser ends with the whole parse's labels, steps and last verdicts."""
+    request, reply = split_upstream_prompt(row["prompt"])
+    user = (request, reply or "")
+    events, parsed = feed_in_chunks(row["predict"], user, reply is not None, seed=seed)
+    whole = parse(row["predict"], user_texts=user, has_response=reply is not None)
+    assert parsed.labels == whole.labels
+    for key, task in whole.reasoning.items():
+        streamed_steps = [e.text for e, _ in events if e.kind == "step" and e.task == key]
+        assert streamed_steps == task.steps
+    final_verdicts = {}
+    for event, _ in events:
+        if event.kind == "verdict":
+            final_verdicts[event.task] = event.label
+    assert final_verdicts == {k: v for k, v in whole.labels.items() if v is not None}
+
+
 def test_streamed_parse_equals_whole_parse_on_real_outputs(shared_dir):
     for model in ("GuardReasoner-1B", "GuardReasoner-8B"):
         for index in range(0, 60, 7):
-            row = real_row(shared_dir, "HarmBenchResponse", index, model)
-            request, reply = split_upstream_prompt(row["prompt"])
-            user = (request, reply or "")
-            events, parsed = feed_in_chunks(row["predict"], user, True, seed=index)
-            whole = parse(row["predict"], user_texts=user, has_response=True)
-            assert parsed.labels == whole.labels
-            for key, task in whole.reasoning.items():
-                streamed_steps = [e.text for e, _ in events if e.kind == "step" and e.task == key]
-                assert streamed_steps == task.steps
-            final_verdicts = {}
-            for event, _ in events:
-                if event.kind == "verdict":
-                    final_verdicts[event.task] = event.label
-            assert final_verdicts == {k: v for k, v in whole.labels.items() if v is not None}
+            assert_streams_like_a_whole_parse(real_row(shared_dir, "HarmBenchResponse", index, model), seed=index)
 
 
-def test_request_verdict_is_reported_at_its_conclusion_long_before_the_end(shared_dir):
-    row = real_row(shared_dir)
+@pytest.mark.parametrize("name", list(parser_cases()))
+def test_streamed_parse_equals_whole_parse_on_every_vendored_case(name):
+    assert_streams_like_a_whole_parse(parser_cases()[name]["row"], seed=len(name))
+
+
+def test_request_verdict_is_reported_at_its_conclusion_long_before_the_end():
+    row = vendored_row("GuardReasoner-8B", "HarmBenchResponse", 0)
     text = row["predict"]
     request, reply = split_upstream_prompt(row["prompt"])
     events, _ = feed_in_chunks(text, (request, reply), True)

@@ -18,6 +18,7 @@ from guardreasoner.rows import append_lines, read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
 DEFAULT_QUEUE = Path("flagged") / "queue.jsonl"
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def queue_path() -> Path:
@@ -47,8 +48,10 @@ def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:
     if not os.environ.get("ARGILLA_API_URL"):
         return None
     try:
+        # annotate/ is not installed (only the guardreasoner library is): find it beside webapp/ whatever the cwd.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))}
         done = subprocess.run([sys.executable, "-m", "annotate", "push", "--flags", str(queue)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
         return "Argilla did not answer in time; the flag waits in the outbox for the next push."
     try:

@@ -1,0 +1,45 @@
+"""The shipped files are found in a checkout, and a missing embedded adapter is an error, never the bare model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guardreasoner import models, shipped
+from guardreasoner.models import ModelUnavailable, resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_checkout_reads_its_top_level_assets_folder():
+    assert not shipped.PACKAGED_ASSETS.exists()  # only a wheel has guardreasoner/assets
+    assert shipped.assets_dir() == ROOT / "assets"
+    assert shipped.asset_path("embedded-guard") == models.SHIPPED_ADAPTER == ROOT / "assets" / "embedded-guard"
+    assert shipped.asset_path("published_f1.json").is_file()  # the figures reports and the app draw beside ours
+
+
+def test_an_installed_package_reads_its_packaged_assets_first(tmp_path, monkeypatch):
+    packaged = tmp_path / "guardreasoner" / "assets"
+    (packaged / "embedded-guard").mkdir(parents=True)
+    monkeypatch.setattr(shipped, "PACKAGED_ASSETS", packaged)
+    assert shipped.asset_path("embedded-guard") == packaged / "embedded-guard"
+    with pytest.raises(FileNotFoundError, match="published_f1.json is missing"):
+        shipped.asset_path("published_f1.json")
+
+
+def test_a_missing_adapter_is_an_error_that_names_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(models.EMBEDDED_ADAPTER_ENV, raising=False)
+    monkeypatch.setattr(models, "SHIPPED_ADAPTER", tmp_path / "embedded-guard")  # an install without its assets
+    with pytest.raises(ModelUnavailable, match=r"embedded-guard/adapter_config.json is missing \(the adapter shipped"):
+        resolve_model("embedded")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="the embedded fallback is unavailable too: .*adapter_config.json"):
+        resolve_model("someone/unreachable-guard", fallback=True)  # the app's offline fallback does not downgrade
+    monkeypatch.setenv(models.EMBEDDED_ADAPTER_ENV, str(tmp_path / "my-adapter"))
+    with pytest.raises(ModelUnavailable, match="my-adapter/adapter_config.json is missing"):
+        resolve_model("embedded")
+    # Asking for the untrained base model is still possible, on purpose.
+    assert resolve_model("smollm2").name == models.EMBEDDED_NAME
+    monkeypatch.setenv(models.EMBEDDED_ADAPTER_ENV, "none")
+    assert resolve_model("embedded").name == models.EMBEDDED_NAME
