@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--eval-run", type=Path, help="an `eval run` folder: rows the model got wrong")
     send.add_argument("--mined", type=Path, help="a `training.mine` pairs file")
     send.add_argument("--model", help="model name for eval/mined items (default: the run folder's name)")
+    send.add_argument("--report", type=Path, help="also write the push's outcome (a PushReport) to this JSON file")
     receive = commands.add_parser("pull", help="submitted reviews -> preference pairs (+ SFT rows)")
     receive.add_argument("--pairs", type=Path, required=True)
     receive.add_argument("--sft", type=Path, help="also write corrected reasoning as GuardReasonerTrain rows")
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.mined:
             found += sources.from_mined(args.mined, args.model)
         report = push(found, target, outbox)
-        print(json.dumps(report.__dict__))
+        if args.report:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+            args.report.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+        print(json.dumps(report.to_dict()))
         return 0 if report.error is None else 2
     if args.command == "pull":
         result = pull(reviews_from_argilla(target), args.weight)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from guardreasoner.records import PushReport
 from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 
 from .workspace import Target, dataset, to_record
@@ -28,12 +28,6 @@ def outbox_path() -> Path:
     return Path(os.environ.get(OUTBOX_ENV, DEFAULT_OUTBOX))
 
 
-@dataclass
-class PushReport:
-    queued: int  # new items added to the outbox by this push
-    delivered: int  # items sent to Argilla by this push
-    pending: int  # items still waiting (the server could not be reached)
-    error: str | None = None
 
 
 def _read(path: Path) -> list[dict]:

@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guardreasoner.label_specs import read_label
 from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE
 from guardreasoner.results import (
     LEGACY_TASK_KEYS,
-    LABELS,
     PROMPT_HARMFULNESS,
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
@@ -60,18 +60,6 @@ def _labels(benchmark: str, record: dict) -> dict[str, str | None]:
     return labels
 
 
-def _hub_label(record: dict, spec: str, task: str) -> str | None:
-    positive, negative = LABELS[task]
-    if spec.startswith("="):
-        return spec[1:]
-    if spec.startswith("any:"):
-        return positive if any(record.get(column) == 1 for column in spec[4:].split(",")) else negative
-    if spec.startswith("not:"):
-        return positive if record.get(spec[4:]) is False else negative
-    value = record.get(spec)
-    return value.strip().lower() if isinstance(value, str) and value.strip() else None
-
-
 def load_from_hub(benchmark: str) -> list[EvalRow]:
     """The benchmark's rows from its public hub dataset (needs the hub, and for gated sets a login)."""
     source = BENCHMARKS[benchmark].hub
@@ -92,7 +80,7 @@ def load_from_hub(benchmark: str) -> list[EvalRow]:
     rows = []
     for index, record in enumerate(data):
         response = record.get(source.response) if source.response else None
-        labels = {task: _hub_label(record, spec, task) for task, spec in source.labels}
+        labels = {task: read_label(record, spec, task) for task, spec in source.labels}
         rows.append(EvalRow(index, record[prompt_column], response or None, labels))
     return rows
 

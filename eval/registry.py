@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from guardreasoner.label_specs import check_spec
 from guardreasoner.results import NEGATIVE, POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 # The paper's three tasks are the guard's three verdicts, under the same names; tables list them in the paper's
@@ -17,8 +18,8 @@ NEGATIVE_OF_TASK = NEGATIVE
 class HubSource:
     """Where the same rows live on the Hugging Face hub, and how a hub row maps to (prompt, response, labels).
 
-    ``labels`` maps each task to a column, or to ``"any:COL,COL"`` (harmful when any column is 1),
-    ``"not:COL"`` (harmful when the boolean column is false) or ``"=harmful"`` (every row harmful)."""
+    ``labels`` maps each verdict key to a label spec (``guardreasoner.label_specs``: a column, ``=LABEL``,
+    ``any:COL,COL``, ``not:COL``...)."""
 
     repo: str
     split: str
@@ -27,6 +28,10 @@ class HubSource:
     response: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     rows: int | None = None  # the paper's row count, checked after loading
+
+    def __post_init__(self):
+        for _, spec in self.labels:
+            check_spec(spec)
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,21 @@ def training_row(prompt: str, response: str | None, output: str, **extra) -> dic
     from .template import INSTRUCTION, format_input
 
     return {"instruction": INSTRUCTION, "input": format_input(prompt, response), "output": output, **extra}
+
+
+@dataclass
+class PushReport:
+    """What one push to the review server did; ``python -m annotate push --report FILE`` writes it as JSON, so
+    the app reads the outcome from a file instead of another process's output."""
+
+    queued: int  # new items added to the outbox by this push
+    delivered: int  # items sent to the review server by this push
+    pending: int  # items still waiting (the server could not be reached)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PushReport":
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})

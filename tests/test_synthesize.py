@@ -95,7 +95,7 @@ def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teache
     taught = teacher_seeds()
     stats = synthesize(config, taught)
     assert (stats["kept"], stats["rejected"], stats["failed"]) == (2, 0, 0)
-    assert stats["prompt_tokens"] > 2 * 200 and stats["completion_tokens"] > 2 * 100  # counted by the server
+    assert stats["input_tokens"] > 2 * 200 and stats["output_tokens"] > 2 * 100  # counted by the server
     rows = lines(output)
     assert {row["output"] for row in rows} == {TAUGHT[HARMFUL_REQUEST], TAUGHT[SAFE_REQUEST]}
     assert load_rows(str(output))[0]["instruction"].startswith("You are a classifier")  # R-SFT reads it as is

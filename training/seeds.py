@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardreasoner.results import LABELS, deprecated_names, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
+from guardreasoner.label_specs import check_spec, read_label
 from guardreasoner.rows import split_rows
 
 # The core's verdict keys, and the values each may take.
@@ -33,9 +34,8 @@ class Seed:
 
 @dataclass(frozen=True)
 class SeedSource:
-    """A hub dataset and how its rows map to seeds. A label spec is a column holding the label text, or
-    ``"flag:COL"`` (harmful when COL is 1/true), ``"not:COL"`` (harmful when COL is false) or
-    ``"majority:COL,COL"`` (harmful when most non-empty annotations are not "Safe")."""
+    """A hub dataset and how its rows map to seeds; ``labels`` maps verdict keys to label specs (see
+    ``guardreasoner.label_specs``)."""
 
     repo: str
     split: str
@@ -44,6 +44,10 @@ class SeedSource:
     response: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     keep: tuple[str, str] | None = None  # (column, value): only rows where column == value
+
+    def __post_init__(self):
+        for spec in self.labels.values():
+            check_spec(spec)
 
 
 SOURCES: dict[str, SeedSource] = {
@@ -61,22 +65,6 @@ SOURCES: dict[str, SeedSource] = {
 }
 
 
-def _label(record: dict, spec: str, key: str) -> str | None:
-    positive, negative = LABEL_VALUES[key]
-    kind, _, columns = spec.partition(":")
-    if kind == "flag":
-        return positive if record.get(columns) in (1, True, "1") else negative
-    if kind == "not":
-        value = record.get(columns)
-        return None if value is None else (negative if value else positive)
-    if kind == "majority":
-        votes = [record.get(c) for c in columns.split(",") if record.get(c) not in (None, "")]
-        return None if not votes else positive if 2 * sum(v != "Safe" for v in votes) > len(votes) else negative
-    value = record.get(spec)
-    value = value.strip().lower() if isinstance(value, str) else None
-    return value if value in (positive, negative) else None
-
-
 def from_record(record: dict, source_name: str, source: SeedSource, index: int) -> Seed | None:
     if source.keep and record.get(source.keep[0]) != source.keep[1]:
         return None
@@ -84,7 +72,7 @@ def from_record(record: dict, source_name: str, source: SeedSource, index: int) 
     if not isinstance(prompt, str) or not prompt.strip():
         return None
     response = record.get(source.response) if source.response else None
-    labels = {key: _label(record, spec, key) for key, spec in source.labels.items()}
+    labels = {key: read_label(record, spec, key) for key, spec in source.labels.items()}
     if not isinstance(response, str) or not response.strip():
         response = None
         labels = {key: value for key, value in labels.items() if key == PROMPT_HARMFULNESS}

@@ -23,7 +23,7 @@ from pathlib import Path
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.results import ANSWER_NAMES
-from guardreasoner.rows import read_jsonl, trim_partial_line
+from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 from guardreasoner.records import training_row
 from guardreasoner.template import user_turn
 
@@ -117,9 +117,9 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
                             timeout=config.timeout, max_retries=config.max_retries, concurrency=1)
     sampling = SamplingConfig(config.max_tokens, config.temperature, top_logprobs=0)
     stats = {"seeds": len(seeds), "already_done": len(seeds) - len(todo), "kept": 0, "rejected": 0, "failed": 0,
-             "prompt_tokens": 0, "completion_tokens": 0}
-    with (kept_path.open("a", encoding="utf-8") as kept, rejected_path.open("a", encoding="utf-8") as rejected,
-          ThreadPoolExecutor(max_workers=config.concurrency) as pool, tqdm(total=len(todo), desc="synthesize") as bar):
+             "input_tokens": 0, "output_tokens": 0}
+    kept, rejected = kept_path, rejected_path
+    with ThreadPoolExecutor(max_workers=config.concurrency) as pool, tqdm(total=len(todo), desc="synthesize") as bar:
         pending: dict = {}
 
         def record_finished(return_when) -> None:
@@ -142,26 +142,25 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
     return stats
 
 
-def _record(seed: Seed, future, kept, rejected, stats: dict) -> None:
+def _record(seed: Seed, future, kept: Path, rejected: Path, stats: dict) -> None:
+    """Write one seed's outcome, synced: a row said to be kept survives an interruption."""
     try:
         generation = future.result()[0]
     except Exception as error:  # noqa: BLE001 - one failed seed must not stop the run; it is retried next run
         logger.warning("%s: the teacher failed after retries (%s); it will be tried again next run", seed.id, error)
         stats["failed"] += 1
         return
-    stats["prompt_tokens"] += generation.prompt_tokens
-    stats["completion_tokens"] += generation.completion_tokens
+    stats["input_tokens"] += generation.prompt_tokens
+    stats["output_tokens"] += generation.completion_tokens
     trace, reason = judge(seed, generation.text)
     if generation.finish_reason == "length" and reason is None:
         reason = "cut at max_tokens"
     if reason is None:
-        kept.write(json.dumps(seed_training_row(seed, trace), ensure_ascii=False) + "\n")
-        kept.flush()
+        append_lines(kept, [json.dumps(seed_training_row(seed, trace), ensure_ascii=False)])
         stats["kept"] += 1
     else:
-        rejected.write(json.dumps({"id": seed.id, "source": seed.source, "reason": reason, "output": trace},
-                                  ensure_ascii=False) + "\n")
-        rejected.flush()
+        append_lines(rejected, [json.dumps({"id": seed.id, "source": seed.source, "reason": reason, "output": trace},
+                                           ensure_ascii=False)])
         stats["rejected"] += 1
 
 

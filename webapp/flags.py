@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from guardreasoner.records import FlagRecord
+from guardreasoner.records import FlagRecord, PushReport
 from guardreasoner.rows import append_lines, read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
@@ -47,17 +48,19 @@ def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:
     no Argilla server is configured. An unreachable server leaves the flag in annotate's outbox for later."""
     if not os.environ.get("ARGILLA_API_URL"):
         return None
-    try:
-        # annotate/ is not installed (only the guardreasoner library is): find it beside webapp/ whatever the cwd.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))}
-        done = subprocess.run([sys.executable, "-m", "annotate", "push", "--flags", str(queue)],
-                              capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return "Argilla did not answer in time; the flag waits in the outbox for the next push."
-    try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return f"Pushing to Argilla failed: {(done.stderr or done.stdout).strip()[-300:]}"
-    if report.get("error"):
-        return f"Argilla unreachable: {report['pending']} flag(s) kept in the outbox for the next push."
-    return f"Sent to Argilla ({report['delivered']} record(s) delivered)."
+    # annotate/ is not installed (only the guardreasoner library is): find it beside webapp/ whatever the cwd.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="guard-push-") as folder:
+        report_file = Path(folder) / "push.json"
+        try:
+            done = subprocess.run([sys.executable, "-m", "annotate", "push", "--flags", str(queue),
+                                   "--report", str(report_file)],
+                                  capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            return "Argilla did not answer in time; the flag waits in the outbox for the next push."
+        if not report_file.is_file():
+            return f"Pushing to Argilla failed: {(done.stderr or done.stdout).strip()[-300:]}"
+        report = PushReport.from_dict(json.loads(report_file.read_text(encoding="utf-8")))
+    if report.error:
+        return f"Argilla unreachable: {report.pending} flag(s) kept in the outbox for the next push."
+    return f"Sent to Argilla ({report.delivered} record(s) delivered)."
