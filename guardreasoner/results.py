@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 # The three verdicts in the order the model writes them, with their two labels (positive class first).
 VERDICT_KEYS: tuple[str, ...] = ("request", "completion", "response")
@@ -164,3 +164,18 @@ class GuardResult:
             "latency_s": self.latency_s,
             "finish_reason": self.finish_reason,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GuardResult":
+        """Rebuild a result from ``to_dict()`` output (e.g. the service's JSON). Fields are matched by name, so
+        this follows ``to_dict``; properties (labels, status, ...) are recomputed, not read."""
+        names = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in names}
+        # The per-verdict dicts: under "details" today, under "verdicts" once that holds dicts.
+        verdicts = data.get("details") or data.get("verdicts") or {}
+        verdict_fields = {f.name for f in fields(Verdict)}
+        values["verdicts"] = {key: Verdict(**{k: v for k, v in verdict.items() if k in verdict_fields})
+                              for key, verdict in verdicts.items() if isinstance(verdict, dict)}
+        reasoning_field = "reasoning" if "reasoning" in names else "tasks"
+        values[reasoning_field] = {key: TaskReasoning(**task) for key, task in (data.get("reasoning") or {}).items()}
+        return cls(**values)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -76,7 +76,7 @@ def _sse(event: str, data: dict) -> str:
 def create_app(guard: Guard | Backend, served_name: str | None = None, settings: ServiceSettings | None = None):
     """A FastAPI app serving ``guard`` (or a bare backend, wrapped in a default guard) under ``served_name``."""
     guard = guard if isinstance(guard, Guard) else Guard(guard)
-    settings = settings or ServiceSettings()
+    settings = replace(settings or ServiceSettings())  # a copy: the cap is filled in below
     if settings.max_new_tokens is None:
         settings.max_new_tokens = guard.sampling.max_new_tokens
     name = served_name or guard.model_name
@@ -219,11 +219,13 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         """Prometheus text format: requests by route and status, latency, tokens, parse failures, fail-closed."""
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    routes = {route.path for route in app.routes if hasattr(route, "path")}
     backend = guard.backend
     if hasattr(backend, "complete") and hasattr(backend, "complete_stream"):
-        app.include_router(openai_router(backend, name, settings), dependencies=[Depends(bearer)])
+        openai = openai_router(backend, name, settings)
+        routes |= {route.path for route in openai.routes}
+        app.include_router(openai, dependencies=[Depends(bearer)])
 
-    routes = {route.path for route in app.routes}
     # Starlette runs the last added middleware first: metrics see every answer, keys are checked before the
     # body is read, and the body limit guards every read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
