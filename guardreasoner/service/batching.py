@@ -120,13 +120,13 @@ class Batcher:
             for job in jobs:
                 job.settle(error=error)
             return
-        for job, job_results in zip(jobs, results):
-            job.settle(job_results)
-        if self.on_batch:
+        if self.on_batch:  # before the answers go out, so a client that then reads /metrics sees its batch
             try:
                 self.on_batch(len(texts), [result for job_results in results for result in job_results])
             except Exception:  # bookkeeping must never stop the worker
                 log.exception("on_batch failed")
+        for job, job_results in zip(jobs, results):
+            job.settle(job_results)
 
 
 def read_results(guard: Guard, built: list[GuardPrompt], generations) -> list:
