@@ -18,6 +18,7 @@ from guardreasoner.guard import Guard
 from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.service import ServiceSettings, create_app
 from guardreasoner.service.security import check_exposure, load_keys
+from guardreasoner.template import user_turn
 from tests.servers import running
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT, answer
 
@@ -307,6 +308,22 @@ def test_a_real_tiny_model_batched_and_behind_an_openai_url(taught_model_dir, ti
         assert [r.labels["request"] for r in results] == ["harmful", "unharmful"] * 3
         assert [r.output for r in results] == [TAUGHT[p] for p in prompts]
         assert metric(url, "guardreasoner_batches_total") < 6
+
+        # Streams, batched classification and the OpenAI route at once share one model and tokenizer.
+        def stream(prompt):
+            return [data["result"]["verdicts"]["request"]
+                    for kind, data in GuardClient(url, KEY).stream([prompt]) if kind == "result"]
+
+        def complete(prompt):
+            body = {"prompt": user_turn(prompt), "max_tokens": 200, "temperature": 0}
+            return httpx.post(url + "/v1/completions", json=body, headers=AUTH, timeout=300).json()
+        with ThreadPoolExecutor(6) as pool:
+            streams = [pool.submit(stream, p) for p in (HARMFUL_REQUEST, SAFE_REQUEST)]
+            batched = [pool.submit(lambda p: GuardClient(url, KEY).classify_one(p), p) for p in prompts[:2]]
+            completed = [pool.submit(complete, p) for p in (HARMFUL_REQUEST, SAFE_REQUEST)]
+        assert [s.result() for s in streams] == [["harmful"], ["unharmful"]]
+        assert [b.result().labels["request"] for b in batched] == ["harmful", "unharmful"]
+        assert [c.result()["choices"][0]["text"] for c in completed] == [TAUGHT[HARMFUL_REQUEST], TAUGHT[SAFE_REQUEST]]
 
         with running(create_app(Guard(OpenAIBackend(url + "/v1", "taught", api_key=KEY)), settings=settings)) as front:
             assert httpx.get(front + "/health").json()["batching"]["enabled"] is False  # the far side batches

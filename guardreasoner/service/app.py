@@ -69,6 +69,14 @@ def _errors(error: RequestValidationError) -> list[dict]:
             for e in error.errors()]
 
 
+async def hold(lock: threading.Lock) -> threading.Lock:
+    """Acquire ``lock`` without blocking the event loop or leaking it when the request is cancelled (a thread
+    blocked in acquire() would take it after the client left, and nobody would release it)."""
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(0.01)
+    return lock
+
+
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -83,6 +91,10 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
     metrics = Metrics()
     remote = guard.backend.name in REMOTE_BACKENDS
     batcher: Batcher | None = None
+
+    def batcher_lock():
+        """The lock the batch worker holds while it uses the model (None before start-up, or remote)."""
+        return batcher.lock if batcher is not None else None
 
     def on_batch(items: int, results) -> None:
         metrics.batches.inc()
@@ -156,15 +168,17 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         """Classify every item; the results come back in order, each the library's `GuardResult.to_dict()`."""
         check_limits(body)
         chosen = request_guard(body)
-        built = await run_in_threadpool(lambda: [chosen.build(item.prompt, item.response) for item in body.items])
+        items = [(item.prompt, item.response) for item in body.items]
         try:
             if batcher is not None:
-                work = batcher.classify(chosen, built)
+                work = batcher.classify(chosen, items)
             else:
-                work = run_in_threadpool(generate_unbatched, chosen, built)
+                work = run_in_threadpool(generate_unbatched, chosen, items)
             results = await asyncio.wait_for(work, settings.request_timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"classifying took over the server's {settings.request_timeout_s} s limit")
+        except ValueError as error:  # an item the guard cannot build a prompt from
+            raise HTTPException(422, str(error))
         if batcher is None:
             metrics.record_results(results)
         return {"model": name, "results": [result.to_dict() for result in results]}
@@ -182,6 +196,7 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         async def events():
             timer = threading.Timer(settings.request_timeout_s, stop.set)
             timer.start()
+            held = await hold(batcher.lock) if batcher is not None else None
             try:
                 for index, item in enumerate(body.items):
                     updates = chosen.stream(item.prompt, item.response, stop=stop)
@@ -203,6 +218,8 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
             finally:
                 timer.cancel()
                 stop.set()  # the client left or we are done: the model stops writing
+                if held is not None:
+                    held.release()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -222,7 +239,7 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
     routes = {route.path for route in app.routes if hasattr(route, "path")}
     backend = guard.backend
     if hasattr(backend, "complete") and hasattr(backend, "complete_stream"):
-        openai = openai_router(backend, name, settings)
+        openai = openai_router(backend, name, settings, batcher_lock)
         routes |= {route.path for route in openai.routes}
         app.include_router(openai, dependencies=[Depends(bearer)])
 

@@ -2,8 +2,8 @@
 
 On a local backend one generate call over n items costs far less than n calls one after another (the model
 reads its weights once per step for the whole batch). A single worker thread owns the model: it takes the
-first waiting request, waits up to ``max_wait_s`` for more (until ``max_items`` items), then generates every
-request with the same sampling settings together and hands each request its own results.
+first waiting request, waits up to ``max_wait_s`` for more (until ``max_items`` items), builds their prompts,
+generates every request with the same sampling settings together and hands each request its own results.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Job:
     guard: Guard  # the server's guard, or a copy with this request's thresholds and sampling
-    built: list[GuardPrompt]
+    items: list[tuple[str, str | None]]  # (prompt, response)
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     queued_at: float = field(default_factory=time.perf_counter)
+    built: list[GuardPrompt] = field(default_factory=list)
 
     def settle(self, results=None, error: BaseException | None = None) -> None:
         def apply():
@@ -55,13 +56,17 @@ class Batcher:
         self.on_batch = on_batch  # called with (number of items, results) after each generate call
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._carry: _Job | None = None  # a job that did not fit the last batch: first in the next one
+        # Held while the worker tokenizes and generates, and by the service's streams for theirs: a fast
+        # tokenizer switches padding on and off per call and fails ("Already borrowed") if used by two threads.
+        self.lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name="guard-batcher", daemon=True)
         self._worker.start()
 
-    async def classify(self, guard: Guard, built: list[GuardPrompt]):
-        """The results for ``built`` (already within the limits), in order, generated with ``guard``'s settings."""
+    async def classify(self, guard: Guard, items: list[tuple[str, str | None]]):
+        """The results for ``items`` (already within the limits), in order, generated with ``guard``'s settings;
+        raises ValueError for an item the guard cannot build a prompt from."""
         loop = asyncio.get_running_loop()
-        job = _Job(guard, built, loop.create_future(), loop)
+        job = _Job(guard, items, loop.create_future(), loop)
         self._queue.put(job)
         return await job.future
 
@@ -70,7 +75,7 @@ class Batcher:
         self._worker.join(timeout=5)
 
     def _gather(self, first: _Job) -> list[_Job]:
-        jobs, items = [first], len(first.built)
+        jobs, items = [first], len(first.items)
         deadline = time.perf_counter() + self.max_wait_s
         while items < self.max_items:
             left = deadline - time.perf_counter()
@@ -81,11 +86,11 @@ class Batcher:
             if job is None:
                 self._queue.put(None)  # let the run loop see the stop after this batch
                 break
-            if items + len(job.built) > self.max_items:
+            if items + len(job.items) > self.max_items:
                 self._carry = job
                 break
             jobs.append(job)
-            items += len(job.built)
+            items += len(job.items)
         return [job for job in jobs if not job.future.done()]  # skip requests that gave up waiting
 
     def _run(self) -> None:
@@ -93,18 +98,31 @@ class Batcher:
             first, self._carry = self._carry or self._queue.get(), None
             if first is None:
                 return
-            jobs = self._gather(first)
-            # Jobs with other sampling settings (another max_new_tokens) cannot share a generate call.
-            groups: list[tuple[SamplingConfig, list[_Job]]] = []
-            for job in jobs:
-                for sampling, members in groups:
-                    if sampling == job.guard.sampling:
-                        members.append(job)
-                        break
-                else:
-                    groups.append((job.guard.sampling, [job]))
+            try:
+                with self.lock:
+                    self._batch(self._gather(first))
+            except Exception:  # never let the worker die: later requests would only time out
+                log.exception("the batch worker failed")
+
+    def _batch(self, gathered: list[_Job]) -> None:
+        jobs = []
+        for job in gathered:
+            try:
+                job.built = [job.guard.build(prompt, response) for prompt, response in job.items]
+                jobs.append(job)
+            except Exception as error:  # this request's own input: only it fails (ValueError answers 422)
+                job.settle(error=error)
+        # Jobs with other sampling settings (another max_new_tokens) cannot share a generate call.
+        groups: list[tuple[SamplingConfig, list[_Job]]] = []
+        for job in jobs:
             for sampling, members in groups:
-                self._generate(sampling, members)
+                if sampling == job.guard.sampling:
+                    members.append(job)
+                    break
+            else:
+                groups.append((job.guard.sampling, [job]))
+        for sampling, members in groups:
+            self._generate(sampling, members)
 
     def _generate(self, sampling: SamplingConfig, jobs: list[_Job]) -> None:
         texts = [built.text for job in jobs for built in job.built]
@@ -134,6 +152,7 @@ def read_results(guard: Guard, built: list[GuardPrompt], generations) -> list:
     return [guard._result(prompt, generation) for prompt, generation in zip(built, generations)]
 
 
-def generate_unbatched(guard: Guard, built: list[GuardPrompt]) -> list:
+def generate_unbatched(guard: Guard, items: list[tuple[str, str | None]]) -> list:
     """One generate call for one request: for remote backends, which batch (or run concurrently) themselves."""
+    built = [guard.build(prompt, response) for prompt, response in items]
     return read_results(guard, built, guard.backend.generate([prompt.text for prompt in built], guard.sampling))

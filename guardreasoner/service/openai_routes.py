@@ -5,6 +5,7 @@ GPUs ``vllm serve`` speaks the same API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -74,9 +75,10 @@ def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-def openai_router(backend, name: str, settings) -> APIRouter:
+def openai_router(backend, name: str, settings, model_lock=lambda: None) -> APIRouter:
     """Routes serving ``backend`` (which has ``complete`` and ``complete_stream``) under the model ``name``,
-    within ``settings``' limits."""
+    within ``settings``' limits. ``model_lock()`` gives the lock the service's batch worker holds while it uses
+    the model (or None): these routes hold it too, since the tokenizer is not safe in two threads at once."""
     router = APIRouter(tags=["OpenAI-compatible"], responses=ERRORS)
     tokenizer = backend.tokenizer
 
@@ -89,11 +91,31 @@ def openai_router(backend, name: str, settings) -> APIRouter:
         if longest > settings.max_prompt_chars:
             raise HTTPException(413, f"a prompt of {longest} characters; the limit is {settings.max_prompt_chars}")
 
+    def locked(call, *args, **kwargs):
+        lock = model_lock()
+        with lock if lock is not None else contextlib.nullcontext():
+            return call(*args, **kwargs)
+
     async def in_time(call, *args, **kwargs):
         try:
-            return await asyncio.wait_for(run_in_threadpool(call, *args, **kwargs), settings.request_timeout_s)
+            return await asyncio.wait_for(run_in_threadpool(locked, call, *args, **kwargs),
+                                          settings.request_timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"generation took over the server's {settings.request_timeout_s} s limit")
+
+    def streaming(events):
+        async def holding():
+            lock = model_lock()
+            while lock is not None and not lock.acquire(blocking=False):  # see app.hold
+                await asyncio.sleep(0.01)
+            try:
+                async for event in iterate_in_threadpool(events):
+                    yield event
+            finally:
+                if lock is not None:
+                    lock.release()
+
+        return StreamingResponse(holding(), media_type="text/event-stream")
 
     @router.get("/v1/models")
     def models():
@@ -125,7 +147,7 @@ def openai_router(backend, name: str, settings) -> APIRouter:
                         yield _sse(base | {"choices": [], "usage": _usage([chunk.generation])})
                 yield _sse("[DONE]")
 
-            return StreamingResponse(iterate_in_threadpool(events()), media_type="text/event-stream")
+            return streaming(events())
         generations = await in_time(backend.complete, prompts, sampling)
         return {
             "id": rid, "object": "text_completion", "created": created, "model": name,
@@ -163,7 +185,7 @@ def openai_router(backend, name: str, settings) -> APIRouter:
                         yield _sse(base | {"choices": [], "usage": _usage([chunk.generation])})
                 yield _sse("[DONE]")
 
-            return StreamingResponse(iterate_in_threadpool(events()), media_type="text/event-stream")
+            return streaming(events())
         (generation,) = await in_time(backend.complete, [text], sampling, templated=True)
         return {
             "id": rid, "object": "chat.completion", "created": created, "model": name,
