@@ -67,6 +67,10 @@ class ScriptedBackend(Backend):
     def stream(self, prompt, sampling, stop=None):
         text = self.output(prompt)
         for start in range(0, len(text), 25):
+            time.sleep(self.delay / 10)
+            if stop is not None and stop.is_set():  # as the real backends do
+                yield StreamChunk("", Generation(text[:start], 100, start // 25, finish_reason="interrupted"))
+                return
             yield StreamChunk(text[start:start + 25])
         yield StreamChunk("", Generation(text, 100, 50, finish_reason="stop"))
 
@@ -251,6 +255,10 @@ def test_a_slow_generation_times_out_and_a_failing_one_leaks_nothing():
         slow = classify(url, {"items": [{"prompt": "hi"}]})
         assert slow.status_code == 504 and "0.5 s limit" in slow.json()["detail"]
         assert httpx.get(url + "/health").status_code == 200
+        with httpx.stream("POST", url + "/v1/classify/stream", json={"items": [{"prompt": "hi"}]}, headers=AUTH,
+                          timeout=30) as events:
+            lines = [line for line in events.iter_lines() if line.startswith("event: ")]
+        assert lines[-1] == "event: error" and "event: result" not in lines
     with serve(ScriptedBackend(fail=True)) as url:
         failed = classify(url, {"items": [{"prompt": "hi"}]})
         assert failed.status_code == 500
