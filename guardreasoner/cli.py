@@ -135,9 +135,21 @@ def _parse(args) -> int:
 
 
 def _serve(args) -> int:
-    from .serve import serve
+    from .serve import ServiceSettings, serve
+    from .service.security import load_keys
 
-    serve(args.model, host=args.host, port=args.port, fallback=not args.no_fallback)
+    try:
+        keys = load_keys(args.api_key, args.api_key_file)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}")
+    settings = ServiceSettings(
+        api_keys=keys, max_items=args.max_items, max_item_chars=args.max_item_chars,
+        max_new_tokens=args.max_new_tokens, max_body_bytes=args.max_body_bytes,
+        request_timeout_s=args.request_timeout, batch_max_size=args.batch_max_size, batch_wait_ms=args.batch_wait_ms,
+    )
+    serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.mode,
+          fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+          settings=settings, served_name=args.served_name)
     return 0
 
 
@@ -166,11 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--out")
     parse.add_argument("--details", action="store_true", help="add status, flags and verdict sources")
 
-    serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
-    serve.add_argument("--model", default=DEFAULT_MODEL)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve = commands.add_parser(
+        "serve", help="serve the guard over HTTP: /v1/classify, /v1/classify/stream, /health, /metrics, and "
+        "the OpenAI-compatible routes; --max-new-tokens is also the cap a request may ask for")
+    _add_model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="beyond loopback only with an API key")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--no-fallback", action="store_true")
+    serve.add_argument("--served-name", help="the model name the OpenAI routes answer to (default: the model's)")
+    serve.add_argument("--api-key", action="append", help="a key clients send as 'Authorization: Bearer KEY' "
+                       "(repeatable; or the GUARDREASONER_API_KEY variable, which keeps it out of `ps`)")
+    serve.add_argument("--api-key-file", help="a file of keys, one a line")
+    serve.add_argument("--batch-max-size", type=int, default=8,
+                       help="items generated together at most (local backends); 1 turns batching off")
+    serve.add_argument("--batch-wait-ms", type=float, default=10.0,
+                       help="how long the first request of a batch waits for others")
+    serve.add_argument("--max-items", type=int, default=32, help="items per request at most")
+    serve.add_argument("--max-item-chars", type=int, default=20_000, help="characters per prompt or response")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    serve.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
     return parser
 
 

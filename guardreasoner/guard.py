@@ -84,7 +84,7 @@ class Guard:
         """Exactly what the model reads for this item (after the chat template in chat mode)."""
         return self.backend.render(self.build(prompt, response).text)
 
-    def _result(self, built: GuardPrompt, generation, prompt: str, response: str | None) -> GuardResult:
+    def _result(self, built: GuardPrompt, generation) -> GuardResult:
         has_response = built.response is not None
         parsed = parse_for(generation.text, built.prompt, built.response)
         verdicts = parsed.verdicts
@@ -103,8 +103,8 @@ class Guard:
         if built.truncated:
             flags.append("input_truncated")
         return GuardResult(
-            prompt=prompt,
-            response=response,
+            prompt=built.given_prompt,
+            response=built.given_response,
             model_input=built.text,
             output=generation.text,
             verdicts=verdicts,
@@ -120,8 +120,7 @@ class Guard:
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
         """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
-        inputs = [_item(item) for item in items]
-        built = [self.build(*pair) for pair in inputs]
+        built = [self.build(*_item(item)) for item in items]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -134,7 +133,7 @@ class Guard:
         finally:
             if bar:
                 bar.close()
-        return [self._result(b, g, *pair) for b, g, pair in zip(built, generations, inputs)]
+        return [self._result(b, g) for b, g in zip(built, generations)]
 
     def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
         return self.classify([{"prompt": prompt, "response": response}])[0]
@@ -150,7 +149,7 @@ class Guard:
             if chunk.generation is not None:
                 events, _ = parser.finish()
                 yield StreamUpdate("", parser.text, events, time.perf_counter() - began,
-                                   self._result(built, chunk.generation, prompt, response))
+                                   self._result(built, chunk.generation))
                 return
             yield StreamUpdate(chunk.text, parser.text + chunk.text, parser.feed(chunk.text),
                                time.perf_counter() - began)

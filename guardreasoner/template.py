@@ -50,9 +50,11 @@ class GuardPrompt:
     """A built model input and whether the user's text had to be cut to fit."""
 
     text: str  # the user turn (instruction + input), before any chat template
-    prompt: str
+    prompt: str  # the prompt as the model reads it (its middle cut when truncated)
     response: str | None
     truncated: bool = False
+    given_prompt: str = ""  # what the caller passed, uncut
+    given_response: str | None = None
 
 
 def _length(text: str, tokenizer) -> int:
@@ -97,7 +99,7 @@ def build_prompt(
         raise ValueError("the reply (response) must be a string or None")
     full = user_turn(prompt, response)
     if max_input_tokens is None or _length(full, tokenizer) <= max_input_tokens:
-        return GuardPrompt(full, prompt, response)
+        return GuardPrompt(full, prompt, response, False, prompt, response)
 
     overhead = _length(user_turn("", "" if response else None), tokenizer) + 2 * _length(TRUNCATION_MARK, tokenizer)
     budget = max_input_tokens - overhead
@@ -117,6 +119,6 @@ def build_prompt(
         text = user_turn(new_prompt, new_response)
         over = _length(text, tokenizer) - max_input_tokens
         if over <= 0:
-            return GuardPrompt(text, new_prompt, new_response, truncated=True)
+            return GuardPrompt(text, new_prompt, new_response, True, prompt, response)
         budget -= over
     raise ValueError(f"could not fit the input into max_input_tokens={max_input_tokens}")
