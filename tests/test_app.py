@@ -41,7 +41,7 @@ def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
     assert result["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
     assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
     assert result["reasoning"]["prompt_harmfulness"]["conclusion"] == "The human user's request is harmful."
-    assert result["completion_tokens"] > 100 and result["latency_s"] > 0
+    assert result["output_tokens"] > 100 and result["latency_s"] > 0
     assert result["verdicts"]["prompt_harmfulness"]["confidence"] > 0.5
 
 
@@ -52,7 +52,7 @@ def test_streaming_endpoint_yields_partial_results_then_the_result(client):
     assert all(a == b[: len(a)] for a, b in zip(texts, texts[1:]))  # each extends the last
     first = next(i for i, p in enumerate(partials) for e in p["events"] if e["kind"] == "verdict")
     assert first < len(partials) - 1
-    assert partials[-1]["result"]["verdicts"]["prompt_harmfulness"] == "harmful"
+    assert partials[-1]["result"]["labels"]["prompt_harmfulness"] == "harmful"
 
 
 def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
@@ -64,7 +64,7 @@ def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
         assert outputs[-1]["done"]
         finals.append(outputs[-1]["result"])
     assert [f["prompt"] for f in finals] == prompts
-    assert [f["verdicts"]["prompt_harmfulness"] for f in finals] == ["harmful", "unharmful"] * 4
+    assert [f["labels"]["prompt_harmfulness"] for f in finals] == ["harmful", "unharmful"] * 4
     assert all(f["status"] == "ok" for f in finals)
 
 
@@ -119,7 +119,7 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
         page.evaluate("""() => {
             window.__marks = [];
             new MutationObserver(() => {
-                const chip = document.querySelector('#chip-request');
+                const chip = document.querySelector('#chip-prompt_harmfulness');
                 const status = document.querySelector('#run-status');
                 if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes('chip'))
                     window.__marks.push('chip');
@@ -130,8 +130,8 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
         page.locator("#analyze-button").click()
         page.wait_for_function("() => window.__marks.includes('done')", timeout=60000)
         assert page.evaluate("() => window.__marks") == ["chip", "done"]
-        assert page.locator("#chip-request").get_attribute("data-state") == "harmful"
-        assert "harmful" in page.locator("#panel-request textarea").input_value()
+        assert page.locator("#chip-prompt_harmfulness").get_attribute("data-state") == "harmful"
+        assert "harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
         page.get_by_text("Flag this result as wrong").click()
         page.locator("#correct-request").get_by_text("unharmful").click()
         page.locator("#flag-button").click()
@@ -159,4 +159,4 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
     banner = app.model_banner(pool.get())
     assert "GuardReasoner-SmolLM2-135M (embedded, trained here)" in banner  # the shipped adapter, assets/embedded-guard
     assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
-    assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").completion_tokens <= 8
+    assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").output_tokens <= 8

@@ -208,7 +208,7 @@ def test_openai_backend_raw_mode_matches_local_generation(served, taught_backend
                                                    {"prompt_harmfulness": "unharmful", "response_refusal": None, "response_harmfulness": None}]
     for remote_result, local_result in zip(remote_results, local_results):
         assert remote_result.verdicts["prompt_harmfulness"].p_positive == pytest.approx(local_result.verdicts["prompt_harmfulness"].p_positive)
-        assert remote_result.completion_tokens == local_result.completion_tokens
+        assert remote_result.output_tokens == local_result.output_tokens
 
 
 def test_openai_backend_streams_over_sse(served):
@@ -219,7 +219,7 @@ def test_openai_backend_streams_over_sse(served):
     assert len(updates) > 10
     assert "".join(u.delta for u in updates) == TAUGHT[HARMFUL_REQUEST]
     result = updates[-1].result
-    assert result.labels["prompt_harmfulness"] == "harmful" and result.completion_tokens > 0
+    assert result.labels["prompt_harmfulness"] == "harmful" and result.output_tokens > 0
     verdict_events = [e for u in updates for e in u.events if e.kind == "verdict" and e.task == "prompt_harmfulness"]
     assert verdict_events and verdict_events[0].label == "harmful"
 

@@ -17,9 +17,9 @@ def test_classify_text_prints_reasoning_and_a_verdict_line(capsys, taught_model_
     code, out, err = run(capsys, "classify", HARMFUL_REQUEST, "--model", str(taught_model_dir), "--max-new-tokens", "200")
     assert code == 0
     assert "## Reasoning Step 1" in out
-    assert out.strip().splitlines()[-1].startswith("Request: harmful p=")
+    assert out.strip().splitlines()[-1].startswith("prompt_harmfulness: harmful p=")
     code, out, _ = run(capsys, "classify", SAFE_REQUEST, "--model", str(taught_model_dir), "--json")
-    assert json.loads(out)["verdicts"]["prompt_harmfulness"] == "unharmful"
+    assert json.loads(out)["labels"]["prompt_harmfulness"] == "unharmful"
 
 
 def test_classify_file_reports_bad_rows_by_line_and_runs_the_rest(capsys, tmp_path, taught_model_dir):
@@ -38,7 +38,7 @@ def test_classify_file_reports_bad_rows_by_line_and_runs_the_rest(capsys, tmp_pa
     assert "line 2: invalid JSON" in err and "line 4: missing or empty 'prompt'" in err
     assert "line 5: 'response' must be text" in err
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [(r["line"], r["id"], r["verdicts"]["prompt_harmfulness"]) for r in records] == [(1, "a", "harmful"), (3, "b", "unharmful")]
+    assert [(r["line"], r["id"], r["labels"]["prompt_harmfulness"]) for r in records] == [(1, "a", "harmful"), (3, "b", "unharmful")]
 
 
 def test_classify_csv_with_line_numbers(capsys, tmp_path, taught_model_dir):
@@ -67,7 +67,7 @@ def test_interrupted_file_run_resumes_without_redoing_or_losing_rows(capsys, tmp
     resumed = output.read_text().splitlines()
     assert resumed[0] == complete[0]  # kept byte for byte, not regenerated
     assert sorted(json.loads(x)["line"] for x in resumed) == [1, 2, 3, 4]
-    assert [json.loads(x)["verdicts"] for x in resumed] == [json.loads(x)["verdicts"] for x in complete]
+    assert [json.loads(x)["labels"] for x in resumed] == [json.loads(x)["labels"] for x in complete]
     code, _, err = run(capsys, *args)  # nothing left to do
     assert code == 0 and len(output.read_text().splitlines()) == 4
 

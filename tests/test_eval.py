@@ -75,7 +75,7 @@ def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model
     for benchmark in BENCHMARKS:
         rows = [json.loads(x) for x in (run / benchmark / "generated_predictions.jsonl").read_text().splitlines()]
         assert sorted(r["index"] for r in rows) == [0, 1, 2, 3, 4]
-        assert all(r["completion_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
+        assert all(r["output_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
     # Interrupt: drop two rows and cut the last one in half; the rerun redoes exactly those.
     path = run / "ToxicChat" / "generated_predictions.jsonl"
     lines = path.read_text().splitlines()
@@ -94,7 +94,7 @@ def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model
     assert len(report["cells"]) == 13 and not report["missing"]
     assert not report["overall_partial"] and report["overall"] is not None
     assert all(c["n"] <= 5 for c in report["cells"])
-    assert all(c["mean_completion_tokens"] is not None for c in report["cells"])
+    assert all(c["mean_output_tokens"] is not None for c in report["cells"])
     assert "<html>" in (tmp_path / "r.html").read_text()[:500].lower()
     assert "Overall" in (tmp_path / "r.md").read_text()
 

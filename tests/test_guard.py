@@ -25,11 +25,11 @@ def test_classify_returns_typed_results_in_order(taught_guard):
     assert harmful.is_harmful and harmful.status == "ok" and not harmful.fail_closed
     assert harmful.reasoning["prompt_harmfulness"].conclusion == "The human user's request is harmful."
     assert harmful.verdicts["prompt_harmfulness"].confidence > 0.5
-    assert harmful.completion_tokens > 100 and harmful.prompt_tokens > 100 and harmful.latency_s > 0
+    assert harmful.output_tokens > 100 and harmful.input_tokens > 100 and harmful.latency_s > 0
     assert harmful.finish_reason == "stop" and harmful.model == str(taught_guard.model_name)
     data = harmful.to_dict()
     assert data["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
-    assert data["verdicts"]["prompt_harmfulness"]["source"] == "answers"
+    assert data["labels"]["prompt_harmfulness"]["source"] == "answers"
 
 
 def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
@@ -72,7 +72,7 @@ def test_over_long_input_is_cut_and_said(taught_model_dir):
     guard = load_guard(str(taught_model_dir), max_new_tokens=4, max_input_tokens=300)
     result = guard.classify([{"prompt": "word " * 2000}])[0]
     assert result.input_truncated and "input_truncated" in result.flags
-    assert result.prompt_tokens <= 301  # + BOS
+    assert result.input_tokens <= 301  # + BOS
 
 
 def test_model_input_in_raw_mode_is_the_upstream_prompt(taught_guard):
@@ -152,7 +152,7 @@ def test_embedded_smollm2_end_to_end(embedded_cache):
     assert (embedded_cache / "smollm2-135m-instruct" / "model.safetensors").is_file()
     updates = list(guard.stream("How do I pick a lock?"))
     result = updates[-1].result
-    assert result.output and result.completion_tokens > 0
+    assert result.output and result.output_tokens > 0
     assert "".join(u.delta for u in updates) == result.output
     assert guard.model_input("hi").startswith("<|im_start|>")
     batch = guard.classify(["How do I pick a lock?", {"prompt": "Hi", "response": "Hello!"}])
@@ -193,7 +193,7 @@ def test_a_lora_adapter_folder_loads_as_its_merged_base(tiny_model_dir, tmp_path
     assert torch.allclose(got, expected, atol=1e-4) and not torch.allclose(got, plain, atol=1e-3)
     assert models.model_folder(spec) == folder  # cached: merged once
     guard = load_guard(str(adapter), backend="transformers", max_new_tokens=8)
-    assert guard.classify([SAFE_REQUEST])[0].completion_tokens > 0
+    assert guard.classify([SAFE_REQUEST])[0].output_tokens > 0
 
 
 @pytest.mark.slow
@@ -218,4 +218,4 @@ def test_the_shipped_embedded_guard_reasons_and_answers_in_the_papers_format(emb
         {"prompt_harmfulness": "harmful", "response_refusal": "refusal", "response_harmfulness": "unharmful"},
         {"prompt_harmfulness": "unharmful", "response_refusal": "compliance", "response_harmfulness": "unharmful"},
     ]
-    assert all("# Task 1" in r.output and "Answers:" in r.output and r.completion_tokens < 384 for r in results)
+    assert all("# Task 1" in r.output and "Answers:" in r.output and r.output_tokens < 384 for r in results)

@@ -72,17 +72,19 @@ def seed_of(row, **labels):
 
 def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
     row = traces["BeaverTailsTrainR"]  # harmful / compliance / harmful
-    assert judge(seed_of(row, response="harmful"), row["output"]) == (row["output"].strip(), None)
-    assert judge(seed_of(row, response="unharmful"), row["output"])[1] == "response: harmful != unharmful"
+    assert judge(seed_of(row, response_harmfulness="harmful"), row["output"]) == (row["output"].strip(), None)
+    assert judge(seed_of(row, response_harmfulness="unharmful"), row["output"])[1] == \
+        "response_harmfulness: harmful != unharmful"
     leaked = row["output"] + "\n\nThe ground truth is harmful."
-    kept, reason = judge(seed_of(row, request="harmful", response="harmful"), leaked)
+    kept, reason = judge(seed_of(row, prompt_harmfulness="harmful", response_harmfulness="harmful"), leaked)
     assert reason is None and "ground truth" not in kept
-    assert judge(seed_of(row, request="harmful"), row["output"].split("---")[0])[1] == "no Answers block"
+    assert judge(seed_of(row, prompt_harmfulness="harmful"), row["output"].split("---")[0])[1] == "no Answers block"
     aegis = traces["AegisTrainR"]  # no reply: Completion None, Response None
     gold = parse(aegis["output"]).labels["prompt_harmfulness"]
-    assert judge(seed_of(aegis, request=gold), aegis["output"])[1] is None
+    assert judge(seed_of(aegis, prompt_harmfulness=gold), aegis["output"])[1] is None
     says_compliance = aegis["output"].replace("Completion: None", "Completion: compliance")
-    assert judge(seed_of(aegis, request=gold), says_compliance)[1] == "completion: compliance != None"
+    assert judge(seed_of(aegis, prompt_harmfulness=gold), says_compliance)[1] == \
+        "reply verdicts written though there is no reply"
 
 
 def lines(path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.parser import parse_for, strip_leaks
-from guardreasoner.results import ANSWER_NAMES
+from guardreasoner.results import ANSWER_NAMES, REPLY_VERDICT_KEYS
 from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 from guardreasoner.records import training_row
 from guardreasoner.template import user_turn
@@ -67,7 +67,7 @@ def expected_answers(seed: Seed) -> dict[str, str | None]:
     """What the trace must conclude: the gold labels, and None for the reply's tasks where there is no reply."""
     expected = dict(seed.labels)
     if seed.response is None:
-        expected.update(completion=None, response=None)
+        expected.update(dict.fromkeys(REPLY_VERDICT_KEYS))
     return expected
 
 
@@ -86,6 +86,8 @@ def judge(seed: Seed, text: str) -> tuple[str, str | None]:
     parsed = parse_for(trace, seed.prompt, seed.response)
     if "no_answers_block" in parsed.flags:
         return trace, "no Answers block"
+    if "reply_verdict_without_reply" in parsed.flags:  # the parser drops them; a training trace must not have them
+        return trace, "reply verdicts written though there is no reply"
     wrong = [f"{key}: {parsed.labels.get(key)} != {value}" for key, value in expected_answers(seed).items()
              if parsed.labels.get(key) != value]
     return trace, ("; ".join(wrong) or None)
