@@ -18,7 +18,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     parser.add_argument("--mode", choices=["raw", "chat"], help="prompt mode (default: the model's own)")
     parser.add_argument("--compute-type", choices=["int8", "float32"],
-                        help="CTranslate2's weights: int8 (its default, fastest) or float32 (transformers' numbers)")
+                        help="CTranslate2: int8 (fastest; default for models of 1B and up) or float32 (smaller models)")
     parser.add_argument("--max-new-tokens", type=int, default=2048)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--no-fallback", action="store_true",

@@ -10,14 +10,14 @@ import pytest
 
 pytest.importorskip("ctranslate2")
 
-from guardreasoner.backends import ctranslate2_backend  # noqa: E402
-from guardreasoner.backends.base import SamplingConfig  # noqa: E402
-from guardreasoner.backends.ctranslate2_backend import CTranslate2Backend, converted_dir  # noqa: E402
-from guardreasoner.backends.transformers_backend import TransformersBackend  # noqa: E402
-from guardreasoner.guard import Guard, choose_backend, load_guard, make_backend  # noqa: E402
-from guardreasoner.models import ModelSpec, resolve_model  # noqa: E402
-from guardreasoner.template import user_turn  # noqa: E402
-from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST  # noqa: E402
+from guardreasoner.backends import ctranslate2_backend
+from guardreasoner.backends.base import SamplingConfig
+from guardreasoner.backends.ctranslate2_backend import CTranslate2Backend, converted_dir
+from guardreasoner.backends.transformers_backend import TransformersBackend
+from guardreasoner.guard import Guard, choose_backend, load_guard, make_backend
+from guardreasoner.models import ModelSpec, resolve_model
+from guardreasoner.template import user_turn
+from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +70,7 @@ def test_generate_matches_transformers_in_float32(tiny_model_dir):
 
 
 def test_stop_event_stops_generation(tiny_model_dir):
-    backend = CTranslate2Backend(tiny_model_dir, inter_threads=1)
+    backend = CTranslate2Backend(tiny_model_dir, compute_type="int8", inter_threads=1)
     stop = threading.Event()
     chunks = []
     for chunk in backend.stream(user_turn("hello"), SamplingConfig(max_new_tokens=1500, top_logprobs=0), stop=stop):
@@ -83,7 +83,7 @@ def test_stop_event_stops_generation(tiny_model_dir):
 
 def test_streams_overlap_in_time(tiny_model_dir):
     """Two users at once: with two workers their generations run side by side, not one after the other."""
-    backend = CTranslate2Backend(tiny_model_dir, inter_threads=2)
+    backend = CTranslate2Backend(tiny_model_dir, compute_type="int8", inter_threads=2)
     spans = {}
 
     def user(name):
@@ -112,7 +112,7 @@ def test_confidences_match_transformers(taught_model_dir):
         p_ours, p_theirs = ours.verdicts["request"].p_positive, theirs.verdicts["request"].p_positive
         assert p_ours is not None and p_ours == pytest.approx(p_theirs, abs=1e-3)
         assert (p_ours > 0.5) == (request == HARMFUL_REQUEST)
-        streamed = [update.result for update in ct2.stream(request) if update.result][0]
+        streamed = next(update.result for update in ct2.stream(request) if update.result)
         assert streamed.verdicts["request"].p_positive == pytest.approx(p_ours, abs=1e-6)
 
 
@@ -178,3 +178,11 @@ def test_auto_picks_as_documented(monkeypatch, tiny_model_dir):
     monkeypatch.undo()
     monkeypatch.setenv("GUARDREASONER_CACHE", str(tiny_model_dir.parent / "auto-cache"))
     assert load_guard(str(tiny_model_dir)).backend.name == "ctranslate2"  # this CPU machine has it installed
+
+
+def test_default_compute_type_follows_model_size(tiny_model_dir, tmp_path):
+    from guardreasoner.backends.ctranslate2_backend import default_compute_type
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 2048}')  # GuardReasoner-1B's
+    assert default_compute_type(tmp_path) == "int8"
+    assert default_compute_type(tiny_model_dir) == "float32"  # int8 flipped the 135M guard's verdicts

@@ -28,6 +28,16 @@ logger = logging.getLogger("guardreasoner")
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int8_bfloat16", "bfloat16", "float16", "int8_float16")
 DEFAULT_INTRA_THREADS = 1  # one thread per generation measured fastest on a 2-core machine (README, Backends)
+# int8 flipped verdicts of the 135M embedded guard (README, Backends), so models this small default to float32;
+# larger ones (GuardReasoner-1B has 2048) default to int8, CTranslate2's usual CPU choice.
+INT8_MIN_HIDDEN_SIZE = 1024
+
+
+def default_compute_type(folder: str | Path) -> str:
+    """int8 for models with a hidden size of at least INT8_MIN_HIDDEN_SIZE, float32 for smaller ones."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    hidden = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
+    return "int8" if hidden >= INT8_MIN_HIDDEN_SIZE else "float32"
 
 
 class ConversionUnsupported(RuntimeError):
@@ -89,7 +99,7 @@ class _LazyTopLogprobs(Sequence):
     Reading position i runs the model once over the prompt and the first i generated tokens (the guard reads
     only the verdict positions, so a row costs up to three short passes, not the vocabulary at every step)."""
 
-    def __init__(self, backend: "CTranslate2Backend", prompt: list[str], ids: list[int], chosen: list[float], k: int):
+    def __init__(self, backend: CTranslate2Backend, prompt: list[str], ids: list[int], chosen: list[float], k: int):
         self._backend = backend
         self._prompt = prompt
         self._ids = ids
@@ -123,21 +133,23 @@ class CTranslate2Backend(Backend):
         folder: str | Path,
         *,
         mode: str = "raw",
-        compute_type: str = "int8",
+        compute_type: str | None = None,
         inter_threads: int | None = None,
         intra_threads: int = DEFAULT_INTRA_THREADS,
         batch_size: int = 8,
         static_prompt: bool = True,
         model_id: str | None = None,
     ):
-        """``folder`` is a transformers model folder (converted on first use). ``inter_threads`` generations run
-        at once (default: the CPU count, at most 4), each on ``intra_threads`` threads."""
+        """``folder`` is a transformers model folder (converted on first use); ``compute_type`` defaults by model
+        size (``default_compute_type``). ``inter_threads`` generations run at once (default: the CPU count, at
+        most 4), each on ``intra_threads`` threads."""
         import ctranslate2
         from transformers import AutoTokenizer
 
+        compute_type = compute_type or default_compute_type(folder)
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"unknown compute_type {compute_type!r}; choose one of {COMPUTE_TYPES}")
-        folder = Path(folder)
+        self.folder = folder = Path(folder)
         self.converted = converted_dir(folder, compute_type)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         super().__init__(model_id or str(folder), mode, tokenizer)
@@ -189,12 +201,12 @@ class CTranslate2Backend(Backend):
 
     def _options(self, sampling: SamplingConfig, static: list[str] | None) -> dict:
         sample = sampling.temperature > 0
-        options = dict(
-            max_length=sampling.max_new_tokens, include_prompt_in_result=False, return_scores=True,
-            end_token=self._eos_ids, sampling_topk=0 if sample else 1,
-            sampling_temperature=sampling.temperature if sample else 1.0,
-            sampling_topp=sampling.top_p if sample else 1.0,
-        )
+        options = {
+            "max_length": sampling.max_new_tokens, "include_prompt_in_result": False, "return_scores": True,
+            "end_token": self._eos_ids, "sampling_topk": 0 if sample else 1,
+            "sampling_temperature": sampling.temperature if sample else 1.0,
+            "sampling_topp": sampling.top_p if sample else 1.0,
+        }
         if static:
             options["static_prompt"] = static
         return options
@@ -293,7 +305,7 @@ class CTranslate2Backend(Backend):
         def wait():
             try:
                 pending[0].result()
-            except BaseException as error:  # surfaced in the caller's thread below
+            except Exception as error:  # noqa: BLE001 (surfaced in the caller's thread below)
                 updates.put(error)
             updates.put(None)
 
