@@ -186,3 +186,13 @@ def test_default_compute_type_follows_model_size(tiny_model_dir, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 2048}')  # GuardReasoner-1B's
     assert default_compute_type(tmp_path) == "int8"
     assert default_compute_type(tiny_model_dir) == "float32"  # int8 flipped the 135M guard's verdicts
+
+
+def test_long_rows_go_in_smaller_groups():
+    from guardreasoner.backends.base import length_groups
+
+    lengths = [2000, 1900, 300, 1000, 290, 280, 5000]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    assert list(length_groups(order, lengths, batch_size=8, max_batch_tokens=4096)) == [
+        [6], [0, 1], [3, 2, 4, 5]]  # a row over the budget runs alone; 2 x 2000 fits, 4 x 1000 too
+    assert list(length_groups(order, lengths, batch_size=3)) == [[6, 0, 1], [3, 2, 4], [5]]

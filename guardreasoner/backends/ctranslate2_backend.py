@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..models import cache_dir, write_folder_atomically
 from ..template import render, user_turn
-from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk
+from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
 
 logger = logging.getLogger("guardreasoner")
 
@@ -137,6 +137,7 @@ class CTranslate2Backend(Backend):
         inter_threads: int | None = None,
         intra_threads: int = DEFAULT_INTRA_THREADS,
         batch_size: int = 8,
+        max_batch_tokens: int | None = 4096,
         static_prompt: bool = True,
         model_id: str | None = None,
     ):
@@ -156,6 +157,7 @@ class CTranslate2Backend(Backend):
         self.compute_type = compute_type
         self.inter_threads = inter_threads or max(1, min(4, os.cpu_count() or 1))
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens  # long rows go in smaller groups (see length_groups)
         self.generator = ctranslate2.Generator(
             str(self.converted), device="cpu", compute_type=compute_type,
             inter_threads=self.inter_threads, intra_threads=intra_threads,
@@ -257,11 +259,11 @@ class CTranslate2Backend(Backend):
 
             ctranslate2.set_random_seed(sampling.seed)
         tokens = [self._tokens(text, templated) for text in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(tokens[i]), reverse=True)
+        lengths = [len(t) for t in tokens]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
         began = time.perf_counter()
         submitted = []
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in length_groups(order, lengths, self.batch_size, self.max_batch_tokens):
             split = [self._split(tokens[i]) for i in batch]
             # A static prompt is shared by the whole batch: use it only when every row starts with it.
             static = split[0][0] if all(s[0] is not None for s in split) else None
