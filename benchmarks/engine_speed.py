@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LLAMA_1B_SHAPE = {  # meta-llama/Llama-3.2-1B, the base of GuardReasoner-1B
@@ -119,7 +120,8 @@ def child(args) -> None:
         began = time.perf_counter()
         results = rows.classify([{"prompt": r.prompt, "response": r.response} for r in long_rows])
         figures["rows_s"] = len(results) / (time.perf_counter() - began)
-        figures["row_tokens"] = sum(r.completion_tokens for r in results)
+        # output_tokens after the vocabulary rename, completion_tokens before it
+        figures["row_tokens"] = sum(getattr(r, "output_tokens", None) or r.completion_tokens for r in results)
     figures["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print("RESULT " + json.dumps(figures), flush=True)
 
@@ -157,7 +159,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--child", engine, "--data-dir", args.data_dir, "--model", args.model,
                        "--new-tokens", str(args.new_tokens), "--stream-tokens", str(args.stream_tokens),
                        "--rows", str(args.rows), "--row-tokens", str(args.row_tokens)]
-            done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "2"})
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ | {"OMP_NUM_THREADS": "2"})
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 print(f"{engine}: failed\n{done.stderr[-2000:]}", file=sys.stderr)

@@ -196,3 +196,16 @@ def test_long_rows_go_in_smaller_groups():
     assert list(length_groups(order, lengths, batch_size=8, max_batch_tokens=4096)) == [
         [6], [0, 1], [3, 2, 4, 5]]  # a row over the budget runs alone; 2 x 2000 fits, 4 x 1000 too
     assert list(length_groups(order, lengths, batch_size=3)) == [[6, 0, 1], [3, 2, 4], [5]]
+
+
+def test_batches_hold_prompts_of_similar_length(tiny_model_dir):
+    """CTranslate2 would feed a longer prompt's extra tokens one decoding step at a time: split such batches."""
+    from guardreasoner.backends.ctranslate2_backend import _similar_lengths
+
+    lengths = [500, 490, 470, 200, 190]
+    assert list(_similar_lengths([0, 1, 2, 3, 4], lengths, spread=32)) == [[0, 1, 2], [3, 4]]
+    backend = CTranslate2Backend(tiny_model_dir, compute_type="float32", inter_threads=2)
+    prompts = [user_turn("word " * 200), user_turn("hi"), user_turn("word " * 190), user_turn("hey")]
+    sampling = SamplingConfig(max_new_tokens=8, top_logprobs=0)
+    batched = backend.generate(prompts, sampling)
+    assert [g.text for g in batched] == [backend.generate([p], sampling)[0].text for p in prompts]

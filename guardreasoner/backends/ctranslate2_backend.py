@@ -93,6 +93,22 @@ def _end_token_ids(folder: Path, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def _similar_lengths(group: list[int], lengths: list[int], spread: int) -> Iterator[list[int]]:
+    """Split a group (longest first) where a prompt is more than ``spread`` tokens shorter than the first.
+
+    CTranslate2 forwards a batch's prompts at once only up to the shortest one; a longer prompt's remaining
+    tokens go through the decoding loop one step each, as slow as generating them (8 OpenAIModeration rows
+    of mixed lengths ran at 1.2x transformers' rows/s for 3.5x its tokens/s)."""
+    part: list[int] = []
+    for index in group:
+        if part and lengths[part[0]] - lengths[index] > spread:
+            yield part
+            part = []
+        part.append(index)
+    if part:
+        yield part
+
+
 class _LazyTopLogprobs(Sequence):
     """Per generated token: the chosen token's log-probability, or the top-k alternatives once read.
 
@@ -138,6 +154,7 @@ class CTranslate2Backend(Backend):
         intra_threads: int = DEFAULT_INTRA_THREADS,
         batch_size: int = 8,
         max_batch_tokens: int | None = 4096,
+        length_spread: int = 32,
         static_prompt: bool = True,
         model_id: str | None = None,
     ):
@@ -158,6 +175,7 @@ class CTranslate2Backend(Backend):
         self.inter_threads = inter_threads or max(1, min(4, os.cpu_count() or 1))
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens  # long rows go in smaller groups (see length_groups)
+        self.length_spread = length_spread  # prompts batched together differ by at most this many tokens
         self.generator = ctranslate2.Generator(
             str(self.converted), device="cpu", compute_type=compute_type,
             inter_threads=self.inter_threads, intra_threads=intra_threads,
@@ -263,7 +281,8 @@ class CTranslate2Backend(Backend):
         order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
         began = time.perf_counter()
         submitted = []
-        for batch in length_groups(order, lengths, self.batch_size, self.max_batch_tokens):
+        groups = length_groups(order, lengths, self.batch_size, self.max_batch_tokens)
+        for batch in (part for group in groups for part in _similar_lengths(group, lengths, self.length_spread)):
             split = [self._split(tokens[i]) for i in batch]
             # A static prompt is shared by the whole batch: use it only when every row starts with it.
             static = split[0][0] if all(s[0] is not None for s in split) else None
