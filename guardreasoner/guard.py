@@ -240,7 +240,9 @@ def load_guard(
 ) -> Guard:
     """Load a guard. ``model``: a released name (GuardReasoner-1B/3B/8B or its hub id; default 1B), a local
     folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
-    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this)."""
+    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this). ``backend``: auto,
+    ctranslate2, transformers, vllm or openai (see ``choose_backend``); ``backend_options`` go to it (e.g.
+    ``compute_type="int8"`` for CTranslate2, ``batch_size``)."""
     spec = resolve_model(model, fallback=fallback)
     built = make_backend(spec, backend, mode=mode, **backend_options)
     return Guard(
