@@ -1,4 +1,4 @@
-"""CTranslate2 backend: the fast CPU engine (int8 by default), converted once per model into the cache.
+"""CTranslate2 backend: the fast CPU engine (int8 or float32 by model size), converted once per model into the cache.
 
 Verdict confidences need the top alternatives at the few positions where a verdict word was written.
 Keeping the whole vocabulary's logits for every generated token (``return_logits_vocab``) would hold
