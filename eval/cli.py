@@ -17,7 +17,8 @@ def _run(args) -> int:
 
     benchmarks = list(dict.fromkeys(cell.benchmark for cell in cells_for(args.benchmarks)))
     guard = load_guard(args.model, args.backend, mode=args.mode, fallback=False, fail_closed=False,
-                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       compute_type=args.compute_type)
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else None
     skipped = []
@@ -72,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="generate predictions for the benchmark rows (resumable)")
     run.add_argument("--model", required=True)
-    run.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm", "openai"])
+    run.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     run.add_argument("--mode", choices=["raw", "chat"])
+    run.add_argument("--compute-type", choices=["int8", "float32"], help="CTranslate2: int8 or float32 (default by size)")
     run.add_argument("--data-dir", help="folder with the GuardReasoner benchmark files (default: the public hub "
                      "datasets, which exist for 6 of the 11 benchmarks)")
     run.add_argument("--out", required=True, help="run folder; one sub-folder per benchmark")

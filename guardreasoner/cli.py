@@ -15,8 +15,10 @@ from .results import VERDICT_KEYS
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', or an OpenAI-compatible URL")
-    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm", "openai"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     parser.add_argument("--mode", choices=["raw", "chat"], help="prompt mode (default: the model's own)")
+    parser.add_argument("--compute-type", choices=["int8", "float32"],
+                        help="CTranslate2: int8 (fastest; default for models of 1B and up) or float32 (smaller models)")
     parser.add_argument("--max-new-tokens", type=int, default=2048)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--no-fallback", action="store_true",
@@ -28,7 +30,8 @@ def _load(args, **options):
 
     guard = load_guard(
         args.model, args.backend, mode=args.mode, fallback=not args.no_fallback,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, **options,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
+        **options,
     )
     if guard.fallback_reason:
         print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)

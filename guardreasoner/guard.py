@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from .backends.base import Backend, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
-from .models import ModelSpec, model_folder, resolve_model
+from .models import ModelSpec, logger, model_folder, resolve_model
 from .parser import parse_for
 from .results import POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, VERDICT_KEYS, GuardResult
 from .stream_parser import ParseEvent, StreamParser
@@ -167,25 +167,50 @@ def _cuda_available() -> bool:
         return False
 
 
-def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, batch_size: int | None = None,
-                 **options) -> Backend:
-    """Build the backend for a resolved model: ``auto`` picks openai for URLs, vLLM on CUDA where installed,
-    else transformers. ``batch_size`` is the transformers backend's; vLLM and endpoints batch by themselves."""
+CT2_OPTIONS = ("compute_type", "inter_threads", "intra_threads", "static_prompt")  # CTranslate2's own settings
+
+
+def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
+    """``auto``: openai for URLs; vLLM on CUDA where installed (not for the embedded model); CTranslate2 on
+    machines without CUDA where it is installed; transformers otherwise."""
+    from .backends.ctranslate2_backend import ctranslate2_available
     from .backends.vllm_backend import vllm_available
 
+    if backend != "auto":
+        return backend
+    if spec.kind == "endpoint":
+        return "openai"
+    cuda = _cuda_available()
+    if cuda and spec.kind != "embedded" and vllm_available():
+        return "vllm"
+    if not cuda and ctranslate2_available():
+        return "ctranslate2"
+    return "transformers"
+
+
+def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, batch_size: int | None = None,
+                 **options) -> Backend:
+    """Build the backend for a resolved model (``auto``: see ``choose_backend``). ``batch_size`` is the
+    transformers and CTranslate2 backends'; vLLM and endpoints batch by themselves. A model CTranslate2 cannot
+    convert runs on transformers, with one log line saying so."""
     mode = mode or spec.default_mode
-    if backend == "auto":
-        if spec.kind == "endpoint":
-            backend = "openai"
-        elif spec.kind != "embedded" and vllm_available() and _cuda_available():
-            backend = "vllm"
-        else:
+    backend = choose_backend(spec, backend)
+    ct2_options = {name: value for name in CT2_OPTIONS if (value := options.pop(name, None)) is not None}
+    if backend in ("transformers", "ctranslate2") and batch_size is not None:
+        options["batch_size"] = batch_size
+    if backend == "ctranslate2":
+        from .backends.ctranslate2_backend import ConversionUnsupported, CTranslate2Backend
+
+        if "batch_size" in options:
+            ct2_options["batch_size"] = options["batch_size"]
+        try:
+            return CTranslate2Backend(model_folder(spec), mode=mode, model_id=spec.name, **ct2_options)
+        except ConversionUnsupported as error:
+            logger.warning("%s; running %s on transformers instead", error, spec.name)
             backend = "transformers"
     if backend == "transformers":
         from .backends.transformers_backend import TransformersBackend
 
-        if batch_size is not None:
-            options["batch_size"] = batch_size
         return TransformersBackend(model_folder(spec), mode=mode, model_id=spec.name, **options)
     if backend == "vllm":
         from .backends.vllm_backend import VLLMBackend
@@ -197,7 +222,7 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
         if spec.kind != "endpoint":
             raise ValueError("the openai backend needs an http(s) endpoint URL as the model")
         return OpenAIBackend(spec.location, options.pop("served_model", None), mode=mode, **options)
-    raise ValueError(f"unknown backend {backend!r}; choose auto, transformers, vllm or openai")
+    raise ValueError(f"unknown backend {backend!r}; choose auto, transformers, ctranslate2, vllm or openai")
 
 
 def load_guard(
@@ -217,7 +242,9 @@ def load_guard(
 ) -> Guard:
     """Load a guard. ``model``: a released name (GuardReasoner-1B/3B/8B or its hub id; default 1B), a local
     folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
-    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this)."""
+    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this). ``backend``: auto,
+    ctranslate2, transformers, vllm or openai (see ``choose_backend``); ``backend_options`` go to it (e.g.
+    ``compute_type="int8"`` for CTranslate2, ``batch_size``)."""
     spec = resolve_model(model, fallback=fallback)
     built = make_backend(spec, backend, mode=mode, **backend_options)
     return Guard(

@@ -65,16 +65,31 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _save_into_cache(model, tokenizer, target: Path) -> None:
-    """Write a model folder under a temporary name and rename it, so a reader never sees half of one."""
+def write_folder_atomically(target: Path, write) -> None:
+    """Call ``write(staging)`` on a temporary folder and rename it to ``target``, so a reader never sees half
+    of one; a failed write leaves nothing behind."""
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         staging.rename(target)
     except OSError:  # another process finished first; its copy is as good as ours
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_into_cache(model, tokenizer, target: Path) -> None:
+    """Write a model folder (weights and tokenizer) into the cache atomically."""
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    write_folder_atomically(target, write)
 
 
 def embedded_model_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Generation backends: transformers (default), vLLM (GPU, optional) and any OpenAI-compatible server."""
+"""Generation backends: CTranslate2 (fast CPU), transformers, vLLM (GPU, optional) and any OpenAI-compatible server."""
 
 from .base import Backend, Generation, SamplingConfig, StreamChunk
 

@@ -46,6 +46,26 @@ class StreamChunk:
 ProgressCallback = Callable[[int], None]
 
 
+def length_groups(order: list[int], lengths: list[int], batch_size: int,
+                  max_batch_tokens: int | None = None) -> Iterator[list[int]]:
+    """Consecutive rows of ``order`` (longest first) in groups of at most ``batch_size`` rows and, with
+    ``max_batch_tokens``, at most that many padded prompt tokens (rows x the longest); one row always fits.
+
+    Prefill attention holds rows x heads x length^2 scores per layer: 8 long inputs (1,300-1,800 tokens) of the
+    embedded model peaked at 2.6 GiB on transformers before the first new token."""
+    group: list[int] = []
+    for index in order:
+        longest = lengths[group[0]] if group else lengths[index]
+        full = len(group) >= batch_size or (
+            max_batch_tokens is not None and (len(group) + 1) * longest > max_batch_tokens)
+        if group and full:
+            yield group
+            group = []
+        group.append(index)
+    if group:
+        yield group
+
+
 class Backend(ABC):
     """A generation backend. Prompts are user-turn texts; the backend renders them for its prompt mode."""
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk
+from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
 
 
 def _torch():
@@ -55,6 +55,7 @@ class TransformersBackend(Backend):
         device: str | None = None,
         dtype=None,
         batch_size: int = 8,
+        max_batch_tokens: int | None = 4096,
         model_id: str | None = None,
     ):
         """``model`` is a hub id, a local folder, or an already loaded ``PreTrainedModel``."""
@@ -75,6 +76,7 @@ class TransformersBackend(Backend):
         self.model = model
         self.device = model.device
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens  # long rows go in smaller groups (see length_groups)
         # Left padding keeps every prompt's last token next to its first generated token.
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -153,10 +155,10 @@ class TransformersBackend(Backend):
     ) -> list[Generation]:
         """Generate for model-ready texts (already rendered), batching prompts of similar length together."""
         torch = _torch()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=not templated)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
         results: list[Generation | None] = [None] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in length_groups(order, lengths, self.batch_size, self.max_batch_tokens):
             encoded = self._encode([texts[i] for i in batch], templated)
             recorder = _TopLogprobsRecorder(sampling.top_logprobs) if sampling.top_logprobs else None
             began = time.perf_counter()
