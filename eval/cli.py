@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from guardreasoner.splits import PARTS
+
 from .registry import BENCHMARKS, cells_for
 
 
@@ -24,7 +26,7 @@ def _run(args) -> int:
     for benchmark in benchmarks:
         try:
             made = run_benchmark(guard, benchmark, data_dir, out, limit=args.limit, batch_size=args.batch_size,
-                                 sample=args.sample, seed=args.seed)
+                                 sample=args.sample, seed=args.seed, part=args.split)
         except (FileNotFoundError, ValueError) as error:  # one missing source does not stop the others
             skipped.append(benchmark)
             print(f"{benchmark}: skipped: {error}", file=sys.stderr)
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--limit", type=int, help="first N rows of each benchmark")
     run.add_argument("--sample", type=int, help="a seeded random N rows of each benchmark (the same for every model)")
     run.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    run.add_argument("--split", choices=PARTS, help="only this part of the committed split (assets/splits); "
+                     "'test' keeps OpenAIModeration and SafeRLHF whole, as they are never trained on")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-new-tokens", type=int, default=2048)
     score = commands.add_parser("score", help="F1 per cell and task for a run folder (ours or upstream's)")

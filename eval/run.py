@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from guardreasoner.rows import done_lines
+from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import PREDICTIONS_FILE, EvalRow, load_benchmark
 
@@ -30,10 +31,24 @@ def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
     return [row for position, row in enumerate(rows) if position in chosen]
 
 
+def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[EvalRow]:
+    """The rows of one part (train/fit/validation/test) of the committed split; a benchmark that is never
+    split (OpenAIModeration, SafeRLHF) is held out whole, so its test part is all of it."""
+    if part is None:
+        return rows
+    if benchmark in UNSEEN_BENCHMARKS and part == "test":
+        return rows
+    split = load_split(benchmark)
+    if split.rows != len(rows):
+        raise ValueError(f"{benchmark}: the split is of a {split.rows}-row file; this one has {len(rows)} rows")
+    chosen = set(split.part(part))
+    return [row for row in rows if row.index in chosen]
+
+
 def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
-                  batch_size: int = 32, sample: int | None = None, seed: int = 0) -> int:
+                  batch_size: int = 32, sample: int | None = None, seed: int = 0, part: str | None = None) -> int:
     """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
-    rows = load_benchmark(benchmark, data_dir)[:limit]
+    rows = split_part(load_benchmark(benchmark, data_dir), benchmark, part)[:limit]
     if sample is not None:
         rows = sample_rows(rows, sample, seed)
     path = out / benchmark / PREDICTIONS_FILE
