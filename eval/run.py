@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from guardreasoner.cascade import SCREEN_FLAG
+from guardreasoner.results import answers_block
 from guardreasoner.rows import done_lines
 from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
 
@@ -23,6 +25,14 @@ from .data import PREDICTIONS_FILE, EvalRow, load_benchmark
 def _upstream_label(row: EvalRow) -> str:
     labels = [label for label in row.labels.values() if label is not None]
     return labels[0] if len(row.labels) == 1 and labels else json.dumps(row.labels)
+
+
+def _predict(result) -> str:
+    """What the scorer reads: the model's output, or, where a screen decided some verdicts (reasoning off or
+    auto), an Answers block of the final verdicts (the reasoning, if any ran, is kept beside it)."""
+    if SCREEN_FLAG not in result.flags:
+        return result.output
+    return answers_block({key: verdict.label for key, verdict in result.verdicts.items()})
 
 
 def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
@@ -70,12 +80,16 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
                     "labels": row.labels,
                     "request": row.prompt,
                     "response": row.response,
-                    "predict": result.output,
+                    "predict": _predict(result),
                     "prompt_tokens": result.prompt_tokens,
                     "completion_tokens": result.completion_tokens,
                     "latency_s": result.latency_s,
                     "finish_reason": result.finish_reason,
                 }
+                if SCREEN_FLAG in result.flags:  # who decided each verdict, and the reasoning if it ran
+                    record["decided_by"] = {key: verdict.decided_by for key, verdict in result.verdicts.items()}
+                    record["p_positive"] = {key: verdict.p_positive for key, verdict in result.verdicts.items()}
+                    record["reasoning_output"] = result.output
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
             bar.update(len(chunk))

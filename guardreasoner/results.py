@@ -22,6 +22,7 @@ SOURCE_ANSWERS = "answers"
 SOURCE_EARLIER_ANSWERS = "earlier_answers"  # the final block lacked this line (cut off, runaway repetition)
 SOURCE_CONCLUSION = "conclusion"  # no Answers line at all: read from the task's own conclusion
 SOURCE_NONE = "none"
+SOURCE_SCREEN = "screen"  # not read from an output: a screen's head decided it (see screen.py, cascade.py)
 
 
 
@@ -39,6 +40,7 @@ class Verdict:
     offset: int | None = None  # character offset of the label word in the output, for confidences
     p_positive: float | None = None  # model probability of the positive label (harmful / refusal)
     fail_closed: bool = False  # the model gave no usable label and the guard assumed `harmful`
+    decided_by: str = "reasoning"  # "screen" when a screen's head decided it without the reasoning model
 
     @property
     def recovered(self) -> bool:
