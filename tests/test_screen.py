@@ -192,3 +192,16 @@ def test_band_keeps_the_reasoning_guards_recall_on_validation():
     # a reasoning guard that catches everything: the screen may not clear any harmful item
     low, _, _ = train_screen.choose_band(p, y, train_screen.Rates(1.0, 0.9))
     assert not np.any(y & (p < low))
+
+
+def test_routing_share_counts_rows_with_any_verdict_in_the_band(tmp_path):
+    from eval.modes import routing_share
+
+    stub = StubScreen({}, Thresholds(cut=0.5, low=0.2, high=0.8), keys=(PROMPT_KEY, REPLY_KEY))
+    rows = [{"response": None, "p_positive": {PROMPT_KEY: 0.9}},  # decided
+            {"response": None, "p_positive": {PROMPT_KEY: 0.5}},  # in the band
+            {"response": "ok", "p_positive": {PROMPT_KEY: 0.1, REFUSAL_KEY: 0.1, REPLY_KEY: 0.05}},  # no refusal head
+            {"response": None, "p_positive": {PROMPT_KEY: 0.1}}]  # decided
+    (tmp_path / "ToxicChat").mkdir()
+    (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert routing_share(tmp_path, "ToxicChat", stub) == 0.5

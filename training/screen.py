@@ -98,8 +98,9 @@ def sample(rows: list[Labelled], size: int | None, seed: int) -> list[Labelled]:
 
 
 def rates_from_run(run: str | Path) -> dict[str, Rates]:
-    """The reasoning guard's recall and false-positive rate per verdict, from its outputs on validation rows.
-    A missing harm verdict counts as harmful (the guard fails closed); a missing refusal verdict as wrong."""
+    """The reasoning guard's recall and false-positive rate per verdict, from its outputs on validation rows,
+    for the verdicts with at least ``MIN_PER_LABEL`` rows of each label. A missing harm verdict counts as harmful
+    (the guard fails closed); a missing refusal verdict as wrong."""
     counts = {key: {"tp": 0, "fn": 0, "fp": 0, "tn": 0} for key in VERDICT_KEYS}
     for row in read_run(run):
         labels = parse_for(row.output, row.request, row.reply).labels
@@ -111,8 +112,8 @@ def rates_from_run(run: str | Path) -> dict[str, Rates]:
                 predicted = said == POSITIVE[key]
             counts[key]["tp" if positive and predicted else "fn" if positive else "fp" if predicted else "tn"] += 1
     rates = {}
-    for key, c in counts.items():
-        if c["tp"] + c["fn"] and c["fp"] + c["tn"]:
+    for key, c in counts.items():  # a rate from fewer rows than a head needs would be a guess
+        if min(c["tp"] + c["fn"], c["fp"] + c["tn"]) >= MIN_PER_LABEL:
             rates[key] = Rates(c["tp"] / (c["tp"] + c["fn"]), c["fp"] / (c["fp"] + c["tn"]), sum(c.values()),
                                str(run))
     return rates
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reasoning-run", help="the reasoning guard's prediction run on validation rows")
     parser.add_argument("--reasoning-rates", nargs="*", default=[], help="KEY=RECALL/FPR, instead of a run")
     parser.add_argument("--sample", type=int, help="a seeded N of the training rows (CPU budget)")
+    parser.add_argument("--validation-sample", type=int, help="a seeded N of the validation rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the heads")
     parser.add_argument("--out", required=True, help="the screen folder to write")
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [row for path in args.train for row in rows_from_train_file(path)]
     rows += [row for run in args.runs for row in rows_from_run(run)]
     rows = sample(merge(rows), args.sample, args.seed)
-    validation = merge([row for path in args.validation for row in rows_from_train_file(path)])
+    validation = sample(merge([row for path in args.validation for row in rows_from_train_file(path)]),
+                        args.validation_sample, args.seed)
     overlap = {(r.prompt, r.response) for r in rows} & {(r.prompt, r.response) for r in validation}
     rows = [row for row in rows if (row.prompt, row.response) not in overlap]  # validation rows stay unseen
     if not rows:
