@@ -33,6 +33,9 @@ HEADS_FILE = "heads.npz"
 FEATURES = ("minilm", "guard-state")
 SCREENS_DIR = Path(__file__).resolve().parents[1] / "assets" / "screen"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# The embedded guard's default screen; the other candidate, assets/screen/embedded-guard-state, is an option
+# (screen=...). MiniLM won on the same held-out rows: see assets/screen/README.md.
+DEFAULT_EMBEDDED_SCREEN = "embedded-minilm"
 HEAD_ARRAYS = ("mean", "scale", "coef", "intercept")
 
 
@@ -267,7 +270,8 @@ def default_screen_folder(model_name: str) -> Path:
     """The shipped screen for a guard model (the embedded guard's), else an error saying how to make one."""
     from .models import EMBEDDED_GUARD_NAME
 
-    if model_name == EMBEDDED_GUARD_NAME and (SCREENS_DIR / "embedded" / CARD_FILE).is_file():
-        return SCREENS_DIR / "embedded"
+    shipped = {EMBEDDED_GUARD_NAME: SCREENS_DIR / DEFAULT_EMBEDDED_SCREEN}
+    if model_name in shipped and (shipped[model_name] / CARD_FILE).is_file():
+        return shipped[model_name]
     raise ScreenError(f"no screen ships for {model_name!r}: pass screen=FOLDER (train one with "
                       "python -m training.screen)")

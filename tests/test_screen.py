@@ -205,3 +205,15 @@ def test_routing_share_counts_rows_with_any_verdict_in_the_band(tmp_path):
     (tmp_path / "ToxicChat").mkdir()
     (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert routing_share(tmp_path, "ToxicChat", stub) == 0.5
+
+
+def test_the_embedded_guard_ships_a_default_screen_with_three_heads():
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import default_screen_folder
+
+    screen = load_screen(default_screen_folder(EMBEDDED_GUARD_NAME), model=EMBEDDED_GUARD_NAME)
+    assert set(screen.heads) == set(VERDICT_KEYS)
+    assert all(0 <= h.thresholds.low <= h.thresholds.high <= 1 for h in screen.heads.values())
+    assert screen.card["trained"]["rows"] > 0 and screen.card["trained"]["sources"]
+    with pytest.raises(ScreenError, match="no screen ships for 'GuardReasoner-8B'"):
+        default_screen_folder("GuardReasoner-8B")
