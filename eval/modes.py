@@ -19,6 +19,7 @@ from pathlib import Path
 
 from guardreasoner.cascade import needed_keys
 from guardreasoner.predictions import PREDICTIONS_FILE
+from guardreasoner.results import POSITIVE, VERDICT_OF_TASK
 from guardreasoner.rows import read_jsonl
 from guardreasoner.splits import SPLIT_BENCHMARKS, UNSEEN_BENCHMARKS
 
@@ -41,6 +42,24 @@ def routing_share(run: Path, benchmark: str, screen) -> float:
                 deferred += 1
                 break
     return deferred / len(rows) if rows else 0.0
+
+
+def decided_accuracy(run: Path, benchmark: str, screen) -> dict[str, dict]:
+    """Per labelled task: how many gold-labelled verdicts ``auto`` leaves to the screen, and how many of those
+    the screen gets right (its confident calls; the rest would go to the reasoning model)."""
+    out = {}
+    for row in read_jsonl(run / benchmark / PREDICTIONS_FILE):
+        for task, gold in row["labels"].items():
+            key = VERDICT_OF_TASK[task]
+            head, p = screen.heads.get(key), row["p_positive"].get(key)
+            tally = out.setdefault(task, {"labelled": 0, "decided": 0, "correct": 0})
+            if gold is None:
+                continue
+            tally["labelled"] += 1
+            if head is not None and p is not None and head.thresholds.decides(p):
+                tally["decided"] += 1
+                tally["correct"] += (p >= head.thresholds.high) == (gold == POSITIVE[key])
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         (out / f"{name}.json").write_text(json.dumps(reports[name], indent=2) + "\n")
         summary[name] = {"timing": timing,
                          "auto_routing_share": {b: round(routing_share(out / name, b, guard.screen), 3)
-                                                for b in HELD_OUT}}
+                                                for b in HELD_OUT},
+                         "auto_screen_decided": {b: decided_accuracy(out / name, b, guard.screen) for b in HELD_OUT}}
     table = compare_markdown(reports)
     (out / "comparison.md").write_text(table + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

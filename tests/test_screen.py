@@ -217,3 +217,16 @@ def test_the_embedded_guard_ships_a_default_screen_with_three_heads():
     assert screen.card["trained"]["rows"] > 0 and screen.card["trained"]["sources"]
     with pytest.raises(ScreenError, match="no screen ships for 'GuardReasoner-8B'"):
         default_screen_folder("GuardReasoner-8B")
+
+
+def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
+    from eval.modes import decided_accuracy
+
+    stub = StubScreen({}, Thresholds(cut=0.5, low=0.2, high=0.8), keys=(PROMPT_KEY,))
+    rows = [{"labels": {"prompt": "harmful"}, "p_positive": {PROMPT_KEY: 0.9}},  # decided, right
+            {"labels": {"prompt": "harmful"}, "p_positive": {PROMPT_KEY: 0.1}},  # decided, wrong
+            {"labels": {"prompt": "unharmful"}, "p_positive": {PROMPT_KEY: 0.5}},  # left to reasoning
+            {"labels": {"prompt": None}, "p_positive": {PROMPT_KEY: 0.9}}]  # unlabelled
+    (tmp_path / "ToxicChat").mkdir()
+    (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert decided_accuracy(tmp_path, "ToxicChat", stub) == {"prompt": {"labelled": 3, "decided": 2, "correct": 1}}
