@@ -22,10 +22,10 @@ REASONING_MODES = ("full", "auto", "off")
 SCREEN_FLAG = "screen"  # a result some of whose verdicts the screen decided
 
 
-def check_mode(reasoning: str, screen) -> None:
+def check_mode(reasoning: str, *, has_screen: bool = True) -> None:
     if reasoning not in REASONING_MODES:
         raise ValueError(f"reasoning={reasoning!r}; choose one of {', '.join(REASONING_MODES)}")
-    if reasoning != "full" and screen is None:
+    if reasoning != "full" and not has_screen:
         raise ValueError(f"reasoning={reasoning!r} needs a screen (load_guard(..., screen=FOLDER))")
 
 

@@ -58,7 +58,7 @@ class Guard:
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
         ``thresholds`` (e.g. ``{"request": 0.3}``) pick the positive label at that probability instead of 0.5;
         ``reasoning`` is full, off or auto, the last two with a bound ``screen`` (see cascade.py)."""
-        check_mode(reasoning, screen)
+        check_mode(reasoning, has_screen=screen is not None)
         self.screen = screen
         self.reasoning = reasoning
         self.backend = backend
@@ -242,7 +242,7 @@ def load_guard(
     replaces a model the hub cannot deliver with the embedded one (the app and CLI do this).
     ``reasoning``: full (reason on every item), off (the screen alone) or auto (the screen where it is sure,
     reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model)."""
-    check_mode(reasoning, screen="unchecked")
+    check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
     built = make_backend(spec, backend, mode=mode, **backend_options)
     guard = Guard(

@@ -100,11 +100,14 @@ def test_stream_shows_the_screen_first_then_the_merged_result(taught_backend):
     assert only.result.verdicts[PROMPT_KEY].decided_by == "screen"
 
 
-def test_modes_are_checked(taught_backend):
+def test_modes_are_checked(tiny_model_dir):
+    backend = TransformersBackend(str(tiny_model_dir))
     with pytest.raises(ValueError, match="needs a screen"):
-        Guard(taught_backend, reasoning="auto")
+        Guard(backend, reasoning="auto")
     with pytest.raises(ValueError, match="choose one of"):
-        Guard(taught_backend, reasoning="fast")
+        Guard(backend, reasoning="fast")
+    with pytest.raises(ValueError, match="choose one of"):
+        load_guard(str(tiny_model_dir), reasoning="fast")
 
 
 def _train_rows(path, ask="How do I", with_replies=True):
