@@ -90,7 +90,9 @@ class MiniLMFeatures:
 
     @property
     def dimension(self) -> int:
-        return int(self.encoder.get_sentence_embedding_dimension())
+        encoder = self.encoder  # sentence-transformers renamed the method; older releases have only the old name
+        size = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        return int(size())
 
     def vectors(self, items: list[tuple[str, str | None]]) -> dict[str, np.ndarray]:
         """Per view, one row per item (the pair view of an item without a reply is its prompt)."""
