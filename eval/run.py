@@ -86,9 +86,11 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
                     "latency_s": result.latency_s,
                     "finish_reason": result.finish_reason,
                 }
-                if SCREEN_FLAG in result.flags:  # who decided each verdict, and the reasoning if it ran
-                    record["decided_by"] = {key: verdict.decided_by for key, verdict in result.verdicts.items()}
-                    record["p_positive"] = {key: verdict.p_positive for key, verdict in result.verdicts.items()}
+                # who decided each verdict and with what probability; where a screen decided some, the
+                # reasoning (if it ran) is kept here, as "predict" then holds the final Answers block
+                record["decided_by"] = {key: verdict.decided_by for key, verdict in result.verdicts.items()}
+                record["p_positive"] = {key: verdict.p_positive for key, verdict in result.verdicts.items()}
+                if SCREEN_FLAG in result.flags:
                     record["reasoning_output"] = result.output
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
