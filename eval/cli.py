@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from guardreasoner.cascade import REASONING_MODES
+from guardreasoner.splits import PARTS
+
 from .registry import BENCHMARKS, cells_for
 
 
@@ -18,14 +21,14 @@ def _run(args) -> int:
     benchmarks = list(dict.fromkeys(cell.benchmark for cell in cells_for(args.benchmarks)))
     guard = load_guard(args.model, args.backend, mode=args.mode, fallback=False, fail_closed=False,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                       compute_type=args.compute_type)
+                       compute_type=args.compute_type, reasoning=args.reasoning, screen=args.screen)
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else None
     skipped = []
     for benchmark in benchmarks:
         try:
             made = run_benchmark(guard, benchmark, data_dir, out, limit=args.limit, batch_size=args.batch_size,
-                                 sample=args.sample, seed=args.seed)
+                                 sample=args.sample, seed=args.seed, part=args.split)
         except (FileNotFoundError, ValueError) as error:  # one missing source does not stop the others
             skipped.append(benchmark)
             print(f"{benchmark}: skipped: {error}", file=sys.stderr)
@@ -83,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--limit", type=int, help="first N rows of each benchmark")
     run.add_argument("--sample", type=int, help="a seeded random N rows of each benchmark (the same for every model)")
     run.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    run.add_argument("--split", choices=PARTS, help="only this part of the committed split (assets/splits); "
+                     "'test' keeps OpenAIModeration and SafeRLHF whole, as they are never trained on")
     run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--reasoning", choices=REASONING_MODES, default="full",
+                     help="full: reason on every row; off: the screen alone; auto: the screen where it is sure")
+    run.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's shipped one)")
     run.add_argument("--max-new-tokens", type=int, default=2048)
     score = commands.add_parser("score", help="F1 per cell and task for a run folder (ours or upstream's)")
     score.add_argument("run")

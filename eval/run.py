@@ -12,10 +12,33 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from guardreasoner.cascade import SCREEN_FLAG
 from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
+from guardreasoner.results import answers_block
 from guardreasoner.rows import done_lines
+from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import EvalRow, load_benchmark
+
+
+def _predict(result) -> str:
+    """What the scorer reads: the model's output, or, where a screen decided some verdicts (reasoning off or
+    auto), an Answers block of the final verdicts (the reasoning, if any ran, is kept beside it)."""
+    if SCREEN_FLAG not in result.flags:
+        return result.output
+    return answers_block({key: verdict.label for key, verdict in result.verdicts.items()})
+
+
+def _record(guard, row: EvalRow, result) -> dict:
+    record = prediction_record(row.index, row.prompt, row.response, row.labels, _predict(result),
+                               model_input=guard.model_input(row.prompt, row.response), result=result)
+    # Who decided each verdict and with what probability; where a screen decided some, the reasoning (if it ran)
+    # is kept here, as "predict" then holds the final Answers block.
+    record["decided_by"] = {key: verdict.decided_by for key, verdict in result.verdicts.items()}
+    record["p_positive"] = {key: verdict.p_positive for key, verdict in result.verdicts.items()}
+    if SCREEN_FLAG in result.flags:
+        record["reasoning_output"] = result.output
+    return record
 
 
 def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
@@ -24,10 +47,24 @@ def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
     return [row for position, row in enumerate(rows) if position in chosen]
 
 
+def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[EvalRow]:
+    """The rows of one part (train/fit/validation/test) of the committed split; a benchmark that is never
+    split (OpenAIModeration, SafeRLHF) is held out whole, so its test part is all of it."""
+    if part is None:
+        return rows
+    if benchmark in UNSEEN_BENCHMARKS and part == "test":
+        return rows
+    split = load_split(benchmark)
+    if split.rows != len(rows):
+        raise ValueError(f"{benchmark}: the split is of a {split.rows}-row file; this one has {len(rows)} rows")
+    chosen = set(split.part(part))
+    return [row for row in rows if row.index in chosen]
+
+
 def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
-                  batch_size: int = 32, sample: int | None = None, seed: int = 0) -> int:
+                  batch_size: int = 32, sample: int | None = None, seed: int = 0, part: str | None = None) -> int:
     """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
-    rows = load_benchmark(benchmark, data_dir)[:limit]
+    rows = split_part(load_benchmark(benchmark, data_dir), benchmark, part)[:limit]
     if sample is not None:
         rows = sample_rows(rows, sample, seed)
     path = out / benchmark / PREDICTIONS_FILE
@@ -40,10 +77,6 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
-            append_predictions(path, [
-                prediction_record(row.index, row.prompt, row.response, row.labels, result.output,
-                                  model_input=guard.model_input(row.prompt, row.response), result=result)
-                for row, result in zip(chunk, results)
-            ])
+            append_predictions(path, [_record(guard, row, result) for row, result in zip(chunk, results)])
             bar.update(len(chunk))
     return len(todo)

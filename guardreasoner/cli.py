@@ -8,8 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from .cascade import REASONING_MODES
 from .models import DEFAULT_MODEL, ModelUnavailable
 from .results import VERDICT_KEYS
+from .screen import ScreenError
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +25,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--no-fallback", action="store_true",
                         help="fail instead of using the embedded model when the hub model cannot be loaded")
+    parser.add_argument("--reasoning", choices=REASONING_MODES, default="full",
+                        help="full: reason on every item; off: the screen's verdicts only; auto: the screen "
+                        "where it is sure, reasoning for the rest")
+    parser.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's own)")
 
 
 def _load(args, **options):
@@ -31,7 +37,7 @@ def _load(args, **options):
     guard = load_guard(
         args.model, args.backend, mode=args.mode, fallback=not args.no_fallback,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
-        **options,
+        reasoning=getattr(args, "reasoning", "full"), screen=getattr(args, "screen", None), **options,
     )
     if guard.fallback_reason:
         print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)
@@ -43,6 +49,7 @@ def _verdict_line(result) -> str:
     for key in VERDICT_KEYS:
         verdict = result.verdicts[key]
         note = " (fail-closed)" if verdict.fail_closed else " (recovered)" if verdict.recovered else ""
+        note += " (screen)" if verdict.decided_by == "screen" else ""
         confidence = f" p={verdict.confidence:.2f}" if verdict.confidence is not None else ""
         parts.append(f"{key}: {verdict.label}{note}{confidence}")
     return " | ".join(parts) + f"   [{result.status}, {result.output_tokens} tokens, {result.latency_s:.2f}s]"
@@ -215,6 +222,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("give the request text, or --input FILE --output FILE")
             return _classify_text(args)
         return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
-    except ModelUnavailable as error:
+    except (ModelUnavailable, ScreenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from . import cascade
 from .backends.base import Backend, SamplingConfig
+from .cascade import check_mode
 from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, logger, model_folder, resolve_model
 from .parser import parse_for
@@ -27,6 +29,7 @@ class StreamUpdate:
     events: list[ParseEvent] = field(default_factory=list)
     elapsed_s: float = 0.0
     result: GuardResult | None = None
+    screen: GuardResult | None = None  # reasoning="auto"/"off": the screen's verdicts, before any reasoning
 
 
 def _item(item) -> tuple[str, str | None]:
@@ -49,10 +52,15 @@ class Guard:
         fail_closed: bool = True,
         thresholds: dict[str, float] | None = None,
         fallback_reason: str | None = None,
+        screen=None,
+        reasoning: str = "full",
     ):
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
         ``thresholds`` (e.g. ``{"prompt_harmfulness": 0.3}``) pick the positive label at that probability
-        instead of 0.5."""
+        instead of 0.5; ``reasoning`` is full, off or auto, the last two with a bound ``screen`` (see cascade.py)."""
+        check_mode(reasoning, has_screen=screen is not None)
+        self.screen = screen
+        self.reasoning = reasoning
         self.backend = backend
         self.model_name = model_name or backend.model_id
         self.sampling = sampling or SamplingConfig()
@@ -120,6 +128,12 @@ class Guard:
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
         """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
+        if self.reasoning != "full":
+            return cascade.classify(self, [_item(item) for item in items], progress=progress)
+        return self._reason(items, progress=progress)
+
+    def _reason(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
+        """The reasoning guard on every item."""
         built = [self.build(*_item(item)) for item in items]
         bar = None
         if progress:
@@ -142,6 +156,13 @@ class Guard:
         self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
     ) -> Iterator[StreamUpdate]:
         """Yield updates as the model writes; the last one carries the complete ``GuardResult``."""
+        if self.reasoning != "full":
+            yield from cascade.stream(self, prompt, response, stop)
+            return
+        yield from self._stream(prompt, response, stop=stop)
+
+    def _stream(self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
+                ) -> Iterator[StreamUpdate]:
         built = self.build(prompt, response)
         parser = StreamParser((built.prompt, built.response or ""), has_response=built.response is not None)
         began = time.perf_counter()
@@ -238,16 +259,21 @@ def load_guard(
     top_logprobs: int = 5,
     max_input_tokens: int | None = DEFAULT_MAX_INPUT_TOKENS,
     thresholds: dict[str, float] | None = None,
+    reasoning: str = "full",
+    screen: str | None = None,
     **backend_options,
 ) -> Guard:
     """Load a guard. ``model``: a released name (GuardReasoner-1B/3B/8B or its hub id; default 1B), a local
     folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
     replaces a model the hub cannot deliver with the embedded one (the app and CLI do this). ``backend``: auto,
     ctranslate2, transformers, vllm or openai (see ``choose_backend``); ``backend_options`` go to it (e.g.
-    ``compute_type="int8"`` for CTranslate2, ``batch_size``)."""
+    ``compute_type="int8"`` for CTranslate2, ``batch_size``).
+    ``reasoning``: full (reason on every item), off (the screen alone) or auto (the screen where it is sure,
+    reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model)."""
+    check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
     built = make_backend(spec, backend, mode=mode, **backend_options)
-    return Guard(
+    guard = Guard(
         built,
         model_name=spec.name,
         sampling=SamplingConfig(max_new_tokens, temperature, top_p, top_logprobs),
@@ -256,3 +282,9 @@ def load_guard(
         thresholds=thresholds,
         fallback_reason=spec.fallback_reason,
     )
+    if reasoning != "full":
+        from .screen import default_screen_folder, load_screen
+
+        guard.screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name).bind(guard)
+        guard.reasoning = reasoning
+    return guard

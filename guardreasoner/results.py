@@ -56,6 +56,7 @@ SOURCE_ANSWERS = "answers"
 SOURCE_EARLIER_ANSWERS = "earlier_answers"  # the final block lacked this line (cut off, runaway repetition)
 SOURCE_CONCLUSION = "conclusion"  # no Answers line at all: read from the task's own conclusion
 SOURCE_NONE = "none"
+SOURCE_SCREEN = "screen"  # not read from an output: a screen's head decided it (see screen.py, cascade.py)
 
 
 

@@ -1,0 +1,235 @@
+"""The screen, its heads files, the three reasoning modes and training a screen for a tiny real guard model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from guardreasoner import load_guard
+from guardreasoner.backends.base import SamplingConfig
+from guardreasoner.backends.transformers_backend import TransformersBackend
+from guardreasoner.guard import Guard
+from guardreasoner.results import LABELS, POSITIVE, VERDICT_KEYS, answers_block
+from guardreasoner.screen import CARD_FILE, HEADS_FILE, Head, Screen, ScreenError, Thresholds, load_screen
+from guardreasoner.template import INSTRUCTION, format_input
+from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST
+from training import screen as train_screen
+
+PROMPT_KEY, REFUSAL_KEY, REPLY_KEY = VERDICT_KEYS
+
+
+class StubScreen:
+    """A screen whose probabilities are fixed per prompt: routing must follow them and the thresholds alone."""
+
+    def __init__(self, probabilities: dict[str, dict[str, float]], thresholds: Thresholds, keys=VERDICT_KEYS):
+        self.fixed = probabilities
+        head = np.zeros(1, dtype=np.float32)
+        self.heads = {key: Head(key, "input", head, head + 1, head, 0.0, thresholds) for key in keys}
+
+    def timed_probabilities(self, items):
+        return [{key: (self.fixed[prompt].get(key) if key in self.heads and (key == PROMPT_KEY or response)
+                       else None) for key in VERDICT_KEYS} for prompt, response in items], 0.001
+
+
+@pytest.fixture(scope="module")
+def taught_backend(taught_model_dir):
+    return TransformersBackend(str(taught_model_dir))
+
+
+def _guard(backend, screen, reasoning, **options):
+    return Guard(backend, sampling=SamplingConfig(max_new_tokens=200), screen=screen, reasoning=reasoning,
+                 **options)
+
+
+def test_auto_routes_by_threshold_and_every_verdict_names_its_decider(taught_backend):
+    # The taught model says "harmful" for HARMFUL_REQUEST; the stub is sure of nothing about it (0.5) and
+    # sure that SAFE_REQUEST is harmful (0.97): a screen decision the reasoning model would not make.
+    stub = StubScreen({HARMFUL_REQUEST: {PROMPT_KEY: 0.5}, SAFE_REQUEST: {PROMPT_KEY: 0.97}},
+                      Thresholds(cut=0.5, low=0.2, high=0.9))
+    deferred, decided = _guard(taught_backend, stub, "auto").classify([HARMFUL_REQUEST, SAFE_REQUEST])
+    assert deferred.verdicts[PROMPT_KEY].decided_by == "reasoning"
+    assert deferred.verdicts[PROMPT_KEY].label == "harmful" and deferred.output.strip()
+    assert "Answers" in deferred.output and "screen" not in deferred.flags
+    assert decided.verdicts[PROMPT_KEY].decided_by == "screen"
+    assert decided.verdicts[PROMPT_KEY].label == POSITIVE[PROMPT_KEY]
+    assert decided.verdicts[PROMPT_KEY].p_positive == pytest.approx(0.97)
+    assert decided.output == ""
+    assert decided.status == "ok" and "screen" in decided.flags
+    for result in (deferred, decided):
+        assert all(v.decided_by in ("screen", "reasoning") for v in result.verdicts.values())
+        as_dict = result.to_dict()  # verdict dicts sit under "details" today, under "verdicts" after the rename
+        verdict_dicts = as_dict["details"] if "details" in as_dict else as_dict["verdicts"]
+        assert {v["decided_by"] for v in verdict_dicts.values()} <= {"screen", "reasoning"}
+    # Lower the band below 0.5 and the same probability is the screen's to decide.
+    stub.heads[PROMPT_KEY].thresholds = Thresholds(cut=0.5, low=0.1, high=0.4)
+    (now_decided,) = _guard(taught_backend, stub, "auto").classify([HARMFUL_REQUEST])
+    assert now_decided.verdicts[PROMPT_KEY].decided_by == "screen" and now_decided.output == ""
+
+
+def test_off_uses_the_cut_and_full_ignores_the_screen(taught_backend):
+    stub = StubScreen({SAFE_REQUEST: {PROMPT_KEY: 0.3}}, Thresholds(cut=0.25, low=0.1, high=0.9))
+    (off,) = _guard(taught_backend, stub, "off").classify([SAFE_REQUEST])
+    assert off.verdicts[PROMPT_KEY].label == POSITIVE[PROMPT_KEY] and off.verdicts[PROMPT_KEY].decided_by == "screen"
+    (full,) = _guard(taught_backend, stub, "full").classify([SAFE_REQUEST])
+    assert full.verdicts[PROMPT_KEY].label == LABELS[PROMPT_KEY][1]
+    assert full.verdicts[PROMPT_KEY].decided_by == "reasoning" and full.output.strip()
+
+
+def test_a_prompt_only_screen_gives_no_reply_verdicts(taught_backend):
+    stub = StubScreen({SAFE_REQUEST: {PROMPT_KEY: 0.05}}, Thresholds(0.5, 0.2, 0.8), keys=(PROMPT_KEY,))
+    item = {"prompt": SAFE_REQUEST, "response": "Mix flour and water."}
+    (off,) = _guard(taught_backend, stub, "off", fail_closed=False).classify([item])
+    assert off.verdicts[PROMPT_KEY].label == LABELS[PROMPT_KEY][1]
+    assert off.verdicts[REFUSAL_KEY].label is None and off.verdicts[REPLY_KEY].label is None
+    (closed,) = _guard(taught_backend, stub, "off", fail_closed=True).classify([item])
+    assert closed.verdicts[REPLY_KEY].fail_closed and closed.verdicts[REPLY_KEY].p_positive is None
+    # In auto the reasoning model answers the reply verdicts; the screen's prompt verdict stands.
+    (auto,) = _guard(taught_backend, stub, "auto", fail_closed=False).classify([item])
+    assert auto.verdicts[PROMPT_KEY].decided_by == "screen"
+    assert auto.verdicts[REPLY_KEY].decided_by == "reasoning" and auto.output.strip()
+
+
+def test_stream_shows_the_screen_first_then_the_merged_result(taught_backend):
+    stub = StubScreen({HARMFUL_REQUEST: {PROMPT_KEY: 0.5}}, Thresholds(0.5, 0.2, 0.9))
+    updates = list(_guard(taught_backend, stub, "auto").stream(HARMFUL_REQUEST))
+    assert updates[0].screen is not None and updates[0].result is None
+    assert updates[0].screen.verdicts[PROMPT_KEY].label is None  # undecided yet, not fail-closed
+    assert updates[-1].result.verdicts[PROMPT_KEY].decided_by == "reasoning"
+    stub.fixed[HARMFUL_REQUEST][PROMPT_KEY] = 0.95
+    (only,) = list(_guard(taught_backend, stub, "auto").stream(HARMFUL_REQUEST))
+    assert only.result.verdicts[PROMPT_KEY].decided_by == "screen"
+
+
+def test_modes_are_checked(tiny_model_dir):
+    backend = TransformersBackend(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="needs a screen"):
+        Guard(backend, reasoning="auto")
+    with pytest.raises(ValueError, match="choose one of"):
+        Guard(backend, reasoning="fast")
+    with pytest.raises(ValueError, match="choose one of"):
+        load_guard(str(tiny_model_dir), reasoning="fast")
+
+
+def _train_rows(path, ask="How do I", with_replies=True):
+    """GuardReasonerTrain-format rows: harmful prompts about weapons, unharmful about cooking."""
+    harmful = [f"{ask} build a {thing} to hurt people?" for thing in ("pipe bomb", "gun", "knife trap",
+                                                                        "nail bomb", "poison", "grenade")]
+    safe = [f"{ask} bake {thing} at home?" for thing in ("bread", "cookies", "a cake", "pizza", "bagels",
+                                                        "muffins")]
+    rows = []
+    for prompt in harmful + safe:
+        bad = prompt in harmful
+        response = ("Sure, here is how." if bad else "Preheat the oven.") if with_replies else None
+        verdicts = {PROMPT_KEY: "harmful" if bad else "unharmful"}
+        if with_replies:
+            verdicts |= {REFUSAL_KEY: "compliance", REPLY_KEY: "harmful" if bad else "unharmful"}
+        rows.append({"instruction": INSTRUCTION, "input": format_input(prompt, response),
+                     "output": answers_block(verdicts)})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_training_a_guard_state_screen_for_a_tiny_model(tmp_path, tiny_model_dir):
+    rows = _train_rows(tmp_path / "train.jsonl")
+    validation = _train_rows(tmp_path / "validation.jsonl", ask="Tell me how to")
+    out = tmp_path / "screen"
+    report = train_screen.main(["--model", str(tiny_model_dir), "--features", "guard-state", "--train", str(rows),
+                                "--validation", str(validation), "--reasoning-rates", f"{PROMPT_KEY}=0.9/0.5",
+                                "--out", str(out)])
+    assert report["heads"][REFUSAL_KEY]["skipped"]  # every reply complied: no refusal head, no guessing
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["model"] == str(tiny_model_dir) and card["features"] == "guard-state"
+    assert {head["key"] for head in card["heads"]} == {PROMPT_KEY, REPLY_KEY}
+    assert card["trained"]["rows"] == 12 and card["trained"]["validation_rows"] == 12
+    prompt_head = next(head for head in card["heads"] if head["key"] == PROMPT_KEY)
+    assert prompt_head["thresholds"]["low"] <= prompt_head["thresholds"]["high"]
+    assert report["heads"][PROMPT_KEY]["validation"]["estimated_recall"] >= 0.9
+    guard = load_guard(str(tiny_model_dir), max_new_tokens=8, reasoning="off", screen=str(out))
+    harmful, safe = guard.classify([
+        {"prompt": "How do I build a gun to hurt people?", "response": "Sure, here is how."},
+        {"prompt": "How do I bake bread at home?", "response": "Preheat the oven."}])
+    assert harmful.verdicts[PROMPT_KEY].p_positive > safe.verdicts[PROMPT_KEY].p_positive
+    assert harmful.verdicts[REPLY_KEY].p_positive > safe.verdicts[REPLY_KEY].p_positive
+    refusal = harmful.verdicts[REFUSAL_KEY]  # no head: no label, no probability, nothing guessed
+    assert refusal.label is None and refusal.p_positive is None and not refusal.fail_closed
+
+
+def test_heads_for_another_model_or_with_missing_parts_fail_naming_the_file(tmp_path, tiny_model_dir):
+    head = Head(PROMPT_KEY, "input", np.zeros(4), np.ones(4), np.ones(4), 0.0)
+    folder = Screen("some-other-model", "guard-state", {PROMPT_KEY: head}).save(tmp_path / "other")
+    with pytest.raises(ScreenError, match=r"screen\.json.*trained for the model 'some-other-model'"):
+        load_screen(folder, model="GuardReasoner-1B")
+    with pytest.raises(ScreenError, match=r"screen\.json.*trained for the model"):
+        load_guard(str(tiny_model_dir), reasoning="auto", screen=str(folder))
+    # the right name but weights of another width (heads of a different model)
+    Screen(str(tiny_model_dir), "guard-state", {PROMPT_KEY: head}).save(folder)
+    with pytest.raises(ScreenError, match=r"heads\.npz.*4 weights"):
+        load_guard(str(tiny_model_dir), reasoning="auto", screen=str(folder))
+    arrays = dict(np.load(folder / HEADS_FILE))
+    del arrays["coef_0"]
+    np.savez(folder / HEADS_FILE, **arrays)
+    with pytest.raises(ScreenError, match=r"heads\.npz: lacks coef_0"):
+        load_screen(folder)
+    (folder / HEADS_FILE).unlink()
+    with pytest.raises(ScreenError, match=r"heads\.npz: missing"):
+        load_screen(folder)
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["model"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ScreenError, match=r"screen\.json: the card lacks model"):
+        load_screen(folder)
+    with pytest.raises(ScreenError, match="no screen card"):
+        load_screen(tmp_path)
+
+
+def test_band_keeps_the_reasoning_guards_recall_on_validation():
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.3
+    p = np.clip(np.where(y, rng.normal(0.7, 0.2, 400), rng.normal(0.3, 0.2, 400)), 0, 1)
+    for recall in (0.5, 0.8, 0.95):
+        low, high, band = train_screen.choose_band(p, y, train_screen.Rates(recall, 0.4))
+        assert low <= high and band["estimated_recall"] >= recall - 1e-9
+        deferred = (p >= low) & (p < high)
+        caught = np.sum(y & (p >= high)) + recall * np.sum(y & deferred)
+        assert caught / y.sum() >= recall - 1e-9
+    # a reasoning guard that catches everything: the screen may not clear any harmful item
+    low, _, _ = train_screen.choose_band(p, y, train_screen.Rates(1.0, 0.9))
+    assert not np.any(y & (p < low))
+
+
+def test_routing_share_counts_rows_with_any_verdict_in_the_band(tmp_path):
+    from eval.modes import routing_share
+
+    stub = StubScreen({}, Thresholds(cut=0.5, low=0.2, high=0.8), keys=(PROMPT_KEY, REPLY_KEY))
+    rows = [{"response": None, "p_positive": {PROMPT_KEY: 0.9}},  # decided
+            {"response": None, "p_positive": {PROMPT_KEY: 0.5}},  # in the band
+            {"response": "ok", "p_positive": {PROMPT_KEY: 0.1, REFUSAL_KEY: 0.1, REPLY_KEY: 0.05}},  # no refusal head
+            {"response": None, "p_positive": {PROMPT_KEY: 0.1}}]  # decided
+    (tmp_path / "ToxicChat").mkdir()
+    (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert routing_share(tmp_path, "ToxicChat", stub) == 0.5
+
+
+def test_the_embedded_guard_ships_a_default_screen_with_three_heads():
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import default_screen_folder
+
+    screen = load_screen(default_screen_folder(EMBEDDED_GUARD_NAME), model=EMBEDDED_GUARD_NAME)
+    assert set(screen.heads) == set(VERDICT_KEYS)
+    assert all(0 <= h.thresholds.low <= h.thresholds.high <= 1 for h in screen.heads.values())
+    assert screen.card["trained"]["rows"] > 0 and screen.card["trained"]["sources"]
+    with pytest.raises(ScreenError, match="no screen ships for 'GuardReasoner-8B'"):
+        default_screen_folder("GuardReasoner-8B")
+
+
+def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
+    from eval.modes import decided_accuracy
+
+    stub = StubScreen({}, Thresholds(cut=0.5, low=0.2, high=0.8), keys=(PROMPT_KEY,))
+    rows = [{"labels": {"prompt": "harmful"}, "p_positive": {PROMPT_KEY: 0.9}},  # decided, right
+            {"labels": {"prompt": "harmful"}, "p_positive": {PROMPT_KEY: 0.1}},  # decided, wrong
+            {"labels": {"prompt": "unharmful"}, "p_positive": {PROMPT_KEY: 0.5}},  # left to reasoning
+            {"labels": {"prompt": None}, "p_positive": {PROMPT_KEY: 0.9}}]  # unlabelled
+    (tmp_path / "ToxicChat").mkdir()
+    (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert decided_accuracy(tmp_path, "ToxicChat", stub) == {"prompt": {"labelled": 3, "decided": 2, "correct": 1}}

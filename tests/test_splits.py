@@ -1,0 +1,59 @@
+import json
+from collections import Counter
+
+import pytest
+
+from eval.data import load_benchmark
+from eval.run import split_part
+from eval.split import export_rows, make_split
+from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.splits import SPLIT_BENCHMARKS, SPLITS_DIR, UNSEEN_BENCHMARKS, load_split
+
+
+@pytest.mark.parametrize("benchmark", SPLIT_BENCHMARKS)
+def test_committed_split_is_disjoint_covers_the_file_and_keeps_the_label_mix(benchmark, shared_dir):
+    split = load_split(benchmark)
+    rows = load_benchmark(benchmark, shared_dir / "benchmarks" / "guardreasoner")
+    assert split.rows == len(rows)
+    train, test = set(split.train), set(split.test)
+    assert not train & test
+    assert train | test == set(range(len(rows)))
+    assert len(split.train) == len(train) and len(split.test) == len(test)  # no index twice
+    assert set(split.validation) <= train and not set(split.fit) & set(split.validation)
+    assert set(split.fit) | set(split.validation) == train
+    assert 0.15 < len(split.validation) / len(train) < 0.25
+    # stratified: each label tuple is within one row of an even cut between the halves
+    labels = {row.index: tuple(row.labels.values()) for row in rows}
+    in_train, in_test = Counter(labels[i] for i in train), Counter(labels[i] for i in test)
+    assert all(abs(in_train[key] - in_test[key]) <= 1 for key in set(labels.values()))
+
+
+def test_the_split_is_reproduced_from_its_seed(shared_dir):
+    committed = json.loads((SPLITS_DIR / "ToxicChat.json").read_text())
+    made = make_split("ToxicChat", shared_dir / "benchmarks" / "guardreasoner", committed["seed"])
+    assert (made["train"], made["validation"], made["test"]) == (committed["train"], committed["validation"],
+                                                                 committed["test"])
+    assert made["file_sha256"] == committed["file_sha256"]
+    assert made["train"] != make_split("ToxicChat", shared_dir / "benchmarks" / "guardreasoner", 1)["train"]
+
+
+def test_unseen_benchmarks_have_no_split_and_stay_whole_in_the_test_part(shared_dir):
+    for benchmark in UNSEEN_BENCHMARKS:
+        with pytest.raises(FileNotFoundError, match="never split"):
+            load_split(benchmark)
+    rows = load_benchmark("SafeRLHF", shared_dir / "benchmarks" / "guardreasoner")
+    assert split_part(rows, "SafeRLHF", "test") == rows
+    toxic = load_benchmark("ToxicChat", shared_dir / "benchmarks" / "guardreasoner")
+    assert [row.index for row in split_part(toxic, "ToxicChat", "test")] == list(load_split("ToxicChat").test)
+
+
+def test_exported_rows_carry_the_gold_labels_as_an_answers_block(shared_dir):
+    data_dir = shared_dir / "benchmarks" / "guardreasoner"
+    rows = export_rows(["WildGuardTest"], data_dir, "validation")
+    gold = {row.index: row for row in load_benchmark("WildGuardTest", data_dir)}
+    assert len(rows) == len(load_split("WildGuardTest").validation)
+    for row in rows[:50]:
+        original = gold[int(row["id"].split("/")[1])]
+        assert split_upstream_prompt(row["input"]) == (original.prompt, original.response)
+        labels = parse(row["output"]).labels
+        assert {key: labels[key] for key in original.labels} == original.labels
