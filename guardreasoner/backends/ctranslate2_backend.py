@@ -272,6 +272,8 @@ class CTranslate2Backend(Backend):
         on_progress: ProgressCallback | None = None,
     ) -> list[Generation]:
         """Generate for model-ready texts: groups of ``batch_size`` similar lengths, ``inter_threads`` at once."""
+        if not texts:
+            return []
         if sampling.seed is not None:
             import ctranslate2
 

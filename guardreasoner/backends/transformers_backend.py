@@ -154,6 +154,8 @@ class TransformersBackend(Backend):
         on_progress: ProgressCallback | None = None,
     ) -> list[Generation]:
         """Generate for model-ready texts (already rendered), batching prompts of similar length together."""
+        if not texts:  # the tokenizer fails on an empty batch (a cascade may leave nothing to reason about)
+            return []
         torch = _torch()
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=not templated)["input_ids"]]
         order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
