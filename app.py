@@ -31,6 +31,7 @@ from guardreasoner.results import (  # noqa: E402
 )
 from webapp import charts, flags, views  # noqa: E402
 from webapp.batch import TABLE_COLUMNS, check_file  # noqa: E402
+from webapp.runs import StopSignals  # noqa: E402
 
 MAX_INPUT_CHARS = int(os.environ.get("GUARDREASONER_MAX_INPUT_CHARS", "20000"))
 CONCURRENCY = int(os.environ.get("GUARDREASONER_CONCURRENCY", "8"))
@@ -114,34 +115,54 @@ def build_app(model: str | None = None) -> gr.Blocks:
         guard = pool.get(choice, endpoint)
         return guard.with_sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
 
+    stops = StopSignals()
+
+    def check_analyze_input(prompt, reply):
+        """Runs before analyze, with no outputs: a bad input shows its message and leaves every output as it was."""
+        _check_input(prompt, reply)
+
     @on_gpu
-    def analyze(request, reply, choice, endpoint, max_new_tokens, temperature):
-        _check_input(request, reply)
+    def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
+        session = request.session_hash if request else ""
+        stop = stops.start(session)
         chips = {key: views.chip(key) for key in VERDICT_KEYS}
         first_verdict = None
-        for update in guard.stream(request, reply or None):
-            for event in update.events:
-                if event.kind == "verdict":
-                    note = "" if event.source == "answers" else f"from {event.source.replace('_', ' ')}"
-                    chips[event.task] = views.chip(event.task, event.label, note)
-                    first_verdict = first_verdict if first_verdict is not None else update.elapsed_s
-            sections = task_sections(update.text)
-            result = update.result.to_dict() if update.result else None
-            if result:
-                for key in VERDICT_KEYS:
-                    verdict = result["verdicts"][key]
-                    chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
-                                            state=verdict["label"] or "n/a")
-            yield (
-                *(sections[key] for key in VERDICT_KEYS),
-                *(chips[key] for key in VERDICT_KEYS),
-                views.status(generating=result is None),
-                views.summary(result, elapsed_s=update.elapsed_s, first_verdict_s=first_verdict),
-                json.dumps(result, indent=2, ensure_ascii=False) if result else gr.skip(),
-                result if result else gr.skip(),
-                model_banner(guard),
-            )
+
+        def frame(text, state, elapsed_s, result=None):
+            sections = task_sections(text)
+            running = state == "generating"
+            return (*(sections[key] for key in VERDICT_KEYS), *(chips[key] for key in VERDICT_KEYS),
+                    views.status(state), views.summary(result, elapsed_s=elapsed_s, first_verdict_s=first_verdict),
+                    json.dumps(result, indent=2, ensure_ascii=False) if result else "", result,
+                    model_banner(guard), gr.update(interactive=result is not None), gr.update(interactive=running))
+
+        # The click clears the last run's result at once, so Flag cannot file it while this one streams.
+        yield frame("", "generating", 0.0)
+        update = None
+        try:
+            for update in guard.stream(prompt, reply or None, stop=stop):
+                for event in update.events:
+                    if event.kind == "verdict":
+                        note = "" if event.source == "answers" else f"from {event.source.replace('_', ' ')}"
+                        chips[event.task] = views.chip(event.task, event.label, note, provisional=event.provisional)
+                        first_verdict = first_verdict if first_verdict is not None else update.elapsed_s
+                if stop.is_set():
+                    break  # keep the partial text and the chips settled so far; a stopped run has no result
+                result = update.result.to_dict() if update.result else None
+                if result:
+                    for key in VERDICT_KEYS:
+                        verdict = result["verdicts"][key]
+                        chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
+                                                state=verdict["label"] or "n/a")
+                yield frame(update.text, "done" if result else "generating", update.elapsed_s, result)
+        finally:
+            stops.finish(session, stop)
+        if stop.is_set():
+            yield frame(update.text if update else "", "stopped", update.elapsed_s if update else 0.0)
+
+    def stop_run(request: gr.Request):
+        stops.stop(request.session_hash if request else "")
 
     def flag(result, request_label, completion_label, response_label, comment):
         if not result:
@@ -194,12 +215,12 @@ def build_app(model: str | None = None) -> gr.Blocks:
 
         with gr.Tab("Analyze"):
             with gr.Row():
-                request = gr.Textbox(label="User's request", lines=4, elem_id="request-box")
+                prompt_box = gr.Textbox(label="User's request", lines=4, elem_id="request-box")
                 reply = gr.Textbox(label="AI reply (optional)", lines=4, elem_id="reply-box")
             with gr.Row():
                 analyze_button = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
-                stop_button = gr.Button("Stop", variant="stop")
-            gr.Examples(EXAMPLES, [request, reply], label="Examples: harmful request · safe but alarming · refusal · harmful compliance")
+                stop_button = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop-button")
+            gr.Examples(EXAMPLES, [prompt_box, reply], label="Examples: harmful request · safe but alarming · refusal · harmful compliance")
             with gr.Row():
                 chip_boxes = [gr.HTML(views.chip(key)) for key in VERDICT_KEYS]
             with gr.Row():
@@ -215,7 +236,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
                     correct_completion = gr.Radio(["refusal", "compliance", "n/a"], value="n/a", label="Reply is a")
                     correct_response = gr.Radio(["harmful", "unharmful", "n/a"], value="n/a", label="Reply is")
                 comment = gr.Textbox(label="Comment", lines=2, elem_id="flag-comment")
-                flag_button = gr.Button("Flag", elem_id="flag-button")
+                flag_button = gr.Button("Flag", elem_id="flag-button", interactive=False)
                 flag_status = gr.HTML()
 
         with gr.Tab("Batch"):
@@ -232,10 +253,11 @@ def build_app(model: str | None = None) -> gr.Blocks:
             reports = gr.File(file_count="multiple", file_types=[".json"], label="Evaluation reports")
             report_chart = gr.Plot(charts.benchmark_report({}))
 
-        outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner]
-        analysis = analyze_button.click(analyze, [request, reply, *settings], outputs, api_name=False,
-                                        concurrency_limit=CONCURRENCY)
-        stop_button.click(None, cancels=[analysis])
+        outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner, flag_button,
+                   stop_button]
+        analyze_button.click(check_analyze_input, [prompt_box, reply], None, api_name=False, queue=False).success(
+            analyze, [prompt_box, reply, *settings], outputs, api_name=False, concurrency_limit=CONCURRENCY)
+        stop_button.click(stop_run, None, None, api_name=False, queue=False)
         flag_button.click(flag, [result_state, correct_request, correct_completion, correct_response, comment],
                           flag_status, api_name=False)
         batch_button.click(run_batch, [upload, *settings], [batch_table, batch_files, batch_chart, batch_message],

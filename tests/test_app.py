@@ -38,10 +38,10 @@ def client(app_url):
 
 def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
     result = client.predict(HARMFUL_REQUEST, "", api_name="/classify")
-    assert result["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
+    assert result["labels"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
     assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
     assert result["reasoning"]["prompt_harmfulness"]["conclusion"] == "The human user's request is harmful."
-    assert result["completion_tokens"] > 100 and result["latency_s"] > 0
+    assert result["output_tokens"] > 100 and result["latency_s"] > 0
     assert result["verdicts"]["prompt_harmfulness"]["confidence"] > 0.5
 
 
@@ -52,7 +52,7 @@ def test_streaming_endpoint_yields_partial_results_then_the_result(client):
     assert all(a == b[: len(a)] for a, b in zip(texts, texts[1:]))  # each extends the last
     first = next(i for i, p in enumerate(partials) for e in p["events"] if e["kind"] == "verdict")
     assert first < len(partials) - 1
-    assert partials[-1]["result"]["verdicts"]["prompt_harmfulness"] == "harmful"
+    assert partials[-1]["result"]["labels"]["prompt_harmfulness"] == "harmful"
 
 
 def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
@@ -64,7 +64,7 @@ def test_eight_concurrent_users_each_get_their_own_complete_stream(client):
         assert outputs[-1]["done"]
         finals.append(outputs[-1]["result"])
     assert [f["prompt"] for f in finals] == prompts
-    assert [f["verdicts"]["prompt_harmfulness"] for f in finals] == ["harmful", "unharmful"] * 4
+    assert [f["labels"]["prompt_harmfulness"] for f in finals] == ["harmful", "unharmful"] * 4
     assert all(f["status"] == "ok" for f in finals)
 
 
@@ -88,7 +88,7 @@ def test_batch_check_lists_bad_rows_and_runs_the_rest(tmp_path, taught_model_dir
     assert [str(e) for e in outcome.errors] == ["line 2: invalid JSON (Expecting value at column 1)"]
     assert [r[3] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
     assert len(outcome.jsonl.read_text().splitlines()) == 2
-    assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,request")
+    assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,prompt_harmfulness")
     figure = verdict_counts(outcome.records)
     assert dict(zip(figure.data[0].x, figure.data[0].y)) == {"harmful": 1, "unharmful": 1}
 
@@ -119,7 +119,7 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
         page.evaluate("""() => {
             window.__marks = [];
             new MutationObserver(() => {
-                const chip = document.querySelector('#chip-request');
+                const chip = document.querySelector('#chip-prompt_harmfulness');
                 const status = document.querySelector('#run-status');
                 if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes('chip'))
                     window.__marks.push('chip');
@@ -130,8 +130,8 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
         page.locator("#analyze-button").click()
         page.wait_for_function("() => window.__marks.includes('done')", timeout=60000)
         assert page.evaluate("() => window.__marks") == ["chip", "done"]
-        assert page.locator("#chip-request").get_attribute("data-state") == "harmful"
-        assert "harmful" in page.locator("#panel-request textarea").input_value()
+        assert page.locator("#chip-prompt_harmfulness").get_attribute("data-state") == "harmful"
+        assert "harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
         page.get_by_text("Flag this result as wrong").click()
         page.locator("#correct-request").get_by_text("unharmful").click()
         page.locator("#flag-button").click()
@@ -144,7 +144,7 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
     assert shot.stat().st_size > 10000
     flags = [json.loads(line) for line in queue.read_text().splitlines()]
     assert len(flags) == 1
-    assert flags[0]["prompt_harmfulness"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["prompt_harmfulness"] == "harmful"
+    assert flags[0]["prompt"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["prompt_harmfulness"] == "harmful"
     assert flags[0]["corrected"]["prompt_harmfulness"] == "unharmful" and flags[0]["source"] == "app_flag"
 
 
@@ -160,3 +160,79 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
     assert "GuardReasoner-SmolLM2-135M (embedded, trained here)" in banner  # the shipped adapter, assets/embedded-guard
     assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
     assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").completion_tokens <= 8
+
+
+# ---- The app in a browser, as a person uses it (issue #17) ----
+
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (scripts/test.sh installs it; on CI this fails instead)")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(app_url[0])
+    page.wait_for_selector("#analyze-button")
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """Each streamed piece of the model's text 40 ms apart, so a person (the test) can press Stop mid-run."""
+    import time
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+
+    original = TransformersBackend.stream
+
+    def slow_stream(self, prompt, sampling, stop=None):
+        for chunk in original(self, prompt, sampling, stop=stop):
+            time.sleep(0.04)
+            yield chunk
+
+    monkeypatch.setattr(TransformersBackend, "stream", slow_stream)
+
+
+def error_badges(page) -> int:
+    """Gradio's red "Error" marks on outputs (its status tracker's error state)."""
+    return page.locator(".error:visible").count() + page.get_by_text("Error", exact=True).locator("visible=true").count()
+
+
+def chip_state(page, key):
+    chip = page.locator(f"#chip-{key}")
+    return chip.get_attribute("data-state"), chip.get_attribute("data-provisional")
+
+
+@needs_chromium
+def test_browser_stop_keeps_the_partial_reasoning_and_settled_verdicts_and_says_stopped(page, slow_model):
+    assert page.locator("#stop-button").is_disabled()  # quiet until a run starts
+    page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#chip-prompt_harmfulness')?.dataset.state === 'harmful'",
+                           timeout=60000)
+    assert page.locator("#stop-button").is_enabled()
+    page.locator("#stop-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'stopped'", timeout=30000)
+    page.wait_for_timeout(500)
+    assert "stopped" in page.locator("#run-status").inner_text()
+    assert "request is harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
+    assert chip_state(page, "prompt_harmfulness")[0] == "harmful"
+    assert chip_state(page, "response_harmfulness")[0] == "pending"  # never settled: not made up at Stop
+    assert error_badges(page) == 0
+    assert page.locator("#stop-button").is_disabled()
+    page.get_by_text("Flag this result as wrong").click()
+    assert page.locator("#flag-button").is_disabled()  # a stopped run has no result to flag
