@@ -121,31 +121,48 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
             new MutationObserver(() => {
                 const chip = document.querySelector('#chip-prompt_harmfulness');
                 const status = document.querySelector('#run-status');
-                if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes('chip'))
-                    window.__marks.push('chip');
+                const mark = chip && chip.dataset.provisional === 'true' ? 'provisional chip' : 'chip';
+                if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes(mark))
+                    window.__marks.push(mark);
                 if (status && status.dataset.state === 'done' && !window.__marks.includes('done'))
                     window.__marks.push('done');
             }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
         }""")
         page.locator("#analyze-button").click()
         page.wait_for_function("() => window.__marks.includes('done')", timeout=60000)
-        assert page.evaluate("() => window.__marks") == ["chip", "done"]
+        assert page.evaluate("() => window.__marks") == ["provisional chip", "chip", "done"]
+        assert page.locator("#chip-prompt_harmfulness").get_attribute("data-provisional") == "false"  # confirmed
         assert page.locator("#chip-prompt_harmfulness").get_attribute("data-state") == "harmful"
         assert "harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
         page.get_by_text("Flag this result as wrong").click()
         page.locator("#correct-request").get_by_text("unharmful").click()
         page.locator("#flag-button").click()
         page.wait_for_selector("#flag-status", timeout=20000)
+        first_status = page.locator("#flag-status").inner_text()
+        page.locator("#flag-comment textarea").fill("a bread recipe, surely")
+        page.locator("#flag-button").click()
+        page.wait_for_function("() => document.querySelector('#flag-status')?.innerText.startsWith('Updated')",
+                               timeout=20000)
+        second_status = page.locator("#flag-status").inner_text()
         shot = tmp_path / "app-analyze-flag.png"
         page.screenshot(path=str(shot), full_page=True)
         if os.environ.get("GUARDREASONER_ARTIFACTS"):
             shutil.copy(shot, Path(os.environ["GUARDREASONER_ARTIFACTS"]) / shot.name)
         browser.close()
     assert shot.stat().st_size > 10000
-    flags = [json.loads(line) for line in queue.read_text().splitlines()]
-    assert len(flags) == 1
-    assert flags[0]["prompt"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["prompt_harmfulness"] == "harmful"
-    assert flags[0]["corrected"]["prompt_harmfulness"] == "unharmful" and flags[0]["source"] == "app_flag"
+    assert first_status.startswith("Recorded: the request should be unharmful.")
+    assert "flag-" not in first_status and str(queue) not in first_status  # no hash, no server path
+    assert "review queue" in first_status  # and where it goes
+    assert second_status.startswith('Updated your earlier flag of this result: the request should be unharmful '
+                                    '(comment: "a bread recipe, surely").')
+    from webapp.flags import read_queue
+
+    lines = [json.loads(line) for line in queue.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["id"] == lines[1]["id"]  # append-only: the update is a newer line
+    flags = read_queue(queue)
+    assert len(flags) == 1 and flags[0].comment == "a bread recipe, surely"  # readers keep the last per id
+    assert flags[0].prompt == HARMFUL_REQUEST and flags[0].model_verdicts["prompt_harmfulness"] == "harmful"
+    assert flags[0].corrected["prompt_harmfulness"] == "unharmful" and flags[0].source == "app_flag"
 
 
 @pytest.mark.slow
@@ -208,8 +225,10 @@ def slow_model(monkeypatch):
 
 
 def error_badges(page) -> int:
-    """Gradio's red "Error" marks on outputs (its status tracker's error state)."""
-    return page.locator(".error:visible").count() + page.get_by_text("Error", exact=True).locator("visible=true").count()
+    """Gradio's red "Error" marks on outputs (its status tracker's error state); the message toast is not one."""
+    return page.evaluate("""() => [...document.querySelectorAll('.error, span, div')].filter(element =>
+        !element.closest('[data-testid="toast-body"], .toast-wrap, .toast-body') && element.offsetParent !== null
+        && (element.classList.contains('error') || element.textContent.trim() === 'Error')).length""")
 
 
 def chip_state(page, key):
@@ -236,3 +255,68 @@ def test_browser_stop_keeps_the_partial_reasoning_and_settled_verdicts_and_says_
     assert page.locator("#stop-button").is_disabled()
     page.get_by_text("Flag this result as wrong").click()
     assert page.locator("#flag-button").is_disabled()  # a stopped run has no result to flag
+
+
+@needs_chromium
+def test_browser_an_input_error_shows_the_message_only_and_leaves_the_outputs_alone(page):
+    page.locator("#analyze-button").click()  # no request typed
+    page.get_by_text("Type the user's request first.").first.wait_for(timeout=20000)
+    page.wait_for_timeout(1000)
+    assert error_badges(page) == 0
+    assert "Error" not in page.locator("#model-banner").inner_text()
+    assert chip_state(page, "prompt_harmfulness")[0] == "pending"
+
+
+@needs_chromium
+def test_browser_a_new_run_clears_the_last_result_at_the_click_and_flag_waits_for_a_result(page, slow_model):
+    page.get_by_text("Flag this result as wrong").click()
+    assert page.locator("#flag-button").is_disabled()  # nothing to flag yet
+    page.locator("#request-box textarea").fill(SAFE_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
+    assert page.locator("#flag-button").is_enabled()
+    assert SAFE_REQUEST in page.locator("#result-json").inner_text()
+    page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'generating'",
+                           timeout=20000)
+    assert page.locator("#flag-button").is_disabled()  # the old result cannot be filed while this one streams
+    assert chip_state(page, "prompt_harmfulness")[0] == "pending"
+    assert SAFE_REQUEST not in page.locator("#result-json").inner_text()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
+    assert HARMFUL_REQUEST in page.locator("#result-json").inner_text()
+
+
+def test_flags_go_under_persistent_storage_when_it_exists(tmp_path, monkeypatch):
+    from guardreasoner.records import FlagRecord
+    from webapp import flags
+
+    monkeypatch.delenv("GUARDREASONER_FLAG_QUEUE", raising=False)
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/guardreasoner")
+    monkeypatch.setenv("GUARDREASONER_PERSISTENT_ROOT", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    flag = FlagRecord("flag-1", HARMFUL_REQUEST, None, "out", {}, {"prompt_harmfulness": "unharmful"})
+    path, updated = flags.record_flag(flag)
+    assert path == tmp_path / "data" / "flagged" / "queue.jsonl" and path.is_file() and not updated
+    assert flags.where_it_goes(path) == "It waits for the reviewers in this Space's persistent storage."
+
+
+def test_flags_on_a_space_without_persistent_storage_say_they_last_until_a_restart(tmp_path, monkeypatch):
+    from guardreasoner.records import FlagRecord
+    from webapp import flags
+
+    monkeypatch.delenv("GUARDREASONER_FLAG_QUEUE", raising=False)
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/guardreasoner")
+    monkeypatch.setenv("GUARDREASONER_PERSISTENT_ROOT", str(tmp_path / "no-data"))
+    monkeypatch.chdir(tmp_path)
+    flag = FlagRecord("flag-1", HARMFUL_REQUEST, None, "out", {}, {"prompt_harmfulness": "unharmful"})
+    path, _ = flags.record_flag(flag)
+    assert path == Path("flagged/queue.jsonl") and (tmp_path / path).is_file()
+    message = flags.where_it_goes(path)
+    assert message.startswith("Flags are kept only until this Space restarts")
+    assert "ARGILLA_API_URL" in message and "persistent storage" in message
+    _, updated = flags.record_flag(flag)
+    assert updated and len(flags.read_queue(path)) == 1
