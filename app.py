@@ -30,7 +30,7 @@ from guardreasoner.results import (  # noqa: E402
     VERDICT_KEYS,
 )
 from webapp import charts, flags, views  # noqa: E402
-from webapp.batch import TABLE_COLUMNS, check_file  # noqa: E402
+from webapp import batch  # noqa: E402
 from webapp.runs import StopSignals  # noqa: E402
 
 MAX_INPUT_CHARS = int(os.environ.get("GUARDREASONER_MAX_INPUT_CHARS", "20000"))
@@ -178,16 +178,27 @@ def build_app(model: str | None = None) -> gr.Blocks:
         text = " ".join(filter(None, [flags.what_was_recorded(record, updated), delivery or flags.where_it_goes(path)]))
         return f'<span id="flag-status">{html.escape(text)}</span>'
 
-    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, progress=gr.Progress()):
+    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
-        progress(0, desc="starting")
-        outcome = check_file(guard, upload, on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} rows"))
-        errors = "\n".join(f"- {error}" for error in outcome.errors)
-        message = f"{len(outcome.records)} rows checked." + (
-            f" {len(outcome.errors)} rows could not be read and were skipped:\n{errors}" if outcome.errors else "")
-        return (outcome.table(), [str(outcome.jsonl), str(outcome.csv)], charts.verdict_counts(outcome.records), message)
+        session = (request.session_hash if request else "") + ":batch"
+        stop = stops.start(session)
+        outcome = None
+        try:
+            for outcome in batch.check_stepwise(guard, upload):  # one row at a time: progress per row
+                if stop.is_set():
+                    break
+                yield (outcome.table(), None, gr.skip(), batch.progress_message(outcome, "running"),
+                       gr.update(interactive=True))
+        finally:
+            stops.finish(session, stop)
+        state = "stopped" if stop.is_set() else "done"
+        yield (outcome.table(), outcome.downloads(), charts.verdict_counts(outcome.records) if outcome.records else None,
+               batch.progress_message(outcome, state), gr.update(interactive=False))
+
+    def stop_batch(request: gr.Request):
+        stops.stop((request.session_hash if request else "") + ":batch")
 
     def show_reports(files):
         reports = {}
@@ -244,10 +255,13 @@ def build_app(model: str | None = None) -> gr.Blocks:
 
         with gr.Tab("Batch"):
             upload = gr.File(label="CSV or JSONL with 'prompt' and optional 'response'", file_types=[".csv", ".jsonl", ".json"])
-            batch_button = gr.Button("Check file", variant="primary")
-            batch_message = gr.Markdown()
-            batch_table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True)
-            batch_files = gr.File(label="Download results", file_count="multiple")
+            with gr.Row():
+                batch_button = gr.Button("Check file", variant="primary", elem_id="batch-button")
+                batch_stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="batch-stop")
+            batch_message = gr.Markdown(elem_id="batch-message")
+            batch_table = gr.Dataframe(headers=batch.TABLE_COLUMNS, interactive=False, wrap=True,
+                                       column_widths=batch.COLUMN_WIDTHS, elem_id="batch-table")
+            batch_files = gr.File(label="Download results", file_count="multiple", elem_id="batch-files")
             batch_chart = gr.Plot()
 
         with gr.Tab("Benchmarks"):
@@ -263,8 +277,10 @@ def build_app(model: str | None = None) -> gr.Blocks:
         stop_button.click(stop_run, None, None, api_name=False, queue=False)
         flag_button.click(flag, [result_state, correct_request, correct_completion, correct_response, comment],
                           flag_status, api_name=False)
-        batch_button.click(run_batch, [upload, *settings], [batch_table, batch_files, batch_chart, batch_message],
-                           api_name=False)
+        batch_button.click(run_batch, [upload, *settings],
+                           [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
+                           show_progress="hidden")  # the message says the progress; no overlay on the table
+        batch_stop.click(stop_batch, None, None, api_name=False, queue=False)
         reports.change(show_reports, reports, report_chart, api_name=False)
 
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)

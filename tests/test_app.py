@@ -86,7 +86,7 @@ def test_batch_check_lists_bad_rows_and_runs_the_rest(tmp_path, taught_model_dir
     outcome = check_file(load_guard(str(taught_model_dir), max_new_tokens=200), rows,
                          on_progress=lambda done, total: seen.append((done, total)))
     assert [str(e) for e in outcome.errors] == ["line 2: invalid JSON (Expecting value at column 1)"]
-    assert [r[3] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
+    assert [r[1] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
     assert len(outcome.jsonl.read_text().splitlines()) == 2
     assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,prompt_harmfulness")
     figure = verdict_counts(outcome.records)
@@ -320,3 +320,69 @@ def test_flags_on_a_space_without_persistent_storage_say_they_last_until_a_resta
     assert "ARGILLA_API_URL" in message and "persistent storage" in message
     _, updated = flags.record_flag(flag)
     assert updated and len(flags.read_queue(path)) == 1
+
+
+@pytest.fixture
+def slow_rows(monkeypatch):
+    """Each batch of rows takes 1.5 s more, so the test can press Stop between rows."""
+    import time
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+
+    original = TransformersBackend.generate
+
+    def slow_generate(self, prompts, sampling, on_progress=None):
+        time.sleep(1.5)
+        return original(self, prompts, sampling, on_progress=on_progress)
+
+    monkeypatch.setattr(TransformersBackend, "generate", slow_generate)
+
+
+def upload_rows(page, path):
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-button").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.wait_for_timeout(1500)
+
+
+def headers_broken_mid_word(page) -> list[str]:
+    """Header cells too narrow for their words (the text wraps inside a word, as "li ne")."""
+    return page.evaluate("""() => [...document.querySelectorAll('#batch-table th')].filter(th => {
+        const range = document.createRange(); range.selectNodeContents(th);
+        return [...th.innerText.split(/\\s+/)].some(word => word && th.innerText.trim().length > 0
+            && th.scrollWidth > th.clientWidth + 1);
+    }).map(th => th.innerText.trim())""")
+
+
+@needs_chromium
+def test_browser_batch_shows_progress_per_row_and_stop_keeps_the_rows_done(page, slow_rows, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in [HARMFUL_REQUEST, SAFE_REQUEST] * 3))
+    upload_rows(page, rows)
+    page.locator("#batch-button").click()
+    page.get_by_text("Checking… 1 of 6 rows done.").wait_for(timeout=30000)
+    assert page.locator("#batch-stop").is_enabled()
+    page.locator("#batch-stop").click()
+    page.get_by_text("Stopped after").wait_for(timeout=30000)
+    message = page.locator("#batch-message").inner_text()
+    done = int(message.split("Stopped after ")[1].split(" ")[0])
+    assert 1 <= done < 6 and "ready to download" in message
+    assert page.locator("#batch-files a").count() == 2  # results.jsonl and results.csv of the rows done
+    headers = [h.strip() for h in page.locator("#batch-table th").all_inner_texts() if h.strip()]
+    assert headers[:4] == ["line", "prompt harmful", "reply refusal", "reply harmful"]
+    box = page.locator("#batch-table th", has_text="reply harmful").first.bounding_box()
+    assert box["x"] + box["width"] <= DESKTOP["width"]  # the verdicts are in view at 1280 px
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(500)
+    assert headers_broken_mid_word(page) == []
+
+
+@needs_chromium
+def test_browser_batch_of_only_bad_rows_offers_no_empty_download(page, tmp_path):
+    rows = tmp_path / "bad.jsonl"
+    rows.write_text("not json\n{\"no_prompt\": 1}\n")
+    upload_rows(page, rows)
+    page.locator("#batch-button").click()
+    page.get_by_text("nothing to download").wait_for(timeout=30000)
+    assert "2 rows could not be read" in page.locator("#batch-message").inner_text()
+    assert page.locator("#batch-files a").count() == 0
