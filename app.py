@@ -15,14 +15,12 @@ import html  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard  # noqa: E402
 from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME  # noqa: E402
 from guardreasoner.parser import task_sections  # noqa: E402
-from guardreasoner.reports import current_report  # noqa: E402
 from guardreasoner.results import (  # noqa: E402
     PROMPT_HARMFULNESS,
     RESPONSE_HARMFULNESS,
@@ -30,7 +28,7 @@ from guardreasoner.results import (  # noqa: E402
     VERDICT_KEYS,
 )
 from webapp import charts, flags, views  # noqa: E402
-from webapp import batch  # noqa: E402
+from webapp import batch, benchmarks  # noqa: E402
 from webapp.runs import StopSignals  # noqa: E402
 
 MAX_INPUT_CHARS = int(os.environ.get("GUARDREASONER_MAX_INPUT_CHARS", "20000"))
@@ -201,16 +199,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
         stops.stop((request.session_hash if request else "") + ":batch")
 
     def show_reports(files):
-        reports = {}
-        for file in files or []:
-            path = Path(file)
-            try:
-                report = current_report(json.loads(path.read_text()), path.name)
-            except (ValueError, KeyError, TypeError):
-                raise gr.Error(f"{path.name} is not an evaluation report (the JSON file that "
-                               "python -m eval score --json writes).")
-            reports[path.stem] = report
-        return charts.benchmark_report(reports)
+        reports, bad = benchmarks.read_reports(files)
+        chart = charts.benchmark_report(reports) if reports else None
+        return gr.update(value=chart, visible=bool(reports)), benchmarks.describe(reports, bad)
 
     with gr.Blocks(title="GuardReasoner") as demo:
         gr.HTML(f"<style>{views.CSS}</style>")
@@ -268,7 +259,8 @@ def build_app(model: str | None = None) -> gr.Blocks:
             gr.Markdown("Upload one or more reports from `python -m eval score RUN --json report.json` to compare "
                         "them with the published systems.")
             reports = gr.File(file_count="multiple", file_types=[".json"], label="Evaluation reports")
-            report_chart = gr.Plot(charts.benchmark_report({}))
+            report_notes = gr.Markdown(elem_id="report-notes")
+            report_chart = gr.Plot(visible=False, elem_id="report-chart")  # no empty axes before an upload
 
         outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner, flag_button,
                    stop_button]
@@ -281,7 +273,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
                            [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
                            show_progress="hidden")  # the message says the progress; no overlay on the table
         batch_stop.click(stop_batch, None, None, api_name=False, queue=False)
-        reports.change(show_reports, reports, report_chart, api_name=False)
+        reports.change(show_reports, reports, [report_chart, report_notes], api_name=False)
 
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)
         @on_gpu

@@ -100,7 +100,7 @@ def test_benchmark_chart_places_a_report_beside_the_published_systems(shared_dir
     report = score_run(shared_dir / "predictions/GuardReasoner-8B", "paper")
     figure = benchmark_report({"8B": report})
     ours = figure.data[0]
-    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt)"] == pytest.approx(99.497, abs=0.01)
+    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt_harmfulness)"] == pytest.approx(99.497, abs=0.01)
     assert any(trace.name == "WildGuard 7B" for trace in figure.data)
 
 
@@ -386,3 +386,30 @@ def test_browser_batch_of_only_bad_rows_offers_no_empty_download(page, tmp_path)
     page.get_by_text("nothing to download").wait_for(timeout=30000)
     assert "2 rows could not be read" in page.locator("#batch-message").inner_text()
     assert page.locator("#batch-files a").count() == 0
+
+
+@needs_chromium
+def test_browser_benchmarks_chart_the_good_reports_name_the_bad_and_say_what_is_missing(page, shared_dir, tmp_path):
+    from eval.score import score_run
+
+    run = tmp_path / "run"  # the 8B predictions on two benchmarks only: the other cells are missing
+    for benchmark in ("SimpleSafetyTests", "HarmBenchResponse"):
+        shutil.copytree(shared_dir / "predictions/GuardReasoner-8B" / benchmark, run / benchmark)
+    report = score_run(run, "paper")
+    assert report["missing"] and report["overall_partial"]
+    good = tmp_path / "8B.json"
+    good.write_text(json.dumps(report))
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    page.get_by_role("tab", name="Benchmarks").click()
+    page.wait_for_timeout(500)
+    assert page.locator("#report-chart .js-plotly-plot").count() == 0  # no empty axes before an upload
+    page.locator("input[type=file]").last.set_input_files([str(good), str(bad)])
+    page.locator("#report-chart .js-plotly-plot").wait_for(timeout=30000)
+    notes = page.locator("#report-notes").inner_text()
+    assert "notes.json is not an evaluation report" in notes and "`" not in notes
+    assert "8B: 2 cells charted; no result for" in notes and "so these averages are partial" in notes
+    assert "overall" in notes and "AegisSafetyTest (prompt_harmfulness)" in notes
+    legend = page.locator("#report-chart .legend").bounding_box()
+    plot = page.locator("#report-chart .cartesianlayer").bounding_box()
+    assert legend["y"] >= plot["y"] + plot["height"] - 1  # under the chart, not beside it
