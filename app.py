@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import html  # noqa: E402
+from pathlib import Path  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -187,12 +188,14 @@ def build_app(model: str | None = None) -> gr.Blocks:
             for outcome in batch.check_stepwise(guard, upload):  # one row at a time: progress per row
                 if stop.is_set():
                     break
-                yield (outcome.table(), None, gr.skip(), batch.progress_message(outcome, "running"),
-                       gr.update(interactive=True))
+                yield (outcome.table(), gr.update(value=None, visible=False), gr.update(visible=False),
+                       batch.progress_message(outcome, "running"), gr.update(interactive=True))
         finally:
             stops.finish(session, stop)
         state = "stopped" if stop.is_set() else "done"
-        yield (outcome.table(), outcome.downloads(), charts.verdict_counts(outcome.records) if outcome.records else None,
+        files = outcome.downloads()
+        chart = charts.verdict_counts(outcome.records) if outcome.records else None
+        yield (outcome.table(), gr.update(value=files, visible=bool(files)), gr.update(value=chart, visible=bool(chart)),
                batch.progress_message(outcome, state), gr.update(interactive=False))
 
     def stop_batch(request: gr.Request):
@@ -220,8 +223,12 @@ def build_app(model: str | None = None) -> gr.Blocks:
 
         with gr.Tab("Analyze"):
             with gr.Row():
-                prompt_box = gr.Textbox(label="User's request", lines=4, elem_id="request-box")
-                reply = gr.Textbox(label="AI reply (optional)", lines=4, elem_id="reply-box")
+                # min_width makes the row wrap on a phone: the boxes stack instead of sitting side by side;
+                # max_lines bounds a long paste (it scrolls inside the box).
+                prompt_box = gr.Textbox(label="User's request", lines=4, max_lines=10, min_width=320,
+                                        elem_id="request-box")
+                reply = gr.Textbox(label="AI reply (optional)", lines=4, max_lines=10, min_width=320,
+                                   elem_id="reply-box")
             with gr.Row():
                 analyze_button = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                 stop_button = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop-button")
@@ -245,20 +252,26 @@ def build_app(model: str | None = None) -> gr.Blocks:
                 flag_status = gr.HTML()
 
         with gr.Tab("Batch"):
-            upload = gr.File(label="CSV or JSONL with 'prompt' and optional 'response'", file_types=[".csv", ".jsonl", ".json"])
+            # Upload buttons rather than Gradio's drop zones: their visible text is their accessible name (axe).
+            gr.Markdown("A CSV or JSONL file with a `prompt` column and an optional `response` column.")
+            upload = gr.UploadButton("Choose a CSV or JSONL file", file_types=[".csv", ".jsonl", ".json"],
+                                     elem_id="batch-upload")
             with gr.Row():
                 batch_button = gr.Button("Check file", variant="primary", elem_id="batch-button")
                 batch_stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="batch-stop")
             batch_message = gr.Markdown(elem_id="batch-message")
             batch_table = gr.Dataframe(headers=batch.TABLE_COLUMNS, interactive=False, wrap=True,
                                        column_widths=batch.COLUMN_WIDTHS, elem_id="batch-table")
-            batch_files = gr.File(label="Download results", file_count="multiple", elem_id="batch-files")
-            batch_chart = gr.Plot()
+            # Shown only when there is something to download or chart (an empty box reads as a broken download).
+            batch_files = gr.File(label="Download results", file_count="multiple", elem_id="batch-files",
+                                  visible=False)
+            batch_chart = gr.Plot(visible=False)
 
         with gr.Tab("Benchmarks"):
             gr.Markdown("Upload one or more reports from `python -m eval score RUN --json report.json` to compare "
                         "them with the published systems.")
-            reports = gr.File(file_count="multiple", file_types=[".json"], label="Evaluation reports")
+            reports = gr.UploadButton("Choose evaluation reports (JSON)", file_count="multiple", file_types=[".json"],
+                                      elem_id="report-upload")
             report_notes = gr.Markdown(elem_id="report-notes")
             report_chart = gr.Plot(visible=False, elem_id="report-chart")  # no empty axes before an upload
 
@@ -273,7 +286,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
                            [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
                            show_progress="hidden")  # the message says the progress; no overlay on the table
         batch_stop.click(stop_batch, None, None, api_name=False, queue=False)
-        reports.change(show_reports, reports, [report_chart, report_notes], api_name=False)
+        reports.upload(show_reports, reports, [report_chart, report_notes], api_name=False)
+        upload.upload(lambda file: f"Ready to check {Path(file).name}." if file else "", upload, batch_message,
+                      api_name=False)
 
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)
         @on_gpu

@@ -413,3 +413,69 @@ def test_browser_benchmarks_chart_the_good_reports_name_the_bad_and_say_what_is_
     legend = page.locator("#report-chart .legend").bounding_box()
     plot = page.locator("#report-chart .cartesianlayer").bounding_box()
     assert legend["y"] >= plot["y"] + plot["height"] - 1  # under the chart, not beside it
+
+
+AXE = Path(os.environ.get("GUARDREASONER_AXE", Path(__file__).resolve().parents[1] / ".cache/axe-core/axe.min.js"))
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"  # named in the README; gitignored
+
+
+def serious_axe_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document)).violations"
+                          ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+                          ".map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))")
+    return "\n".join(found)
+
+
+def contrast(page, selector) -> float:
+    """WCAG contrast of an element's text colour on its own background colour, as the browser renders them."""
+    return page.evaluate("""(selector) => {
+        const style = getComputedStyle(document.querySelector(selector));
+        const lum = rgb => { const [r, g, b] = rgb.match(/\\d+/g).slice(0, 3).map(v => {
+            v = v / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const [a, b] = [lum(style.color), lum(style.backgroundColor)].sort((x, y) => y - x);
+        return (a + 0.05) / (b + 0.05); }""", selector)
+
+
+@needs_chromium
+@pytest.mark.skipif(not AXE.is_file() and not os.environ.get("CI"),
+                    reason="axe-core is not fetched (scripts/test.sh fetches it from npm into .cache/axe-core)")
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280px", "390px"])
+def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url, viewport, tmp_path):
+    """The four examples run in turn (screenshots in out/screenshots); then axe on each tab finds nothing serious,
+    chips read at >= 4.5:1, the input boxes stack on a phone and a long paste stays bounded."""
+    from app import EXAMPLES
+
+    page = browser.new_page(viewport=viewport)
+    page.goto(app_url[0])
+    page.wait_for_selector("#analyze-button")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for number, (prompt, reply) in enumerate(EXAMPLES, 1):
+        page.locator("#request-box textarea").fill(prompt)
+        page.locator("#reply-box textarea").fill(reply)
+        page.evaluate("() => { const s = document.querySelector('#run-status'); if (s) s.dataset.state = 'old'; }")
+        page.locator("#analyze-button").click()
+        page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done' && "
+                               "[...document.querySelectorAll('.verdict-chip')].every(c => c.dataset.state !== 'pending')",
+                               timeout=90000)
+        page.screenshot(path=str(SCREENSHOTS / f"example-{number}-{viewport['width']}px.png"), full_page=True)
+        if not reply:  # no reply: both reply chips say n/a, whatever the model wrote (#17.4)
+            assert [chip_state(page, key)[0] for key in ("response_refusal", "response_harmfulness")] == ["n/a"] * 2
+        for key in ("prompt_harmfulness", "response_refusal", "response_harmfulness"):
+            assert contrast(page, f"#chip-{key}") >= 4.5, key
+    assert serious_axe_violations(page) == ""
+    request_box = page.locator("#request-box textarea").bounding_box()
+    reply_box = page.locator("#reply-box textarea").bounding_box()
+    if viewport is PHONE:
+        assert reply_box["y"] > request_box["y"] + request_box["height"]  # stacked, each the full width
+        assert request_box["width"] > 280  # the full width of the phone, less the page margins
+    page.locator("#request-box textarea").fill("long text " * 2500)
+    assert page.locator("#request-box textarea").bounding_box()["height"] < 400
+    page.get_by_role("tab", name="Batch").click()
+    page.wait_for_timeout(500)
+    assert serious_axe_violations(page) == ""
+    page.get_by_role("tab", name="Benchmarks").click()
+    page.wait_for_timeout(500)
+    assert serious_axe_violations(page) == ""
+    page.close()

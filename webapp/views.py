@@ -16,6 +16,16 @@ CSS = """
                font-family:sans-serif;transition:background-color .2s}
 .verdict-chip[data-provisional="true"] {outline:2px dashed currentColor;outline-offset:-5px}
 .verdict-note {font-size:12px;color:#5f6368;margin-left:6px}
+/* WCAG AA (>= 4.5:1) where Gradio's default theme falls short: white on its light orange primary buttons, the
+   grey line numbers and pale syntax colours of the result JSON. The JSON grows with its text rather than scrolling inside a box that a
+   keyboard cannot reach. */
+button.primary {background:#b93b0b !important;border-color:#b93b0b !important;color:#fff !important}
+#result-json .cm-gutterElement {color:#4b5563 !important}
+#result-json .cm-line span {color:#1f2937 !important}
+#result-json .cm-scroller {overflow:visible !important}
+[role="tab"].selected {color:#9a3412 !important}
+footer .show-api, footer .built-with, footer .settings, footer .show-api *, footer .built-with *, footer .settings * {
+  color:#374151 !important;opacity:1 !important}
 """
 
 
