@@ -195,8 +195,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
         state = "stopped" if stop.is_set() else "done"
         files = outcome.downloads()
         chart = charts.verdict_counts(outcome.records) if outcome.records else None
-        yield (outcome.table(), gr.update(value=files, visible=bool(files)), gr.update(value=chart, visible=bool(chart)),
-               batch.progress_message(outcome, state), gr.update(interactive=False))
+        yield (outcome.table(), gr.update(value=files, visible=bool(files)),
+               gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, state),
+               gr.update(interactive=False))
 
     def stop_batch(request: gr.Request):
         stops.stop((request.session_hash if request else "") + ":batch")
@@ -232,7 +233,8 @@ def build_app(model: str | None = None) -> gr.Blocks:
             with gr.Row():
                 analyze_button = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                 stop_button = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop-button")
-            gr.Examples(EXAMPLES, [prompt_box, reply], label="Examples: harmful request · safe but alarming · refusal · harmful compliance")
+            gr.Examples(EXAMPLES, [prompt_box, reply],
+                        label="Examples: harmful request · safe but alarming · refusal · harmful compliance")
             with gr.Row():
                 chip_boxes = [gr.HTML(views.chip(key)) for key in VERDICT_KEYS]
             with gr.Row():
@@ -277,8 +279,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
 
         outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner, flag_button,
                    stop_button]
-        analyze_button.click(check_analyze_input, [prompt_box, reply], None, api_name=False, concurrency_limit=None).success(
-            analyze, [prompt_box, reply, *settings], outputs, api_name=False, concurrency_limit=CONCURRENCY)
+        checked = analyze_button.click(check_analyze_input, [prompt_box, reply], None, api_name=False,
+                                       concurrency_limit=None)
+        checked.success(analyze, [prompt_box, reply, *settings], outputs, api_name=False, concurrency_limit=CONCURRENCY)
         stop_button.click(stop_run, None, None, api_name=False, queue=False)
         flag_button.click(flag, [result_state, correct_request, correct_completion, correct_response, comment],
                           flag_status, api_name=False)

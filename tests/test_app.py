@@ -456,8 +456,8 @@ def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url
         page.locator("#reply-box textarea").fill(reply)
         page.evaluate("() => { const s = document.querySelector('#run-status'); if (s) s.dataset.state = 'old'; }")
         page.locator("#analyze-button").click()
-        page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done' && "
-                               "[...document.querySelectorAll('.verdict-chip')].every(c => c.dataset.state !== 'pending')",
+        page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done' && [...document"
+                               ".querySelectorAll('.verdict-chip')].every(c => c.dataset.state !== 'pending')",
                                timeout=90000)
         page.screenshot(path=str(SCREENSHOTS / f"example-{number}-{viewport['width']}px.png"), full_page=True)
         if not reply:  # no reply: both reply chips say n/a, whatever the model wrote (#17.4)

@@ -17,8 +17,8 @@ CSS = """
 .verdict-chip[data-provisional="true"] {outline:2px dashed currentColor;outline-offset:-5px}
 .verdict-note {font-size:12px;color:#5f6368;margin-left:6px}
 /* WCAG AA (>= 4.5:1) where Gradio's default theme falls short: white on its light orange primary buttons, the
-   grey line numbers and pale syntax colours of the result JSON. The JSON grows with its text rather than scrolling inside a box that a
-   keyboard cannot reach. */
+   grey line numbers and pale syntax colours of the result JSON. The JSON grows with its text rather than
+   scrolling inside a box that a keyboard cannot reach. */
 button.primary {background:#b93b0b !important;border-color:#b93b0b !important;color:#fff !important}
 #result-json .cm-gutterElement {color:#4b5563 !important}
 #result-json .cm-line span {color:#1f2937 !important}
