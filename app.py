@@ -210,17 +210,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="GuardReasoner") as demo:
         gr.HTML(f"<style>{views.CSS}</style>")
         gr.Markdown("# GuardReasoner\nA reasoning guard: is the **request** harmful, is the **reply** a refusal, "
-                    "is the **reply** harmful? Watch it reason; each verdict lights up as soon as it is decided.")
+                    "is the **reply** harmful? Watch it reason; each verdict lights up as soon as it is decided.",
+                    elem_id="intro")
         banner = gr.Markdown(model_banner(pool.get()), elem_id="model-banner")
-        with gr.Accordion("Settings", open=False):
-            with gr.Row():
-                model_choice = gr.Dropdown(MODEL_CHOICES, value=None, label="Model (empty: the one in use)")
-                endpoint = gr.Textbox(label="Endpoint URL (for an OpenAI-compatible server)",
-                                      placeholder="http://127.0.0.1:8000/v1")
-            with gr.Row():
-                max_new_tokens = gr.Slider(32, 2048, value=1024, step=32, label="Max new tokens")
-                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-        settings = [model_choice, endpoint, max_new_tokens, temperature]
 
         with gr.Tab("Analyze"):
             with gr.Row():
@@ -276,6 +268,17 @@ def build_app(model: str | None = None) -> gr.Blocks:
                                       elem_id="report-upload")
             report_notes = gr.Markdown(elem_id="report-notes")
             report_chart = gr.Plot(visible=False, elem_id="report-chart")  # no empty axes before an upload
+
+        # Settings after the tabs: secondary, and on a phone the input boxes then sit on the first screen.
+        with gr.Accordion("Settings", open=False):
+            with gr.Row():
+                model_choice = gr.Dropdown(MODEL_CHOICES, value=None, label="Model (empty: the one in use)")
+                endpoint = gr.Textbox(label="Endpoint URL (for an OpenAI-compatible server)",
+                                      placeholder="http://127.0.0.1:8000/v1")
+            with gr.Row():
+                max_new_tokens = gr.Slider(32, 2048, value=1024, step=32, label="Max new tokens")
+                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+        settings = [model_choice, endpoint, max_new_tokens, temperature]
 
         outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner, flag_button,
                    stop_button]

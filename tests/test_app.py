@@ -469,6 +469,9 @@ def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url
     reply_box = page.locator("#reply-box textarea").bounding_box()
     if viewport is PHONE:
         assert reply_box["y"] > request_box["y"] + request_box["height"]  # stacked, each the full width
+        page.evaluate("() => window.scrollTo(0, 0)")
+        top = page.locator("#request-box textarea").bounding_box()["y"]
+        assert top < 0.4 * PHONE["height"]  # the header leaves the input on the first screen
         assert request_box["width"] > 280  # the full width of the phone, less the page margins
     page.locator("#request-box textarea").fill("long text " * 2500)
     assert page.locator("#request-box textarea").bounding_box()["height"] < 400

@@ -23,6 +23,11 @@ button.primary {background:#b93b0b !important;border-color:#b93b0b !important;co
 #result-json .cm-gutterElement {color:#4b5563 !important}
 #result-json .cm-line span {color:#1f2937 !important}
 #result-json .cm-scroller {overflow:visible !important}
+/* On a phone the header stays short, so the input boxes are on the first screen. */
+@media (max-width: 640px) {
+  #intro h1 {font-size:1.5rem !important;margin:0 0 4px !important}
+  #intro p, #model-banner p {font-size:0.85rem !important;margin:2px 0 !important}
+}
 [role="tab"].selected {color:#9a3412 !important}
 footer .show-api, footer .built-with, footer .settings, footer .show-api *, footer .built-with *, footer .settings * {
   color:#374151 !important;opacity:1 !important}
