@@ -176,7 +176,7 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
     banner = app.model_banner(pool.get())
     assert "GuardReasoner-SmolLM2-135M (embedded, trained here)" in banner  # the shipped adapter, assets/embedded-guard
     assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
-    assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").completion_tokens <= 8
+    assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").output_tokens <= 8
 
 
 # ---- The app in a browser, as a person uses it (issue #17) ----
