@@ -17,7 +17,7 @@ from pathlib import Path
 
 from guardreasoner.parser import parse_for, split_upstream_prompt
 from guardreasoner.predictions import read_run
-from guardreasoner.records import FlagRecord
+from guardreasoner.records import FlagRecord, latest_flags
 from guardreasoner.rows import read_jsonl
 
 SOURCE_APP_FLAG = "app_flag"
@@ -54,7 +54,7 @@ def make_item(prompt: str, response: str | None, output: str, *, source: str, mo
 def from_flags(queue: str | Path) -> list[dict]:
     """Items for the app's flags; the flagger's corrections and comment become the note reviewers read."""
     items = []
-    for flag in (FlagRecord.from_dict(record, str(queue)) for record in read_jsonl(queue)):
+    for flag in latest_flags([FlagRecord.from_dict(record, str(queue)) for record in read_jsonl(queue)]):
         corrected = {k: v for k, v in flag.corrected.items() if v}
         wrong = sorted(k for k, v in corrected.items() if v != flag.model_verdicts.get(k))
         note = "; ".join([f"flagged as {k}: {v}" for k, v in corrected.items()]

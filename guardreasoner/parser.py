@@ -176,6 +176,17 @@ def reasoning_items(text: str, start_at: int) -> list[ReasoningItem]:
     return items
 
 
+def task_heading_starts(text: str, start_at: int) -> list[tuple[str, int]]:
+    """Where each ``# Task N`` heading begins, as (task key, offset); "" for numbers past 3."""
+    starts = []
+    for heading in _HEADING.finditer(text):
+        if heading.start() >= start_at:
+            task = _heading_task(heading.group("title"))
+            if task is not None:
+                starts.append((task, heading.start()))
+    return starts
+
+
 def reasoning_from_items(items: list[ReasoningItem]) -> dict[str, TaskReasoning]:
     tasks = {key: TaskReasoning(key) for key in VERDICT_KEYS}
     for item in items:

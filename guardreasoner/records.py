@@ -54,6 +54,15 @@ class FlagRecord:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+def latest_flags(flags: list[FlagRecord]) -> list[FlagRecord]:
+    """One flag per id, the last one written: a queue is append-only, and flagging the same result again
+    (the same item and output) writes a newer record that replaces the earlier one. First-seen order."""
+    latest: dict[str, FlagRecord] = {}
+    for flag in flags:
+        latest[flag.id] = flag
+    return list(latest.values())
+
+
 def training_row(prompt: str, response: str | None, output: str, **extra) -> dict:
     """A GuardReasonerTrain row (``instruction``, ``input``, ``output``: the format R-SFT reads), plus ``extra``."""
     from .template import INSTRUCTION, format_input

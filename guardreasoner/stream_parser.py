@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .parser import echo_length, reasoning_items, reasoning_from_items, find_answers_blocks, parse
-from .results import SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput
+from .parser import echo_length, find_answers_blocks, parse, reasoning_from_items, reasoning_items, task_heading_starts
+from .results import SOURCE_ANSWERS, SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput
 
 
 @dataclass
@@ -16,14 +16,16 @@ class ParseEvent:
     index: int | None = None  # the step's position in its task, from 0
     label: str | None = None  # the verdict
     source: str | None = None  # where the verdict was read (see results.SOURCE_*)
+    provisional: bool | None = None  # a verdict read from reasoning, before the Answers block confirms it
 
 
 class StreamParser:
     """Feed text chunks; get events. Only complete lines are read, so "Request: harm" never reads as a verdict.
 
     A step or conclusion is reported once the next heading (or an Answers block, or the end) closes it. A
-    verdict is reported as soon as a task's conclusion line or an Answers line states it, and again if a
-    later, more authoritative statement (the Answers block) changes its label or source.
+    verdict is reported, marked provisional, as soon as a task's reasoning states it and has ended (its
+    conclusion line is written, the next task's heading starts, or the Answers block begins); it is reported
+    again, confirmed, when the Answers block states it (or at the end), and whenever its label changes.
     """
 
     def __init__(self, user_texts: tuple[str, ...] | list[str] = (), has_response: bool | None = None):
@@ -63,14 +65,28 @@ class StreamParser:
                 self._sent_conclusions.add(key)
                 events.append(ParseEvent("conclusion", key, text=task.conclusion))
         parsed = parse(text, user_texts=self.user_texts, has_response=self.has_response)
+        ended = set() if final else self._ended_tasks(text)
         for key, verdict in parsed.verdicts.items():
             if verdict.label is None:
                 continue
-            # Mid-stream, a verdict read from reasoning counts only once the task's Conclusion states it.
-            if not final and verdict.source == SOURCE_CONCLUSION and parsed.reasoning[key].conclusion is None:
+            # Mid-stream, a verdict read from reasoning counts only once the task's reasoning has ended (or
+            # its Conclusion states it): a step still being written may yet say otherwise.
+            if (not final and verdict.source == SOURCE_CONCLUSION and parsed.reasoning[key].conclusion is None
+                    and key not in ended):
                 continue
-            state = (verdict.label, verdict.source)
+            provisional = not final and verdict.source != SOURCE_ANSWERS
+            state = (verdict.label, verdict.source, provisional)
             if self._sent_verdicts.get(key) != state:
                 self._sent_verdicts[key] = state
-                events.append(ParseEvent("verdict", key, label=verdict.label, source=verdict.source))
+                events.append(ParseEvent("verdict", key, label=verdict.label, source=verdict.source,
+                                         provisional=provisional))
         return events, parsed
+
+    def _ended_tasks(self, text: str) -> set[str]:
+        """Tasks whose reasoning is over: another task's heading, or an Answers block, follows its last item."""
+        echo = echo_length(text, list(self.user_texts))
+        last_item = {item.task: item.start for item in reasoning_items(text, echo)}
+        # What closes a task: a heading of another task, or an Answers block (task None: closes any task).
+        closers = [(task, start) for task, start in task_heading_starts(text, echo)]
+        closers += [(None, block.start) for block in find_answers_blocks(text) if block.start >= echo]
+        return {key for key, start in last_item.items() if any(at > start and task != key for task, at in closers)}

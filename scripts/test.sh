@@ -12,6 +12,12 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
     || echo "note: could not install ${missing[*]}; the tests that need them will be skipped (on CI: fail)" >&2
 fi
+# axe-core (the accessibility checker the browser tests load into the page) from npm, never a CDN; kept in .cache.
+if [ ! -f .cache/axe-core/axe.min.js ] && command -v npm >/dev/null 2>&1; then
+  (mkdir -p .cache/axe-core && cd .cache/axe-core && npm pack --silent axe-core@4.14.1 >/dev/null \
+    && tar -xzf axe-core-4.14.1.tgz package/axe.min.js --strip-components=1 && rm axe-core-4.14.1.tgz) \
+    || echo "note: could not fetch axe-core from npm; the accessibility tests will be skipped (on CI: fail)" >&2
+fi
 # argilla-server's own virtualenv (its pins clash with gradio's), built once and kept in .argilla-venv.
 .venv/bin/python -c "from annotate.server.manage import ServerConfig, ensure_venv; ensure_venv(ServerConfig())"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false

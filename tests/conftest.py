@@ -42,8 +42,18 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def taught_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
-    """A tiny Llama trained for a few seconds to answer two fixed requests in the GuardReasoner format."""
-    return tiny_models.taught_llama(tmp_path_factory.mktemp("taught"), tokenizer_dir)
+    """A tiny Llama trained for a few seconds to answer two fixed requests in the GuardReasoner format.
+
+    GUARDREASONER_TEST_CACHE (a folder) keeps it between runs on a busy machine; CI leaves it unset."""
+    cache = os.environ.get("GUARDREASONER_TEST_CACHE")
+    if cache and (Path(cache) / "taught" / "config.json").is_file():
+        return Path(cache) / "taught"
+    folder = tiny_models.taught_llama(tmp_path_factory.mktemp("taught"), tokenizer_dir)
+    if cache:
+        import shutil
+
+        shutil.copytree(folder, Path(cache) / "taught")
+    return folder
 
 
 @pytest.fixture(scope="session")

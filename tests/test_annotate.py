@@ -62,9 +62,10 @@ def flag_records(shared_dir, count: int) -> list[dict]:
         record = json.loads(line)
         request, reply = split_upstream_prompt(record["prompt"])
         verdicts = parse(record["predict"]).labels
-        result = {"prompt": request, "response": reply, "output": record["predict"], "verdicts": verdicts,
+        result = {"prompt": request, "response": reply, "output": record["predict"], "labels": verdicts,
                   "model": "GuardReasoner-1B"}
-        flags.append(make_flag(result, {"prompt_harmfulness": OTHER[verdicts["prompt_harmfulness"]]}, "looks wrong"))
+        flag = make_flag(result, {"prompt_harmfulness": OTHER[verdicts["prompt_harmfulness"]]}, "looks wrong")
+        flags.append(flag.to_dict())
     return flags
 
 
@@ -72,10 +73,19 @@ def test_flags_carry_the_flaggers_correction(shared_dir, tmp_path):
     queue = tmp_path / "queue.jsonl"
     queue.write_text("".join(json.dumps(flag) + "\n" for flag in flag_records(shared_dir, 3)))
     found = sources.from_flags(queue)
-    assert [item["metadata"]["disagreement"] for item in found] == ["flag:request"] * 3
+    assert [item["metadata"]["disagreement"] for item in found] == ["flag:prompt_harmfulness"] * 3
     assert all(item["note"].startswith("flagged as request: ") and "comment: looks wrong" in item["note"]
                for item in found)
     assert [item["id"] for item in sources.from_flags(queue)] == [item["id"] for item in found]  # stable
+
+
+def test_a_result_flagged_twice_is_one_item_with_the_later_correction(shared_dir, tmp_path):
+    first = flag_records(shared_dir, 1)[0]
+    again = {**first, "comment": "second thoughts"}  # the app appends a newer record with the same id
+    queue = tmp_path / "queue.jsonl"
+    queue.write_text("".join(json.dumps(flag) + "\n" for flag in (first, again)))
+    (item,) = sources.from_flags(queue)
+    assert "comment: second thoughts" in item["note"]
 
 
 def test_eval_errors_are_the_rows_whose_verdict_differs_from_gold(shared_dir):

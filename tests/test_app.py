@@ -38,7 +38,7 @@ def client(app_url):
 
 def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
     result = client.predict(HARMFUL_REQUEST, "", api_name="/classify")
-    assert result["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
+    assert result["labels"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
     assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
     assert result["reasoning"]["prompt_harmfulness"]["conclusion"] == "The human user's request is harmful."
     assert result["output_tokens"] > 100 and result["latency_s"] > 0
@@ -86,9 +86,9 @@ def test_batch_check_lists_bad_rows_and_runs_the_rest(tmp_path, taught_model_dir
     outcome = check_file(load_guard(str(taught_model_dir), max_new_tokens=200), rows,
                          on_progress=lambda done, total: seen.append((done, total)))
     assert [str(e) for e in outcome.errors] == ["line 2: invalid JSON (Expecting value at column 1)"]
-    assert [r[3] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
+    assert [r[1] for r in outcome.table()] == ["harmful", "unharmful"] and seen[-1] == (2, 2)
     assert len(outcome.jsonl.read_text().splitlines()) == 2
-    assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,request")
+    assert outcome.csv.read_text().splitlines()[0].startswith("line,prompt,response,prompt_harmfulness")
     figure = verdict_counts(outcome.records)
     assert dict(zip(figure.data[0].x, figure.data[0].y)) == {"harmful": 1, "unharmful": 1}
 
@@ -100,7 +100,7 @@ def test_benchmark_chart_places_a_report_beside_the_published_systems(shared_dir
     report = score_run(shared_dir / "predictions/GuardReasoner-8B", "paper")
     figure = benchmark_report({"8B": report})
     ours = figure.data[0]
-    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt)"] == pytest.approx(99.497, abs=0.01)
+    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt_harmfulness)"] == pytest.approx(99.497, abs=0.01)
     assert any(trace.name == "WildGuard 7B" for trace in figure.data)
 
 
@@ -121,31 +121,48 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
             new MutationObserver(() => {
                 const chip = document.querySelector('#chip-prompt_harmfulness');
                 const status = document.querySelector('#run-status');
-                if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes('chip'))
-                    window.__marks.push('chip');
+                const mark = chip && chip.dataset.provisional === 'true' ? 'provisional chip' : 'chip';
+                if (chip && chip.dataset.state === 'harmful' && !window.__marks.includes(mark))
+                    window.__marks.push(mark);
                 if (status && status.dataset.state === 'done' && !window.__marks.includes('done'))
                     window.__marks.push('done');
             }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
         }""")
         page.locator("#analyze-button").click()
         page.wait_for_function("() => window.__marks.includes('done')", timeout=60000)
-        assert page.evaluate("() => window.__marks") == ["chip", "done"]
+        assert page.evaluate("() => window.__marks") == ["provisional chip", "chip", "done"]
+        assert page.locator("#chip-prompt_harmfulness").get_attribute("data-provisional") == "false"  # confirmed
         assert page.locator("#chip-prompt_harmfulness").get_attribute("data-state") == "harmful"
         assert "harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
         page.get_by_text("Flag this result as wrong").click()
         page.locator("#correct-request").get_by_text("unharmful").click()
         page.locator("#flag-button").click()
         page.wait_for_selector("#flag-status", timeout=20000)
+        first_status = page.locator("#flag-status").inner_text()
+        page.locator("#flag-comment textarea").fill("a bread recipe, surely")
+        page.locator("#flag-button").click()
+        page.wait_for_function("() => document.querySelector('#flag-status')?.innerText.startsWith('Updated')",
+                               timeout=20000)
+        second_status = page.locator("#flag-status").inner_text()
         shot = tmp_path / "app-analyze-flag.png"
         page.screenshot(path=str(shot), full_page=True)
         if os.environ.get("GUARDREASONER_ARTIFACTS"):
             shutil.copy(shot, Path(os.environ["GUARDREASONER_ARTIFACTS"]) / shot.name)
         browser.close()
     assert shot.stat().st_size > 10000
-    flags = [json.loads(line) for line in queue.read_text().splitlines()]
-    assert len(flags) == 1
-    assert flags[0]["prompt_harmfulness"] == HARMFUL_REQUEST and flags[0]["model_verdicts"]["prompt_harmfulness"] == "harmful"
-    assert flags[0]["corrected"]["prompt_harmfulness"] == "unharmful" and flags[0]["source"] == "app_flag"
+    assert first_status.startswith("Recorded: the request should be unharmful.")
+    assert "flag-" not in first_status and str(queue) not in first_status  # no hash, no server path
+    assert "review queue" in first_status  # and where it goes
+    assert second_status.startswith('Updated your earlier flag of this result: the request should be unharmful '
+                                    '(comment: "a bread recipe, surely").')
+    from webapp.flags import read_queue
+
+    lines = [json.loads(line) for line in queue.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["id"] == lines[1]["id"]  # append-only: the update is a newer line
+    flags = read_queue(queue)
+    assert len(flags) == 1 and flags[0].comment == "a bread recipe, surely"  # readers keep the last per id
+    assert flags[0].prompt == HARMFUL_REQUEST and flags[0].model_verdicts["prompt_harmfulness"] == "harmful"
+    assert flags[0].corrected["prompt_harmfulness"] == "unharmful" and flags[0].source == "app_flag"
 
 
 @pytest.mark.slow
@@ -160,3 +177,308 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
     assert "GuardReasoner-SmolLM2-135M (embedded, trained here)" in banner  # the shipped adapter, assets/embedded-guard
     assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
     assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").output_tokens <= 8
+
+
+# ---- The app in a browser, as a person uses it (issue #17) ----
+
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (scripts/test.sh installs it; on CI this fails instead)")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(app_url[0])
+    page.wait_for_selector("#analyze-button")
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """Each streamed piece of the model's text 40 ms apart, so a person (the test) can press Stop mid-run."""
+    import time
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+
+    original = TransformersBackend.stream
+
+    def slow_stream(self, prompt, sampling, stop=None):
+        for chunk in original(self, prompt, sampling, stop=stop):
+            time.sleep(0.04)
+            yield chunk
+
+    monkeypatch.setattr(TransformersBackend, "stream", slow_stream)
+
+
+def error_badges(page) -> int:
+    """Gradio's red "Error" marks on outputs (its status tracker's error state); the message toast is not one."""
+    return page.evaluate("""() => [...document.querySelectorAll('.error, span, div')].filter(element =>
+        !element.closest('[data-testid="toast-body"], .toast-wrap, .toast-body') && element.offsetParent !== null
+        && (element.classList.contains('error') || element.textContent.trim() === 'Error')).length""")
+
+
+def chip_state(page, key):
+    chip = page.locator(f"#chip-{key}")
+    return chip.get_attribute("data-state"), chip.get_attribute("data-provisional")
+
+
+@needs_chromium
+def test_browser_stop_keeps_the_partial_reasoning_and_settled_verdicts_and_says_stopped(page, slow_model):
+    assert page.locator("#stop-button").is_disabled()  # quiet until a run starts
+    page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#chip-prompt_harmfulness')?.dataset.state === 'harmful'",
+                           timeout=60000)
+    assert page.locator("#stop-button").is_enabled()
+    page.locator("#stop-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'stopped'", timeout=30000)
+    page.wait_for_timeout(500)
+    assert "stopped" in page.locator("#run-status").inner_text()
+    assert "request is harmful" in page.locator("#panel-prompt_harmfulness textarea").input_value()
+    assert chip_state(page, "prompt_harmfulness")[0] == "harmful"
+    assert chip_state(page, "response_harmfulness")[0] == "pending"  # never settled: not made up at Stop
+    assert error_badges(page) == 0
+    assert page.locator("#stop-button").is_disabled()
+    page.get_by_text("Flag this result as wrong").click()
+    assert page.locator("#flag-button").is_disabled()  # a stopped run has no result to flag
+
+
+@needs_chromium
+def test_browser_an_input_error_shows_the_message_only_and_leaves_the_outputs_alone(page):
+    page.locator("#analyze-button").click()  # no request typed
+    page.get_by_text("Type the user's request first.").first.wait_for(timeout=20000)
+    page.wait_for_timeout(1000)
+    assert error_badges(page) == 0
+    assert "Error" not in page.locator("#model-banner").inner_text()
+    assert chip_state(page, "prompt_harmfulness")[0] == "pending"
+
+
+@needs_chromium
+def test_browser_a_new_run_clears_the_last_result_at_the_click_and_flag_waits_for_a_result(page, slow_model):
+    page.get_by_text("Flag this result as wrong").click()
+    assert page.locator("#flag-button").is_disabled()  # nothing to flag yet
+    page.locator("#request-box textarea").fill(SAFE_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
+    assert page.locator("#flag-button").is_enabled()
+    assert SAFE_REQUEST in page.locator("#result-json").inner_text()
+    page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+    page.locator("#analyze-button").click()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'generating'",
+                           timeout=20000)
+    assert page.locator("#flag-button").is_disabled()  # the old result cannot be filed while this one streams
+    assert chip_state(page, "prompt_harmfulness")[0] == "pending"
+    assert SAFE_REQUEST not in page.locator("#result-json").inner_text()
+    page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
+    assert HARMFUL_REQUEST in page.locator("#result-json").inner_text()
+
+
+def test_flags_go_under_persistent_storage_when_it_exists(tmp_path, monkeypatch):
+    from guardreasoner.records import FlagRecord
+    from webapp import flags
+
+    monkeypatch.delenv("GUARDREASONER_FLAG_QUEUE", raising=False)
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/guardreasoner")
+    monkeypatch.setenv("GUARDREASONER_PERSISTENT_ROOT", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    flag = FlagRecord("flag-1", HARMFUL_REQUEST, None, "out", {}, {"prompt_harmfulness": "unharmful"})
+    path, updated = flags.record_flag(flag)
+    assert path == tmp_path / "data" / "flagged" / "queue.jsonl" and path.is_file() and not updated
+    assert flags.where_it_goes(path) == "It waits for the reviewers in this Space's persistent storage."
+
+
+def test_flags_on_a_space_without_persistent_storage_say_they_last_until_a_restart(tmp_path, monkeypatch):
+    from guardreasoner.records import FlagRecord
+    from webapp import flags
+
+    monkeypatch.delenv("GUARDREASONER_FLAG_QUEUE", raising=False)
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/guardreasoner")
+    monkeypatch.setenv("GUARDREASONER_PERSISTENT_ROOT", str(tmp_path / "no-data"))
+    monkeypatch.chdir(tmp_path)
+    flag = FlagRecord("flag-1", HARMFUL_REQUEST, None, "out", {}, {"prompt_harmfulness": "unharmful"})
+    path, _ = flags.record_flag(flag)
+    assert path == Path("flagged/queue.jsonl") and (tmp_path / path).is_file()
+    message = flags.where_it_goes(path)
+    assert message.startswith("Flags are kept only until this Space restarts")
+    assert "ARGILLA_API_URL" in message and "persistent storage" in message
+    _, updated = flags.record_flag(flag)
+    assert updated and len(flags.read_queue(path)) == 1
+
+
+@pytest.fixture
+def slow_rows(monkeypatch):
+    """Each batch of rows takes 1.5 s more, so the test can press Stop between rows."""
+    import time
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+
+    original = TransformersBackend.generate
+
+    def slow_generate(self, prompts, sampling, on_progress=None):
+        time.sleep(1.5)
+        return original(self, prompts, sampling, on_progress=on_progress)
+
+    monkeypatch.setattr(TransformersBackend, "generate", slow_generate)
+
+
+def upload_rows(page, path):
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-button").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.wait_for_timeout(1500)
+
+
+def headers_broken_mid_word(page) -> list[str]:
+    """Header cells too narrow for their words (the text wraps inside a word, as "li ne")."""
+    return page.evaluate("""() => [...document.querySelectorAll('#batch-table th')].filter(th => {
+        const range = document.createRange(); range.selectNodeContents(th);
+        return [...th.innerText.split(/\\s+/)].some(word => word && th.innerText.trim().length > 0
+            && th.scrollWidth > th.clientWidth + 1);
+    }).map(th => th.innerText.trim())""")
+
+
+@needs_chromium
+def test_browser_batch_shows_progress_per_row_and_stop_keeps_the_rows_done(page, slow_rows, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in [HARMFUL_REQUEST, SAFE_REQUEST] * 3))
+    upload_rows(page, rows)
+    page.locator("#batch-button").click()
+    page.get_by_text("Checking… 1 of 6 rows done.").wait_for(timeout=30000)
+    assert page.locator("#batch-stop").is_enabled()
+    page.locator("#batch-stop").click()
+    page.get_by_text("Stopped after").wait_for(timeout=30000)
+    message = page.locator("#batch-message").inner_text()
+    done = int(message.split("Stopped after ")[1].split(" ")[0])
+    assert 1 <= done < 6 and "ready to download" in message
+    assert page.locator("#batch-files a").count() == 2  # results.jsonl and results.csv of the rows done
+    headers = [h.strip() for h in page.locator("#batch-table th").all_inner_texts() if h.strip()]
+    assert headers[:4] == ["line", "prompt harmful", "reply refusal", "reply harmful"]
+    box = page.locator("#batch-table th", has_text="reply harmful").first.bounding_box()
+    assert box["x"] + box["width"] <= DESKTOP["width"]  # the verdicts are in view at 1280 px
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(500)
+    assert headers_broken_mid_word(page) == []
+
+
+@needs_chromium
+def test_browser_batch_of_only_bad_rows_offers_no_empty_download(page, tmp_path):
+    rows = tmp_path / "bad.jsonl"
+    rows.write_text("not json\n{\"no_prompt\": 1}\n")
+    upload_rows(page, rows)
+    page.locator("#batch-button").click()
+    page.get_by_text("nothing to download").wait_for(timeout=30000)
+    assert "2 rows could not be read" in page.locator("#batch-message").inner_text()
+    assert page.locator("#batch-files a").count() == 0
+
+
+@needs_chromium
+def test_browser_benchmarks_chart_the_good_reports_name_the_bad_and_say_what_is_missing(page, shared_dir, tmp_path):
+    from eval.score import score_run
+
+    run = tmp_path / "run"  # the 8B predictions on two benchmarks only: the other cells are missing
+    for benchmark in ("SimpleSafetyTests", "HarmBenchResponse"):
+        shutil.copytree(shared_dir / "predictions/GuardReasoner-8B" / benchmark, run / benchmark)
+    report = score_run(run, "paper")
+    assert report["missing"] and report["overall_partial"]
+    good = tmp_path / "8B.json"
+    good.write_text(json.dumps(report))
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    page.get_by_role("tab", name="Benchmarks").click()
+    page.wait_for_timeout(500)
+    assert page.locator("#report-chart .js-plotly-plot").count() == 0  # no empty axes before an upload
+    page.locator("input[type=file]").last.set_input_files([str(good), str(bad)])
+    page.locator("#report-chart .js-plotly-plot").wait_for(timeout=30000)
+    notes = page.locator("#report-notes").inner_text()
+    assert "notes.json is not an evaluation report" in notes and "`" not in notes
+    assert "8B: 2 cells charted; no result for" in notes and "so these averages are partial" in notes
+    assert "overall" in notes and "AegisSafetyTest (prompt_harmfulness)" in notes
+    legend = page.locator("#report-chart .legend").bounding_box()
+    plot = page.locator("#report-chart .cartesianlayer").bounding_box()
+    assert legend["y"] >= plot["y"] + plot["height"] - 1  # under the chart, not beside it
+
+
+AXE = Path(os.environ.get("GUARDREASONER_AXE", Path(__file__).resolve().parents[1] / ".cache/axe-core/axe.min.js"))
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"  # named in the README; gitignored
+
+
+def serious_axe_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document)).violations"
+                          ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+                          ".map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))")
+    return "\n".join(found)
+
+
+def contrast(page, selector) -> float:
+    """WCAG contrast of an element's text colour on its own background colour, as the browser renders them."""
+    return page.evaluate("""(selector) => {
+        const style = getComputedStyle(document.querySelector(selector));
+        const lum = rgb => { const [r, g, b] = rgb.match(/\\d+/g).slice(0, 3).map(v => {
+            v = v / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const [a, b] = [lum(style.color), lum(style.backgroundColor)].sort((x, y) => y - x);
+        return (a + 0.05) / (b + 0.05); }""", selector)
+
+
+@needs_chromium
+@pytest.mark.skipif(not AXE.is_file() and not os.environ.get("CI"),
+                    reason="axe-core is not fetched (scripts/test.sh fetches it from npm into .cache/axe-core)")
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280px", "390px"])
+def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url, viewport, tmp_path):
+    """The four examples run in turn (screenshots in out/screenshots); then axe on each tab finds nothing serious,
+    chips read at >= 4.5:1, the input boxes stack on a phone and a long paste stays bounded."""
+    from app import EXAMPLES
+
+    page = browser.new_page(viewport=viewport)
+    page.goto(app_url[0])
+    page.wait_for_selector("#analyze-button")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for number, (prompt, reply) in enumerate(EXAMPLES, 1):
+        page.locator("#request-box textarea").fill(prompt)
+        page.locator("#reply-box textarea").fill(reply)
+        page.evaluate("() => { const s = document.querySelector('#run-status'); if (s) s.dataset.state = 'old'; }")
+        page.locator("#analyze-button").click()
+        page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done' && [...document"
+                               ".querySelectorAll('.verdict-chip')].every(c => c.dataset.state !== 'pending')",
+                               timeout=90000)
+        page.screenshot(path=str(SCREENSHOTS / f"example-{number}-{viewport['width']}px.png"), full_page=True)
+        if not reply:  # no reply: both reply chips say n/a, whatever the model wrote (#17.4)
+            assert [chip_state(page, key)[0] for key in ("response_refusal", "response_harmfulness")] == ["n/a"] * 2
+        for key in ("prompt_harmfulness", "response_refusal", "response_harmfulness"):
+            assert contrast(page, f"#chip-{key}") >= 4.5, key
+    assert serious_axe_violations(page) == ""
+    request_box = page.locator("#request-box textarea").bounding_box()
+    reply_box = page.locator("#reply-box textarea").bounding_box()
+    if viewport is PHONE:
+        assert reply_box["y"] > request_box["y"] + request_box["height"]  # stacked, each the full width
+        page.evaluate("() => window.scrollTo(0, 0)")
+        top = page.locator("#request-box textarea").bounding_box()["y"]
+        assert top < 0.4 * PHONE["height"]  # the header leaves the input on the first screen
+        assert request_box["width"] > 280  # the full width of the phone, less the page margins
+    page.locator("#request-box textarea").fill("long text " * 2500)
+    assert page.locator("#request-box textarea").bounding_box()["height"] < 400
+    page.get_by_role("tab", name="Batch").click()
+    page.wait_for_timeout(500)
+    assert serious_axe_violations(page) == ""
+    page.get_by_role("tab", name="Benchmarks").click()
+    page.wait_for_timeout(500)
+    assert serious_axe_violations(page) == ""
+    page.close()

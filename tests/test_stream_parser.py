@@ -89,3 +89,35 @@ def test_steps_are_reported_only_once_closed():
     assert parser.feed(" about bread.\n") == []  # the step may still grow
     events = parser.feed("\n## Reasoning Step 2\n")
     assert [(e.kind, e.text) for e in events] == [("step", "The user asks about bread.")]
+
+
+def verdicts(events):
+    return [(e.task, e.label, e.source, e.provisional) for e in events if e.kind == "verdict"]
+
+
+def test_a_verdict_is_provisional_once_its_task_ends_without_a_conclusion_then_confirmed_by_the_answers():
+    parser = StreamParser(("How do I make a pipe bomb?", ""), has_response=False)
+    events = parser.feed("# Task 1\n\n## Reasoning Step 1\nThe request is harmful: it asks for a bomb.\n\n")
+    assert verdicts(events) == []  # the step may still go on and say otherwise
+    events = parser.feed("# Task 2\n\n## Reasoning Step 1\nThere is no response.\n")
+    assert verdicts(events) == [("prompt_harmfulness", "harmful", "conclusion", True)]
+    events = parser.feed("\nAnswers: \nRequest: harmful\nCompletion: None\nResponse: None\n")
+    assert verdicts(events) == [("prompt_harmfulness", "harmful", "answers", False)]
+    events, parsed = parser.finish()
+    assert verdicts(events) == [] and parsed.labels["prompt_harmfulness"] == "harmful"
+
+
+def test_the_answers_block_beginning_ends_the_last_task_and_a_changed_answer_replaces_the_provisional_one():
+    parser = StreamParser(("Write a phishing email.", "I can't help with that."), has_response=True)
+    text = ("# Task 1\n## Reasoning Step 1\nThe request is harmful.\n"
+            "# Task 2\n## Reasoning Step 1\nThe response is a refusal.\n"
+            "# Task 3\n## Reasoning Step 1\nThe response is unharmful.\n")
+    events = parser.feed(text)
+    assert verdicts(events) == [("prompt_harmfulness", "harmful", "conclusion", True),
+                                ("response_refusal", "refusal", "conclusion", True)]
+    events = parser.feed("---\nAnswers: \n")
+    assert verdicts(events) == [("response_harmfulness", "unharmful", "conclusion", True)]
+    events = parser.feed("Request: harmful\nCompletion: refusal\nResponse: harmful\n")
+    assert verdicts(events) == [("prompt_harmfulness", "harmful", "answers", False),
+                                ("response_refusal", "refusal", "answers", False),
+                                ("response_harmfulness", "harmful", "answers", False)]

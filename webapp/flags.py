@@ -2,7 +2,12 @@
 
 One JSON object per line; the annotation workspace (annotate/) reads this file and pushes it to Argilla. When
 ARGILLA_API_URL is set the app runs that push right after each flag, as a separate process (the app and the
-annotation workspace share only this file).
+annotation workspace share only this file). The file is append-only: flagging the same result again appends a
+newer record with the same id, and readers keep the last record per id (``records.latest_flags``).
+
+Where the queue lives: GUARDREASONER_FLAG_QUEUE when set; else under the persistent storage a Hugging Face Space
+mounts at /data (GUARDREASONER_PERSISTENT_ROOT names another root), when it exists; else ``flagged/`` in the
+working folder, which a Space loses at every restart (the Flag status says so).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from guardreasoner.records import FlagRecord, PushReport
+from guardreasoner.records import FlagRecord, PushReport, latest_flags
+from guardreasoner.results import LABELS, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 from guardreasoner.rows import append_lines, read_jsonl
 
 QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"
@@ -22,8 +28,54 @@ DEFAULT_QUEUE = Path("flagged") / "queue.jsonl"
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
+PERSISTENT_ROOT_ENV = "GUARDREASONER_PERSISTENT_ROOT"
+SPACE_PERSISTENT_ROOT = "/data"
+PLAIN_VERDICTS = {PROMPT_HARMFULNESS: "the request should be {}", RESPONSE_REFUSAL: "the reply should be a {}",
+                  RESPONSE_HARMFULNESS: "the reply should be {}"}
+
+
+def persistent_root() -> Path | None:
+    root = Path(os.environ.get(PERSISTENT_ROOT_ENV, SPACE_PERSISTENT_ROOT))
+    return root if root.is_dir() and os.access(root, os.W_OK) else None
+
+
 def queue_path() -> Path:
-    return Path(os.environ.get(QUEUE_ENV, DEFAULT_QUEUE))
+    if os.environ.get(QUEUE_ENV):
+        return Path(os.environ[QUEUE_ENV])
+    root = persistent_root()
+    return root / DEFAULT_QUEUE if root else DEFAULT_QUEUE
+
+
+def on_a_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))  # set by Hugging Face in every Space
+
+
+def record_flag(flag: FlagRecord, path: Path | None = None) -> tuple[Path, bool]:
+    """Append the flag; also say whether it updates an earlier flag of the same result."""
+    path = path or queue_path()
+    updated = any(earlier.id == flag.id for earlier in read_queue(path))
+    return append_flag(flag, path), updated
+
+
+def what_was_recorded(flag: FlagRecord, updated: bool) -> str:
+    """"Recorded: the request should be unharmful." in words a visitor reads, no ids or paths."""
+    said = [PLAIN_VERDICTS[key].format(label) for key, label in flag.corrected.items() if label in LABELS.get(key, ())]
+    text = "; ".join(said) or "no label chosen"
+    if flag.comment:
+        text += f' (comment: "{flag.comment}")'
+    return ("Updated your earlier flag of this result: " if updated else "Recorded: ") + text + "."
+
+
+def where_it_goes(path: Path) -> str:
+    if os.environ.get("ARGILLA_API_URL"):
+        return "It goes to the reviewers' Argilla workspace."
+    root = persistent_root()
+    if root and path.resolve().is_relative_to(root.resolve()):
+        return "It waits for the reviewers in this Space's persistent storage."
+    if on_a_space():
+        return ("Flags are kept only until this Space restarts: to keep them, its owner sets ARGILLA_API_URL "
+                "(and ARGILLA_API_KEY) to send them to Argilla, or turns on persistent storage (/data).")
+    return "It waits for the reviewers in this server's review queue."
 
 
 def make_flag(result: dict, corrected: dict[str, str | None], comment: str) -> FlagRecord:
@@ -40,7 +92,7 @@ def read_queue(path: Path | None = None) -> list[FlagRecord]:
     path = path or queue_path()
     if not path.exists():
         return []
-    return [FlagRecord.from_dict(record, str(path)) for record in read_jsonl(path)]
+    return latest_flags([FlagRecord.from_dict(record, str(path)) for record in read_jsonl(path)])
 
 
 def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:

@@ -8,21 +8,43 @@ from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESP
 
 TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmful?", RESPONSE_REFUSAL: "Reply a refusal?",
                RESPONSE_HARMFULNESS: "Reply harmful?"}
-COLORS = {"harmful": "#d93025", "unharmful": "#188038", "refusal": "#1a73e8", "compliance": "#e37400",
-          "n/a": "#80868b", "pending": "#bdc1c6"}
+# Chip backgrounds dark enough for white text at >= 4.5:1 (WCAG AA); tests/test_app.py measures the rendered chips.
+COLORS = {"harmful": "#b3261e", "unharmful": "#137333", "refusal": "#1857b6", "compliance": "#8f4700",
+          "n/a": "#5f6368", "pending": "#5f6368"}
 CSS = """
-.verdict-chip {display:inline-block;padding:6px 14px;border-radius:16px;color:#fff;font-weight:600;
+.verdict-chip {display:inline-block;padding:6px 14px;border-radius:16px;color:#fff !important;font-weight:600;
                font-family:sans-serif;transition:background-color .2s}
+.verdict-chip[data-provisional="true"] {outline:2px dashed currentColor;outline-offset:-5px}
 .verdict-note {font-size:12px;color:#5f6368;margin-left:6px}
+/* WCAG AA (>= 4.5:1) where Gradio's default theme falls short: white on its light orange primary buttons, the
+   grey line numbers and pale syntax colours of the result JSON. The JSON grows with its text rather than
+   scrolling inside a box that a keyboard cannot reach. */
+button.primary {background:#b93b0b !important;border-color:#b93b0b !important;color:#fff !important}
+#result-json .cm-gutterElement {color:#4b5563 !important}
+#result-json .cm-line span {color:#1f2937 !important}
+#result-json .cm-scroller {overflow:visible !important}
+/* On a phone the header stays short, so the input boxes are on the first screen. */
+@media (max-width: 640px) {
+  #intro h1 {font-size:1.5rem !important;margin:0 0 4px !important}
+  #intro p, #model-banner p {font-size:0.85rem !important;margin:2px 0 !important}
+}
+[role="tab"].selected {color:#9a3412 !important}
+footer .show-api, footer .built-with, footer .settings, footer .show-api *, footer .built-with *, footer .settings * {
+  color:#374151 !important;opacity:1 !important}
 """
 
 
-def chip(key: str, label: str | None = None, note: str = "", state: str | None = None) -> str:
-    """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...)."""
+def chip(key: str, label: str | None = None, note: str = "", state: str | None = None,
+         provisional: bool = False) -> str:
+    """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...), and
+    ``data-provisional`` says the verdict was read from the reasoning and awaits the Answers block."""
     state = state or (label if label else "pending")
     text = label or ("…" if state == "pending" else "n/a")
+    if provisional:
+        note = "provisional, from the reasoning" + (f"; {note}" if note else "")
     note_html = f'<span class="verdict-note">{html.escape(note)}</span>' if note else ""
     return (f'<div><span>{TASK_TITLES[key]}</span> <span id="chip-{key}" class="verdict-chip" data-state="{state}" '
+            f'data-provisional="{str(provisional).lower()}" '
             f'style="background:{COLORS.get(state, COLORS["pending"])}">{html.escape(text)}</span>{note_html}</div>')
 
 
@@ -37,10 +59,13 @@ def verdict_note(verdict: dict) -> str:
     return ", ".join(notes)
 
 
-def status(generating: bool) -> str:
+STATUS_TEXT = {"generating": "generating…", "done": "done", "stopped": "stopped: the partial reasoning is kept",
+               "idle": ""}
+
+
+def status(state: str) -> str:
     """The run state as HTML, so that ``data-state`` survives (markdown output is sanitised)."""
-    state = "generating" if generating else "done"
-    return f'<div id="run-status" data-state="{state}"><b>{"generating…" if generating else "done"}</b></div>'
+    return f'<div id="run-status" data-state="{state}"><b>{html.escape(STATUS_TEXT[state])}</b></div>'
 
 
 def summary(result: dict | None, *, elapsed_s: float, first_verdict_s: float | None) -> str:
