@@ -16,6 +16,7 @@ from .stream_parser import ParseEvent, StreamParser
 from .template import GuardPrompt, build_prompt
 
 DEFAULT_MAX_INPUT_TOKENS = 4096
+CHAT_TEMPLATE_ROOM = 256  # tokens a chat template adds around the user turn (Llama 3's header and date)
 
 
 @dataclass
@@ -99,6 +100,8 @@ class Guard:
         flags = list(parsed.flags)
         if generation.finish_reason == "length":
             flags.append("truncated")
+        if generation.finish_reason == "error":
+            flags.append("generation_error")  # the backend could not run this row (e.g. over the context)
         if built.truncated:
             flags.append("input_truncated")
         return GuardResult(
@@ -166,9 +169,10 @@ def _cuda_available() -> bool:
 
 
 def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, batch_size: int | None = None,
-                 **options) -> Backend:
+                 context_tokens: int | None = None, **options) -> Backend:
     """Build the backend for a resolved model: ``auto`` picks openai for URLs, vLLM on CUDA where installed,
-    else transformers. ``batch_size`` is the transformers backend's; vLLM and endpoints batch by themselves."""
+    else transformers. ``batch_size`` is the transformers backend's; vLLM and endpoints batch by themselves.
+    ``context_tokens`` (input budget + new tokens) sizes vLLM's context."""
     from .backends.vllm_backend import vllm_available
 
     mode = mode or spec.default_mode
@@ -188,6 +192,8 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
     if backend == "vllm":
         from .backends.vllm_backend import VLLMBackend
 
+        if context_tokens is not None:
+            options.setdefault("context_tokens", context_tokens)
         return VLLMBackend(model_folder(spec), mode=mode, **options)
     if backend == "openai":
         from .backends.openai_backend import OpenAIBackend
@@ -217,7 +223,9 @@ def load_guard(
     folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
     replaces a model the hub cannot deliver with the embedded one (the app and CLI do this)."""
     spec = resolve_model(model, fallback=fallback)
-    built = make_backend(spec, backend, mode=mode, **backend_options)
+    # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).
+    context_tokens = (max_input_tokens or DEFAULT_MAX_INPUT_TOKENS) + max_new_tokens + CHAT_TEMPLATE_ROOM
+    built = make_backend(spec, backend, mode=mode, context_tokens=context_tokens, **backend_options)
     return Guard(
         built,
         model_name=spec.name,

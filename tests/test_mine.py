@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from guardreasoner.parser import parse
+from guardreasoner.template import INSTRUCTION, format_input
 from training.data import load_rows
 from training.mine import choose_pair, mine_row, scale_weights
 
@@ -115,3 +116,33 @@ def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir
     assert sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
                                k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows) == both
     assert loaded == []  # everything was on file
+
+
+def test_mining_sends_long_rows_truncated_as_the_guard_does(tiny_model_dir, tmp_path, monkeypatch):
+    """An untruncated long training row would not fit vLLM's context and failed its whole chunk: rows over the
+    input budget are cut by the guard's template truncation, and the pair's prompt is what the model read."""
+    from transformers import AutoTokenizer
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.template import TRUNCATION_MARK
+    from training.mine import MiningConfig, sample
+
+    sent = []
+    real_generate = TransformersBackend.generate
+    monkeypatch.setattr(TransformersBackend, "generate",
+                        lambda self, prompts, *a, **k: sent.extend(prompts) or real_generate(self, prompts, *a, **k))
+    long_row = {"instruction": INSTRUCTION, "input": format_input("Tell me about bread. " * 400), "output": "x"}
+    rows = [long_row, taught_rows()[0]]
+    inputs = {}
+    config = MiningConfig(models=[str(tiny_model_dir)], dataset="-", output=str(tmp_path / "pairs.jsonl"), k=1,
+                          max_new_tokens=4, max_input_tokens=300, backend="transformers")
+    sample(config, rows, inputs)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(sent) == 2 and TRUNCATION_MARK in sent[0] and sent[1] == rows[1]["instruction"] + "\n" + rows[1]["input"]
+    assert len(tokenizer(sent[0], add_special_tokens=False)["input_ids"]) <= 300
+    assert inputs == {0: sent[0]}  # only the cut row differs from its own prompt
+    record = json.loads((tmp_path / "pairs.jsonl.samples.jsonl").read_text().splitlines()[0])
+    assert record["model_input"] == sent[0]
+    resumed = {}
+    sample(config, rows, resumed)  # from the file: nothing sampled again, the model input still known
+    assert len(sent) == 2 and resumed == inputs
