@@ -40,13 +40,27 @@ EXAMPLES = [
      "until the password is found, and connect with it."],
 ]
 
-try:  # On a ZeroGPU Space the GPU is lent per call to functions wrapped by spaces.GPU.
+# ZeroGPU (Hugging Face's docs, "Spaces ZeroGPU"): the GPU is lent per call to functions wrapped by spaces.GPU,
+# for at most ``duration`` seconds (default 60). Models load at start-up, outside the wrapped functions, and
+# every function that generates is wrapped with a duration sized from its new tokens.
+GPU_TOKENS_PER_SECOND = float(os.environ.get("GUARDREASONER_GPU_TOKENS_PER_SECOND", "25"))  # 8B bf16, one stream
+GPU_SECONDS_MIN = 30
+BATCH_ROWS_TOGETHER = 8  # rows a GPU backend answers in about the time of one
+
+
+def gpu_seconds(max_new_tokens: int, answers: int = 1) -> int:
+    """ZeroGPU time for ``answers`` answers of up to ``max_new_tokens`` each, at a conservative speed."""
+    return int(GPU_SECONDS_MIN + answers * int(max_new_tokens) / GPU_TOKENS_PER_SECOND)
+
+
+try:
     import spaces
 
-    on_gpu = spaces.GPU
+    def on_gpu(duration):
+        return spaces.GPU(duration=duration)
 except ImportError:
-    def on_gpu(function):
-        return function
+    def on_gpu(duration):
+        return lambda function: function
 
 
 class GuardPool:
@@ -63,6 +77,12 @@ class GuardPool:
             raise gr.Error("Enter the endpoint URL, e.g. http://127.0.0.1:8000/v1")
         with self._lock:
             if key not in self._guards:
+                # One vLLM engine per GPU process: it holds most of the GPU's memory, so it is shut down before
+                # another model loads (switching back reloads it).
+                for other, guard in list(self._guards.items()):
+                    if guard.backend.name == "vllm":
+                        guard.close()
+                        del self._guards[other]
                 self._guards[key] = load_guard(RELEASED_MODELS.get(key, key), fallback=True)
             return self._guards[key]
 
@@ -108,9 +128,13 @@ def build_app(model: str | None = None) -> gr.Blocks:
         guard = pool.get(choice, endpoint)
         return guard.with_sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
 
-    @on_gpu
     def analyze(request, reply, choice, endpoint, max_new_tokens, temperature):
         _check_input(request, reply)
+        pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
+        yield from analyze_on_gpu(request, reply, choice, endpoint, max_new_tokens, temperature)
+
+    @on_gpu(lambda request, reply, choice, endpoint, max_new_tokens, temperature: gpu_seconds(max_new_tokens))
+    def analyze_on_gpu(request, reply, choice, endpoint, max_new_tokens, temperature):
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
         chips = {key: views.chip(key) for key in VERDICT_KEYS}
         first_verdict = None
@@ -152,6 +176,19 @@ def build_app(model: str | None = None) -> gr.Blocks:
     def run_batch(upload, choice, endpoint, max_new_tokens, temperature, progress=gr.Progress()):
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
+        pool.get(choice, endpoint)  # load outside the GPU call
+        return run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, progress)
+
+    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature, progress=None):
+        try:  # the rows of the file (CSV: lines less the header), answered in batches of BATCH_ROWS_TOGETHER
+            with open(upload, "rb") as lines:
+                rows = max(1, sum(1 for line in lines if line.strip()) - str(upload).endswith(".csv"))
+        except (OSError, TypeError):
+            rows = 1
+        return gpu_seconds(max_new_tokens, answers=-(-rows // BATCH_ROWS_TOGETHER))
+
+    @on_gpu(batch_seconds)
+    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, progress):
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
         progress(0, desc="starting")
         outcome = check_file(guard, upload, on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} rows"))
@@ -237,8 +274,10 @@ def build_app(model: str | None = None) -> gr.Blocks:
                            api_name=False)
         reports.change(show_reports, reports, report_chart, api_name=False)
 
+        default_seconds = gpu_seconds(pool.get().sampling.max_new_tokens)
+
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)
-        @on_gpu
+        @on_gpu(default_seconds)
         def classify(request: str, reply: str = "") -> dict:
             """Classify a request (and an optional AI reply; empty for none). Returns verdicts, their status,
             the reasoning, the model and timings."""
@@ -246,7 +285,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
             return pool.get().classify_one(request, reply or None).to_dict()
 
         @gr.api(api_name="classify_stream", concurrency_limit=CONCURRENCY)
-        @on_gpu
+        @on_gpu(default_seconds)
         def classify_stream(request: str, reply: str = "") -> Iterator[dict]:
             """Like /classify, streamed: partial results (text so far, settled steps and verdicts), the last
             one with the complete result."""
