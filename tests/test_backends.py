@@ -130,7 +130,7 @@ def test_vllm_backend_clamps_logprobs_to_what_vllm_allows(taught_model_dir, monk
 def test_vllm_backend_keeps_tokens_joined_to_the_text(taught_model_dir, monkeypatch):
     """vLLM's token_ids end with the stop token, whose logprob entry decodes to <|im_end|>; the backend drops
     it so the tokens join to the text and the verdict's place is found."""
-    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    _, backend = _vllm_backend(monkeypatch, taught_model_dir)
     generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(200))[0]
     assert generation.finish_reason == "stop" and generation.text == TAUGHT[HARMFUL_REQUEST]
     assert "".join(generation.tokens) == generation.text
@@ -299,3 +299,31 @@ def test_openai_backend_times_out(tmp_path):
         with pytest.raises(openai.APITimeoutError):
             backend.generate(["x"], SamplingConfig(max_new_tokens=4))
 
+
+
+def test_openai_backend_never_sends_a_timed_out_request_again(taught_model_dir):
+    """A timed-out answer may still be computing on the server: one retry policy, which retries busy statuses
+    and connection errors but not timeouts (the client's own retries would send it again)."""
+    import asyncio
+
+    import openai
+    from fastapi import FastAPI
+
+    from guardreasoner.backends.openai_backend import OpenAIBackend
+
+    app = FastAPI()
+    seen = []
+
+    @app.post("/v1/completions")
+    async def slow():
+        seen.append(1)
+        await asyncio.sleep(3)
+        return {}
+
+    with running(app) as url:
+        backend = OpenAIBackend(url + "/v1", "m", timeout=0.5, max_retries=3)
+        with pytest.raises(openai.APITimeoutError):
+            backend.generate(["x"], SamplingConfig(max_new_tokens=4))
+        assert len(seen) == 1
+    sized = OpenAIBackend(url + "/v1", "m", max_retries=0)
+    assert sized.request_timeout(SamplingConfig(2048)) > 200 > sized.request_timeout(SamplingConfig(64))
