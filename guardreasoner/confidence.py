@@ -63,7 +63,7 @@ def _locate(text: str, joined: str, offset: int, label: str) -> int | None:
     for context in _CONTEXTS:
         before = text[max(0, offset - context) : offset]
 
-        def matches(place: int) -> bool:
+        def matches(place: int, before: str = before) -> bool:
             return (0 <= place and joined[place : place + width].lower() == label
                     and joined[max(0, place - len(before)) : place] == before)
 

@@ -16,8 +16,10 @@ behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1
   ``tokenizers/detokenizer_utils.py``, ``convert_ids_list_to_tokens``: ``tokenizer.decode([token_id])``); the
   text skips special tokens (``SamplingParams.skip_special_tokens=True``, ``v1/engine/detokenizer.py``).
 - sampling: every request samples on its own (its own seed when given, else the shared generator), so two
-  requests get distinct texts; ``logprobs`` over ``max_logprobs`` (20) is refused (``sampling_params.py``,
-  ``verify``); ``max_tokens`` < 1 is refused when the params are built (``_verify_args``).
+  requests get distinct texts; without batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, ``vllm/envs.py``) a
+  seeded request's text also depends on what else is in the batch (reduction order changes with the batch), so
+  equal seeds give equal texts only within the same batch; ``logprobs`` over ``max_logprobs`` (20) is
+  refused (``sampling_params.py``, ``verify``); ``max_tokens`` < 1 is refused when the params are built (``_verify_args``).
 - streaming: ``generate`` is an async generator of cumulative ``RequestOutput``s, one token per step, so
   concurrent requests interleave; cancelling it aborts the request (``v1/engine/async_llm.py``).
 """
@@ -25,6 +27,7 @@ behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1
 from __future__ import annotations
 
 import asyncio
+import os
 import types
 
 MAX_LOGPROBS = 20
@@ -47,8 +50,8 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
                 raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
             self.temperature, self.top_p, self.max_tokens, self.logprobs, self.seed = (
                 temperature, top_p, max_tokens, logprobs, seed)
-            calls["params"].append(dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                        logprobs=logprobs, seed=seed))
+            calls["params"].append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                                    "logprobs": logprobs, "seed": seed})
 
     class AsyncEngineArgs:
         def __init__(self, model, max_model_len=None, gpu_memory_utilization=0.9, seed=0, **kwargs):
@@ -77,9 +80,10 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             device["used"] += args.gpu_memory_utilization
             self.memory = args.gpu_memory_utilization
             self.max_model_len = args.max_model_len or derived
+            self.running = 0  # requests in flight: what a seeded sample depends on without batch invariance
             self.model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-            calls["engine_args"] = dict(model=args.model, max_model_len=args.max_model_len,
-                                        gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed)
+            calls["engine_args"] = {"model": args.model, "max_model_len": args.max_model_len,
+                                    "gpu_memory_utilization": args.gpu_memory_utilization, "seed": args.seed}
             calls["engines"] += 1
 
         def shutdown(self):
@@ -100,9 +104,10 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
                 raise ValueError(f"Requested sample logprobs of {params.logprobs}, which is greater than max "
                                  f"allowed: {MAX_LOGPROBS}")
 
-        def _sample(self, ids, params):
+        def _sample(self, ids, params, batch):
             if params.seed is not None:
-                torch.manual_seed(params.seed)
+                invariant = os.environ.get("VLLM_BATCH_INVARIANT") == "1"
+                torch.manual_seed(params.seed + (0 if invariant else 7919 * batch))
             sample = params.temperature > 0
             room = self.max_model_len - len(ids)
             with torch.inference_mode():
@@ -133,7 +138,8 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else tokenizer(prompt)["input_ids"]
             self._validate(ids, params)
             calls["prompt_lengths"].append(len(ids))
-            new, steps, reason = self._sample(ids, params)
+            new, steps, reason = self._sample(ids, params, self.running)
+            self.running += 1
             try:
                 for count in range(1, len(new) + 1):
                     done = count == len(new)
@@ -147,6 +153,8 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             except (asyncio.CancelledError, GeneratorExit):
                 calls["aborted"].append(request_id)
                 raise
+            finally:
+                self.running -= 1
 
     def cleanup_dist_env_and_memory():
         calls["cleanups"] += 1

@@ -146,3 +146,26 @@ def test_mining_sends_long_rows_truncated_as_the_guard_does(tiny_model_dir, tmp_
     resumed = {}
     sample(config, rows, resumed)  # from the file: nothing sampled again, the model input still known
     assert len(sent) == 2 and resumed == inputs
+
+
+def test_resume_on_vllm_keeps_what_is_on_file_and_samples_only_the_rest(taught_model_dir, tmp_path, monkeypatch):
+    """vLLM does not promise equal texts for equal seeds across batches (no batch-invariant mode by default), so
+    resuming never relies on it: rows on file are kept as written, only the missing rows are sampled."""
+    from tests import fake_vllm
+    from training.mine import MiningConfig, sample
+
+    fake = fake_vllm.install(monkeypatch, taught_model_dir)
+    rows = taught_rows()
+    output = tmp_path / "pairs.jsonl"
+    config = MiningConfig(models=[str(taught_model_dir)], dataset="-", output=str(output), backend="vllm", k=2,
+                          temperature=1.0, max_new_tokens=20, chunk_rows=1)
+    first = sample(config, rows)
+    samples_file = Path(str(output) + ".samples.jsonl")
+    lines = samples_file.read_text().splitlines(keepends=True)
+    samples_file.write_text(lines[0] + lines[1][:10])  # interrupted while writing row 2
+    requests = len(fake.calls["prompt_lengths"])
+    resumed = sample(config, rows)
+    assert len(fake.calls["prompt_lengths"]) == requests + 2  # row 2's k samples, nothing else
+    assert resumed[0] == first[0] and len(resumed[1]) == 2
+    assert samples_file.read_text().startswith(lines[0])
+    assert fake.device["used"] == 0  # each model's engine is shut down after its rows
