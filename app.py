@@ -78,9 +78,9 @@ class GuardPool:
         with self._lock:
             if key not in self._guards:
                 # One vLLM engine per GPU process: it holds most of the GPU's memory, so it is shut down before
-                # another model loads (switching back reloads it).
+                # another local model loads (switching back reloads it); endpoints need no GPU here.
                 for other, guard in list(self._guards.items()):
-                    if guard.backend.name == "vllm":
+                    if choice != ENDPOINT_CHOICE and guard.backend.name == "vllm":
                         guard.close()
                         del self._guards[other]
                 self._guards[key] = load_guard(RELEASED_MODELS.get(key, key), fallback=True)

@@ -67,3 +67,28 @@ def test_every_generating_function_runs_under_spaces_gpu_sized_from_its_tokens(z
     # Switching to a model not loaded yet loads it outside the GPU call.
     updates = list(functions["analyze"](HARMFUL_REQUEST, "", str(tiny_model_dir), "", 8, 0.0))
     assert updates and loads == [False, False]  # the start-up model, then the switched-to one
+
+
+def test_the_pool_shuts_a_vllm_engine_down_before_another_local_model_loads(monkeypatch):
+    """vLLM refuses a second engine while the first holds its share of the GPU (see test_backends)."""
+    import app
+
+    closed = []
+
+    class Loaded:
+        def __init__(self, model):
+            self.model = model
+            self.backend = types.SimpleNamespace(name="openai" if model.startswith("http") else "vllm")
+
+        def close(self):
+            closed.append(self.model)
+
+    monkeypatch.setattr(app, "load_guard", lambda model, **options: Loaded(model))
+    pool = app.GuardPool("/models/a")
+    first = pool.get()
+    pool.get(app.ENDPOINT_CHOICE, "http://127.0.0.1:8000/v1")
+    assert closed == []  # an endpoint takes no GPU memory here
+    pool.get("/models/b")
+    assert closed == ["/models/a"]
+    assert pool.get() is not first  # switching back loads it again
+    assert closed == ["/models/a", "/models/b"]
