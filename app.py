@@ -47,13 +47,27 @@ EXAMPLES = [
      "until the password is found, and connect with it."],
 ]
 
-try:  # On a ZeroGPU Space the GPU is lent per call to functions wrapped by spaces.GPU.
+# ZeroGPU (Hugging Face's docs, "Spaces ZeroGPU"): the GPU is lent per call to functions wrapped by spaces.GPU,
+# for at most ``duration`` seconds (default 60). Models load at start-up, outside the wrapped functions, and
+# every function that generates is wrapped with a duration sized from its new tokens.
+GPU_TOKENS_PER_SECOND = float(os.environ.get("GUARDREASONER_GPU_TOKENS_PER_SECOND", "25"))  # 8B bf16, one stream
+GPU_SECONDS_MIN = 30
+BATCH_ROWS_TOGETHER = 8  # rows a GPU backend answers in about the time of one
+
+
+def gpu_seconds(max_new_tokens: int, answers: int = 1) -> int:
+    """ZeroGPU time for ``answers`` answers of up to ``max_new_tokens`` each, at a conservative speed."""
+    return int(GPU_SECONDS_MIN + answers * int(max_new_tokens) / GPU_TOKENS_PER_SECOND)
+
+
+try:
     import spaces
 
-    on_gpu = spaces.GPU
+    def on_gpu(duration):
+        return spaces.GPU(duration=duration)
 except ImportError:
-    def on_gpu(function):
-        return function
+    def on_gpu(duration):
+        return lambda function: function
 
 
 class GuardPool:
@@ -70,6 +84,12 @@ class GuardPool:
             raise gr.Error("Enter the endpoint URL, e.g. http://127.0.0.1:8000/v1")
         with self._lock:
             if key not in self._guards:
+                # One vLLM engine per GPU process: it holds most of the GPU's memory, so it is shut down before
+                # another local model loads (switching back reloads it); endpoints need no GPU here.
+                for other, guard in list(self._guards.items()):
+                    if choice != ENDPOINT_CHOICE and guard.backend.name == "vllm":
+                        guard.close()
+                        del self._guards[other]
                 self._guards[key] = load_guard(RELEASED_MODELS.get(key, key), fallback=True)
             return self._guards[key]
 
@@ -122,8 +142,13 @@ def build_app(model: str | None = None) -> gr.Blocks:
         """Runs before analyze, with no outputs: a bad input shows its message and leaves every output as it was."""
         _check_input(prompt, reply)
 
-    @on_gpu
     def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
+        pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
+        yield from analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, request)
+
+    @on_gpu(lambda prompt, reply, choice, endpoint, max_new_tokens, temperature, request=None:
+            gpu_seconds(max_new_tokens))
+    def analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, request=None):
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
         session = request.session_hash if request else ""
         stop = stops.start(session)
@@ -180,6 +205,19 @@ def build_app(model: str | None = None) -> gr.Blocks:
     def run_batch(upload, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
+        pool.get(choice, endpoint)  # load outside the GPU call
+        yield from run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, request)
+
+    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature, request=None):
+        try:  # the rows of the file (CSV: lines less the header), answered in batches of BATCH_ROWS_TOGETHER
+            with open(upload, "rb") as lines:
+                rows = max(1, sum(1 for line in lines if line.strip()) - str(upload).endswith(".csv"))
+        except (OSError, TypeError):
+            rows = 1
+        return gpu_seconds(max_new_tokens, answers=-(-rows // BATCH_ROWS_TOGETHER))
+
+    @on_gpu(batch_seconds)
+    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, request=None):
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
         session = (request.session_hash if request else "") + ":batch"
         stop = stops.start(session)
@@ -296,8 +334,10 @@ def build_app(model: str | None = None) -> gr.Blocks:
         upload.upload(lambda file: f"Ready to check {Path(file).name}." if file else "", upload, batch_message,
                       api_name=False)
 
+        default_seconds = gpu_seconds(pool.get().sampling.max_new_tokens)
+
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)
-        @on_gpu
+        @on_gpu(default_seconds)
         def classify(request: str, reply: str = "") -> dict:
             """Classify a request (and an optional AI reply; empty for none). Returns verdicts, their status,
             the reasoning, the model and timings."""
@@ -305,7 +345,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
             return pool.get().classify_one(request, reply or None).to_dict()
 
         @gr.api(api_name="classify_stream", concurrency_limit=CONCURRENCY)
-        @on_gpu
+        @on_gpu(default_seconds)
         def classify_stream(request: str, reply: str = "") -> Iterator[dict]:
             """Like /classify, streamed: partial results (text so far, settled steps and verdicts), the last
             one with the complete result."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 
 from .results import LABELS, POSITIVE, Verdict
 
@@ -36,8 +37,52 @@ def positive_probability(key: str, prefix: str, alternatives: dict[str, float]) 
     return mass[positive] / total if total > 0 else None
 
 
+_SPECIAL = re.compile(r"<\|[^|<>]*\|>|</?s>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>")
+_CONTEXTS = (24, 10)  # characters before the verdict that must read the same in the tokens and in the text
+
+
+def _drop_trailing_specials(tokens: list[str], top_logprobs: list[dict]) -> tuple[list[str], list[dict]]:
+    """vLLM (and ``vllm serve``) keep the stop token with a logprob entry decoded with special tokens
+    (``<|eot_id|>``, ``<|im_end|>``, ``</s>``) that the text skips: drop such tokens and empty ones at the end."""
+    end = len(tokens)
+    while end and (not tokens[end - 1] or _SPECIAL.fullmatch(tokens[end - 1].strip())):
+        end -= 1
+    return tokens[:end], top_logprobs[:end]
+
+
+def _locate(text: str, joined: str, offset: int, label: str) -> int | None:
+    """Where the verdict at ``offset`` in ``text`` sits in the joined tokens.
+
+    Per-token decoding can differ from the text (a multi-byte character split over two tokens reads as two
+    replacement characters; a special token can trail), so candidates are tried in turn: the same offset from
+    the start, the same distance from the end, then the place nearest the end-based guess where the text just
+    before the verdict reads the same. A place counts only where the label and the text before it match; the
+    context shrinks when a garbled character falls inside it."""
+    width = len(label)
+    expected = len(joined) - (len(text) - offset)
+    for context in _CONTEXTS:
+        before = text[max(0, offset - context) : offset]
+
+        def matches(place: int, before: str = before) -> bool:
+            return (0 <= place and joined[place : place + width].lower() == label
+                    and joined[max(0, place - len(before)) : place] == before)
+
+        for place in (offset, expected):
+            if matches(place):
+                return place
+        needle = before + text[offset : offset + width]
+        found, start = [], joined.find(needle)
+        while start != -1:
+            found.append(start + len(before))
+            start = joined.find(needle, start + 1)
+        if found:
+            return min(found, key=lambda place: abs(place - expected))
+    return None
+
+
 def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str], top_logprobs: list[dict]) -> None:
     """Fill ``p_positive`` on each verdict read at a known place in ``text``."""
+    tokens, top_logprobs = _drop_trailing_specials(list(tokens), list(top_logprobs))
     joined = "".join(tokens)
     starts = []
     position = 0
@@ -47,10 +92,8 @@ def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str
     for verdict in verdicts.values():
         if verdict.offset is None or verdict.label is None:
             continue
-        # Per-token decoding can differ from the full text (split multi-byte characters, earlier in the
-        # text); the verdict sits near the end, so measure its place from the end.
-        offset = len(joined) - (len(text) - verdict.offset)
-        if offset < 0 or joined[offset : offset + len(verdict.label)].lower() != verdict.label:
+        offset = _locate(text, joined, verdict.offset, verdict.label)
+        if offset is None:
             continue
         index = bisect.bisect_right(starts, offset) - 1
         if index < 0 or index >= len(top_logprobs):

@@ -18,6 +18,7 @@ from .stream_parser import ParseEvent, StreamParser
 from .template import GuardPrompt, build_prompt
 
 DEFAULT_MAX_INPUT_TOKENS = 4096
+CHAT_TEMPLATE_ROOM = 256  # tokens a chat template adds around the user turn (Llama 3's header and date)
 
 
 @dataclass
@@ -108,6 +109,8 @@ class Guard:
         flags = list(parsed.flags)
         if generation.finish_reason == "length":
             flags.append("truncated")
+        if generation.finish_reason == "error":
+            flags.append("generation_error")  # the backend could not run this row (e.g. over the context)
         if built.truncated:
             flags.append("input_truncated")
         return GuardResult(
@@ -210,10 +213,11 @@ def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
 
 
 def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = None, batch_size: int | None = None,
-                 **options) -> Backend:
+                 context_tokens: int | None = None, **options) -> Backend:
     """Build the backend for a resolved model (``auto``: see ``choose_backend``). ``batch_size`` is the
     transformers and CTranslate2 backends'; vLLM and endpoints batch by themselves. A model CTranslate2 cannot
-    convert runs on transformers, with one log line saying so."""
+    convert runs on transformers, with one log line saying so. ``context_tokens`` (input budget + new tokens)
+    sizes vLLM's context."""
     mode = mode or spec.default_mode
     backend = choose_backend(spec, backend)
     ct2_options = {name: value for name in CT2_OPTIONS if (value := options.pop(name, None)) is not None}
@@ -236,6 +240,8 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
     if backend == "vllm":
         from .backends.vllm_backend import VLLMBackend
 
+        if context_tokens is not None:
+            options.setdefault("context_tokens", context_tokens)
         return VLLMBackend(model_folder(spec), mode=mode, **options)
     if backend == "openai":
         from .backends.openai_backend import OpenAIBackend
@@ -272,7 +278,9 @@ def load_guard(
     reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model)."""
     check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
-    built = make_backend(spec, backend, mode=mode, **backend_options)
+    # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).
+    context_tokens = (max_input_tokens or DEFAULT_MAX_INPUT_TOKENS) + max_new_tokens + CHAT_TEMPLATE_ROOM
+    built = make_backend(spec, backend, mode=mode, context_tokens=context_tokens, **backend_options)
     guard = Guard(
         built,
         model_name=spec.name,

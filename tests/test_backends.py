@@ -1,6 +1,5 @@
 import sys
 import threading
-import types
 
 import pytest
 
@@ -8,6 +7,7 @@ from guardreasoner.backends import SamplingConfig
 from guardreasoner.backends.transformers_backend import TransformersBackend
 from guardreasoner.guard import Guard
 from guardreasoner.template import user_turn
+from tests import fake_vllm
 from tests.servers import running
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT
 
@@ -65,118 +65,126 @@ def test_stop_event_ends_generation_early(taught_backend):
     assert TAUGHT[HARMFUL_REQUEST].startswith(final.text)
 
 
-class _FakeVLLM:
-    """Stand-in for the vllm package with the API surface the backend uses, running transformers.
+def _vllm_backend(monkeypatch, model_dir, **options):
+    fake = fake_vllm.install(monkeypatch, model_dir)
+    from guardreasoner.backends.vllm_backend import VLLMBackend
 
-    It checks our adapter (parameters, output mapping, streaming through the engine), not vLLM itself; the
-    real engine runs only on GPU machines."""
-
-    @staticmethod
-    def module(model_dir):
-        from transformers import AutoTokenizer
-
-        backend = TransformersBackend(str(model_dir))
-        fake = types.ModuleType("vllm")
-        calls = {}
-
-        class SamplingParams:
-            def __init__(self, temperature, top_p, max_tokens, logprobs, seed):
-                calls["params"] = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=logprobs)
-                self.config = SamplingConfig(max_tokens, temperature, top_p, logprobs or 0, seed)
-
-        class Logprob:
-            def __init__(self, logprob, decoded_token):
-                self.logprob, self.decoded_token = logprob, decoded_token
-
-        def request_output(request_id, prompt_ids, generation):
-            tokenizer = backend.tokenizer
-            ids = tokenizer(generation.text, add_special_tokens=False)["input_ids"] if generation.text else []
-            steps = None
-            if generation.top_logprobs:
-                steps = [{tid: Logprob(top.get(tok, -1.0), tok)} | {-j - 1: Logprob(lp, t) for j, (t, lp) in enumerate(top.items())}
-                         for tid, tok, top in zip(ids, generation.tokens, generation.top_logprobs)]
-            completion = types.SimpleNamespace(text=generation.text, token_ids=ids, logprobs=steps,
-                                               finish_reason=generation.finish_reason)
-            return types.SimpleNamespace(request_id=request_id, prompt_token_ids=prompt_ids, outputs=[completion],
-                                         finished=True)
-
-        class Engine:
-            def __init__(self):
-                self.pending = {}
-
-            def add_request(self, request_id, prompt, params):
-                text = prompt if isinstance(prompt, str) else backend.tokenizer.decode(prompt["prompt_token_ids"])
-                self.pending[request_id] = backend.complete_stream(text, params.config, templated=not isinstance(prompt, str))
-                self.text = ""
-
-            def step(self):
-                outs = []
-                for rid, stream in list(self.pending.items()):
-                    chunk = next(stream)
-                    if chunk.generation is not None:
-                        del self.pending[rid]
-                        outs.append(request_output(rid, [0] * chunk.generation.prompt_tokens, chunk.generation))
-                    else:
-                        self.text += chunk.text
-                        partial = types.SimpleNamespace(text=self.text)
-                        outs.append(types.SimpleNamespace(request_id=rid, outputs=[partial], finished=False))
-                return outs
-
-            def abort_request(self, ids):
-                for rid in ids:
-                    self.pending.pop(rid, None)
-
-        class LLM:
-            def __init__(self, model, **kwargs):
-                calls["llm"] = dict(model=model, **kwargs)
-                self.llm_engine = Engine()
-
-            def get_tokenizer(self):
-                return AutoTokenizer.from_pretrained(model_dir)
-
-            def generate(self, prompts, params, use_tqdm=True):
-                assert use_tqdm is False
-                params = params if isinstance(params, list) else [params] * len(prompts)
-                calls["seeds"] = [p.config.seed for p in params]
-                outs = []
-                for prompt, param in zip(prompts, params):
-                    generation = backend.complete([prompt], param.config)[0]
-                    outs.append(request_output("x", [0] * generation.prompt_tokens, generation))
-                return outs
-
-        fake.LLM, fake.SamplingParams, fake.calls = LLM, SamplingParams, calls
-        return fake
+    return fake, VLLMBackend(str(model_dir), **options)
 
 
 def test_vllm_backend_maps_paper_settings_outputs_and_streaming(taught_model_dir, monkeypatch):
-    fake = _FakeVLLM.module(taught_model_dir)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    from guardreasoner.backends.vllm_backend import VLLMBackend
-
-    backend = VLLMBackend(str(taught_model_dir))
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
     guard = Guard(backend)
     result = guard.classify([HARMFUL_REQUEST])[0]
-    assert fake.calls["params"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 2048, "logprobs": 5}
-    assert fake.calls["llm"]["model"] == str(taught_model_dir)
+    prompt_length = fake.calls["prompt_lengths"][0]
+    # The answer may take what the context leaves after the prompt (the tiny model's context is 2048).
+    assert fake.calls["params"][0] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 2048 - prompt_length,
+                                       "logprobs": 5, "seed": None}
+    assert fake.calls["engine_args"]["model"] == str(taught_model_dir)
     assert result.labels["prompt_harmfulness"] == "harmful" and result.status == "ok"
     assert result.verdicts["prompt_harmfulness"].p_positive > 0.5
     updates = list(guard.stream(SAFE_REQUEST))
     assert "".join(u.delta for u in updates) == TAUGHT[SAFE_REQUEST]
     assert updates[-1].result.labels["prompt_harmfulness"] == "unharmful"
+    assert updates[-1].result.verdicts["prompt_harmfulness"].p_positive < 0.5
+    backend.close()
+
+
+def test_vllm_context_is_sized_from_the_model_config_and_the_request(taught_model_dir, monkeypatch):
+    """vLLM refuses a max_model_len over the config's max_position_embeddings (2048 here), so a fixed 4096
+    fails on this model; the guard asks for input budget + new tokens + the chat template's room."""
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    assert fake.calls["engine_args"]["max_model_len"] == backend.max_model_len == 2048  # capped by the config
+    backend.close()
+    from guardreasoner import load_guard
+
+    guard = load_guard(str(taught_model_dir), "vllm", max_input_tokens=1000, max_new_tokens=300)
+    assert fake.calls["engine_args"]["max_model_len"] == 1000 + 300 + 256
+    guard.close()
+
+
+def test_a_row_too_long_for_the_context_fails_alone(taught_model_dir, monkeypatch):
+    """vLLM raises for a prompt at or over max_model_len; one such row must not fail the batch."""
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=600)
+    long_prompt = "Tell me about bread. " * 150  # ~900 tokens
+    untruncated = Guard(backend, max_input_tokens=None).classify([long_prompt, HARMFUL_REQUEST])
+    assert untruncated[0].finish_reason == "error" and "generation_error" in untruncated[0].flags
+    assert untruncated[1].labels["prompt_harmfulness"] == "harmful" and untruncated[1].status == "ok"
+    # The guard's own truncation makes it fit: the row completes, marked as cut.
+    truncated = Guard(backend, max_input_tokens=400).classify([long_prompt])[0]
+    assert truncated.input_truncated and truncated.finish_reason in ("stop", "length")
+    assert max(fake.calls["prompt_lengths"]) < 600
+    stream = list(Guard(backend, max_input_tokens=None).stream(long_prompt))
+    assert stream[-1].result.finish_reason == "error"
+    backend.close()
+
+
+def test_vllm_backend_clamps_logprobs_to_what_vllm_allows(taught_model_dir, monkeypatch):
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(20, top_logprobs=50))[0]
+    assert fake.calls["params"][-1]["logprobs"] == 20 and generation.finish_reason == "length"
+    assert all(len(step) >= 20 for step in generation.top_logprobs)
+    backend.close()
+
+
+def test_vllm_backend_keeps_tokens_joined_to_the_text(taught_model_dir, monkeypatch):
+    """vLLM's token_ids end with the stop token, whose logprob entry decodes to <|im_end|>; the backend drops
+    it so the tokens join to the text and the verdict's place is found."""
+    _, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(200))[0]
+    assert generation.finish_reason == "stop" and generation.text == TAUGHT[HARMFUL_REQUEST]
+    assert "".join(generation.tokens) == generation.text
+    assert generation.completion_tokens == len(generation.tokens) + 1  # the stop token counts as generated
+    backend.close()
+
+
+def test_closing_the_vllm_backend_frees_the_gpu_for_the_next_model(taught_model_dir, tiny_model_dir, monkeypatch):
+    """Pooled mining and the app's model switcher load one model after another in one process: vLLM refuses
+    a second engine while the first holds its share of GPU memory."""
+    fake, first = _vllm_backend(monkeypatch, taught_model_dir)
+    from guardreasoner.backends.vllm_backend import VLLMBackend
+
+    with pytest.raises(ValueError, match="Free memory"):
+        VLLMBackend(str(tiny_model_dir))
+    first.close()
+    assert fake.device["used"] == 0 and fake.calls["cleanups"] == 1
+    second = VLLMBackend(str(tiny_model_dir))
+    assert second.generate(["hello"], SamplingConfig(4))[0].completion_tokens > 0
+    second.close()
+    first.close()  # closing twice is harmless
+
+
+def test_vllm_streams_run_concurrently(taught_model_dir, monkeypatch):
+    """One app user's stream must not hold the engine: a second stream finishes while the first is open."""
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    first = backend.stream(user_turn(HARMFUL_REQUEST), SamplingConfig(200))
+    assert next(first).text  # the first stream is open, mid-answer
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(
+        chunks=list(backend.stream(user_turn(SAFE_REQUEST), SamplingConfig(200)))))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the second stream waited for the first"
+    assert done["chunks"][-1].generation.text == TAUGHT[SAFE_REQUEST]
+    rest = list(first)
+    assert rest[-1].generation.text == TAUGHT[HARMFUL_REQUEST]
+    stop = threading.Event()
+    stopped = backend.stream(user_turn(HARMFUL_REQUEST), SamplingConfig(200), stop=stop)
+    next(stopped)
+    stop.set()
+    assert list(stopped)[-1].generation.finish_reason == "interrupted"
+    backend.close()
+    assert fake.calls["aborted"]  # the interrupted request was aborted inside the engine
 
 
 def test_vllm_backend_gives_repeated_prompts_distinct_seeds(taught_model_dir, monkeypatch):
-    """Mining samples each prompt k times in one call: one shared seed would make the k samples identical."""
-    fake = _FakeVLLM.module(taught_model_dir)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    from guardreasoner.backends.vllm_backend import VLLMBackend
-
-    backend = VLLMBackend(str(taught_model_dir))
+    """Mining samples each prompt k times in one call: one shared seed would make the k samples identical.
+    (vLLM does not promise equal texts for equal seeds across batches, so nothing relies on that here.)"""
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
     texts = [g.text for g in backend.generate([user_turn(SAFE_REQUEST)] * 4, SamplingConfig(40, 1.5, seed=7))]
-    assert fake.calls["seeds"] == [7, 8, 9, 10]
+    assert [p["seed"] for p in fake.calls["params"]] == [7, 8, 9, 10]
     assert len(set(texts)) > 1
-    again = [g.text for g in backend.generate([user_turn(SAFE_REQUEST)] * 4, SamplingConfig(40, 1.5, seed=7))]
-    assert again == texts  # still reproducible
+    backend.close()
 
 
 def test_vllm_backend_says_how_to_install_when_missing(monkeypatch):
@@ -290,3 +298,32 @@ def test_openai_backend_times_out(tmp_path):
         backend = OpenAIBackend(url + "/v1", "m", timeout=0.5, max_retries=0)
         with pytest.raises(openai.APITimeoutError):
             backend.generate(["x"], SamplingConfig(max_new_tokens=4))
+
+
+
+def test_openai_backend_never_sends_a_timed_out_request_again(taught_model_dir):
+    """A timed-out answer may still be computing on the server: one retry policy, which retries busy statuses
+    and connection errors but not timeouts (the client's own retries would send it again)."""
+    import asyncio
+
+    import openai
+    from fastapi import FastAPI
+
+    from guardreasoner.backends.openai_backend import OpenAIBackend
+
+    app = FastAPI()
+    seen = []
+
+    @app.post("/v1/completions")
+    async def slow():
+        seen.append(1)
+        await asyncio.sleep(3)
+        return {}
+
+    with running(app) as url:
+        backend = OpenAIBackend(url + "/v1", "m", timeout=0.5, max_retries=3)
+        with pytest.raises(openai.APITimeoutError):
+            backend.generate(["x"], SamplingConfig(max_new_tokens=4))
+        assert len(seen) == 1
+    sized = OpenAIBackend(url + "/v1", "m", max_retries=0)
+    assert sized.request_timeout(SamplingConfig(2048)) > 200 > sized.request_timeout(SamplingConfig(64))

@@ -72,3 +72,33 @@ def test_confidence_equals_the_models_own_probability(taught_model_dir):
             for label in ("harmful", "unharmful")}
     assert mass["harmful"] > 0
     assert verdict.p_positive == pytest.approx(seen["harmful"] / (seen["harmful"] + seen["unharmful"]), abs=1e-4)
+
+
+def _answers_tokens(request_label: str = " harmful"):
+    tokens = ["Answers", ":", " \n", "Request", ":", request_label, "\n", "Completion", ":", " None"]
+    top = [{t: 0.0} for t in tokens]
+    top[5] = {" harmful": math.log(0.8), " unh": math.log(0.2)}
+    return tokens, top
+
+
+@pytest.mark.parametrize("stop_token", ["<|eot_id|>", "<|im_end|>", "</s>", "<|end_of_text|>"])
+def test_confidence_survives_the_stop_token_vllm_keeps(stop_token):
+    """vLLM's token_ids end with the stop token and its logprob entry is decoded with special tokens, so the
+    joined tokens are the text plus that suffix (vllm serve's completions logprobs too)."""
+    tokens, top = _answers_tokens()
+    text = "".join(tokens)
+    parsed = parse(text)
+    attach_confidences(text, parsed.verdicts, tokens + [stop_token], top + [{stop_token: 0.0}])
+    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)
+
+
+def test_confidence_survives_per_token_decoding_that_differs_from_the_text():
+    """A character split over two tokens decodes per token as replacement characters: the lengths differ
+    both before the verdict and (with a stop token) after it; the verdict is found by the text around it."""
+    tokens, top = _answers_tokens()
+    text = "Café.\n" + "".join(tokens) + "\nDone é"
+    tokens = ["Caf", "\ufffd", "\ufffd", ".\n"] + tokens + ["\nDone", " \ufffd", "\ufffd", "<|eot_id|>"]
+    top = [{t: 0.0} for t in tokens[:4]] + top + [{t: 0.0} for t in tokens[-4:]]
+    parsed = parse(text)
+    attach_confidences(text, parsed.verdicts, tokens, top)
+    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)

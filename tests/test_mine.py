@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from guardreasoner.parser import parse
+from guardreasoner.template import INSTRUCTION, format_input
 from training.data import load_rows
 from training.mine import choose_pair, mine_row, scale_weights
 
@@ -115,3 +116,56 @@ def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir
     assert sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
                                k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows) == both
     assert loaded == []  # everything was on file
+
+
+def test_mining_sends_long_rows_truncated_as_the_guard_does(tiny_model_dir, tmp_path, monkeypatch):
+    """An untruncated long training row would not fit vLLM's context and failed its whole chunk: rows over the
+    input budget are cut by the guard's template truncation, and the pair's prompt is what the model read."""
+    from transformers import AutoTokenizer
+
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.template import TRUNCATION_MARK
+    from training.mine import MiningConfig, sample
+
+    sent = []
+    real_generate = TransformersBackend.generate
+    monkeypatch.setattr(TransformersBackend, "generate",
+                        lambda self, prompts, *a, **k: sent.extend(prompts) or real_generate(self, prompts, *a, **k))
+    long_row = {"instruction": INSTRUCTION, "input": format_input("Tell me about bread. " * 400), "output": "x"}
+    rows = [long_row, taught_rows()[0]]
+    inputs = {}
+    config = MiningConfig(models=[str(tiny_model_dir)], dataset="-", output=str(tmp_path / "pairs.jsonl"), k=1,
+                          max_new_tokens=4, max_input_tokens=300, backend="transformers")
+    sample(config, rows, inputs)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(sent) == 2 and TRUNCATION_MARK in sent[0] and sent[1] == rows[1]["instruction"] + "\n" + rows[1]["input"]
+    assert len(tokenizer(sent[0], add_special_tokens=False)["input_ids"]) <= 300
+    assert inputs == {0: sent[0]}  # only the cut row differs from its own prompt
+    record = json.loads((tmp_path / "pairs.jsonl.samples.jsonl").read_text().splitlines()[0])
+    assert record["model_input"] == sent[0]
+    resumed = {}
+    sample(config, rows, resumed)  # from the file: nothing sampled again, the model input still known
+    assert len(sent) == 2 and resumed == inputs
+
+
+def test_resume_on_vllm_keeps_what_is_on_file_and_samples_only_the_rest(taught_model_dir, tmp_path, monkeypatch):
+    """vLLM does not promise equal texts for equal seeds across batches (no batch-invariant mode by default), so
+    resuming never relies on it: rows on file are kept as written, only the missing rows are sampled."""
+    from tests import fake_vllm
+    from training.mine import MiningConfig, sample
+
+    fake = fake_vllm.install(monkeypatch, taught_model_dir)
+    rows = taught_rows()
+    output = tmp_path / "pairs.jsonl"
+    config = MiningConfig(models=[str(taught_model_dir)], dataset="-", output=str(output), backend="vllm", k=2,
+                          temperature=1.0, max_new_tokens=20, chunk_rows=1)
+    first = sample(config, rows)
+    samples_file = Path(str(output) + ".samples.jsonl")
+    lines = samples_file.read_text().splitlines(keepends=True)
+    samples_file.write_text(lines[0] + lines[1][:10])  # interrupted while writing row 2
+    requests = len(fake.calls["prompt_lengths"])
+    resumed = sample(config, rows)
+    assert len(fake.calls["prompt_lengths"]) == requests + 2  # row 2's k samples, nothing else
+    assert resumed[0] == first[0] and len(resumed[1]) == 2
+    assert samples_file.read_text().startswith(lines[0])
+    assert fake.device["used"] == 0  # each model's engine is shut down after its rows

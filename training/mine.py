@@ -37,6 +37,8 @@ class MiningConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 2048
+    max_input_tokens: int = field(default=4096, metadata={"help": "longer rows lose the middle of their texts "
+                                                          "(the guard's template truncation), as at inference"})
     pairing: str = field(default="longest", metadata={"help": "longest (the paper) or length_matched"})
     weight_min: float = 0.8
     weight_max: float = 1.2
@@ -75,8 +77,8 @@ def choose_pair(samples: list[str], correct: list[bool], pairing: str = "longest
     raise ValueError(f"unknown pairing {pairing!r}; choose longest or length_matched")
 
 
-def mine_row(row: dict, samples: list[str], pairing: str = "longest") -> dict | None:
-    """A pair for one row, or None when the row is not hard."""
+def mine_row(row: dict, samples: list[str], pairing: str = "longest", prompt: str | None = None) -> dict | None:
+    """A pair for one row, or None when the row is not hard; ``prompt``: what the model read, if it was cut."""
     gold = gold_labels(row)
     request, reply = split_upstream_prompt(row["input"])
     parsed = [parse_for(s, request, reply) for s in samples]
@@ -87,7 +89,7 @@ def mine_row(row: dict, samples: list[str], pairing: str = "longest") -> dict | 
     chosen, rejected = choose_pair(samples, correct[task], pairing)
     right = sum(correct[task])
     return {
-        "prompt": _prompt(row),
+        "prompt": prompt or _prompt(row),
         "chosen": chosen,
         "rejected": rejected,
         "task": task,
@@ -118,8 +120,20 @@ def _digest(row: dict) -> str:
     return hashlib.sha1(_prompt(row).encode()).hexdigest()
 
 
-def sample(config: MiningConfig, rows: list[dict]) -> list[list[str]]:
-    """k samples per row from each model, pooled per row; resumes from the samples file."""
+def model_input(guard, row: dict) -> str:
+    """What the model reads for a row: its own prompt, or the guard's template truncation when it is over the
+    guard's input budget (an untruncated long row would not fit the engine's context)."""
+    request, reply = split_upstream_prompt(row["input"])
+    built = guard.build(request, reply)
+    return built.text if built.truncated else _prompt(row)
+
+
+def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None = None) -> list[list[str]]:
+    """k samples per row from each model, pooled per row; resumes from the samples file. ``inputs`` receives
+    each row's model input where truncation changed it (the pair's prompt must be what the model read).
+
+    Resuming never needs the engine to repeat itself: rows on file are kept as written, the rest are sampled
+    (vLLM does not promise equal texts for equal seeds across different batches)."""
     from tqdm.auto import tqdm
 
     from guardreasoner import load_guard
@@ -134,24 +148,32 @@ def sample(config: MiningConfig, rows: list[dict]) -> list[list[str]]:
             index = record["row"]
             if index < len(rows) and record["prompt_sha1"] == _digest(rows[index]):  # the same dataset
                 done[index, record["model"]] = record["samples"]
+                if record.get("model_input") and inputs is not None:
+                    inputs.setdefault(index, record["model_input"])
     with path.open("a", encoding="utf-8") as out:
         for model in config.models:
             todo = [index for index in range(len(rows)) if (index, model) not in done]
             if not todo:
                 continue
-            guard = load_guard(model, config.backend, fail_closed=False, batch_size=config.batch_size)
+            guard = load_guard(model, config.backend, fail_closed=False, batch_size=config.batch_size,
+                               max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens)
             for start in tqdm(range(0, len(todo), config.chunk_rows), desc=f"sampling {model}"):
                 chunk = todo[start : start + config.chunk_rows]
-                # A seed per chunk, so a resumed run draws what the uninterrupted run would have drawn.
+                # A seed per chunk: reproducible where the backend is (transformers), distinct per chunk anyway.
                 sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0,
                                           seed=config.seed + chunk[0])
-                prompts = [_prompt(rows[index]) for index in chunk for _ in range(config.k)]
+                texts = {index: model_input(guard, rows[index]) for index in chunk}
+                prompts = [texts[index] for index in chunk for _ in range(config.k)]
                 outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
                 for position, index in enumerate(chunk):
                     samples = outputs[position * config.k : (position + 1) * config.k]
                     done[index, model] = samples
-                    out.write(json.dumps({"row": index, "model": model, "prompt_sha1": _digest(rows[index]),
-                                          "samples": samples}, ensure_ascii=False) + "\n")
+                    record = {"row": index, "model": model, "prompt_sha1": _digest(rows[index]), "samples": samples}
+                    if texts[index] != _prompt(rows[index]):
+                        record["model_input"] = texts[index]
+                        if inputs is not None:
+                            inputs.setdefault(index, texts[index])
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
             guard.close()
     return [[text for model in config.models for text in done[index, model]] for index in range(len(rows))]
@@ -161,8 +183,10 @@ def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
     from .data import load_rows
 
     rows = rows if rows is not None else load_rows(config.dataset)[: config.max_rows]
-    pairs = [pair for row, samples in zip(rows, sample(config, rows))
-             if (pair := mine_row(row, samples, config.pairing)) is not None]
+    inputs: dict[int, str] = {}
+    pooled = sample(config, rows, inputs)
+    pairs = [pair for index, (row, samples) in enumerate(zip(rows, pooled))
+             if (pair := mine_row(row, samples, config.pairing, inputs.get(index))) is not None]
     scale_weights(pairs, config.weight_min, config.weight_max)
     Path(config.output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     return pairs

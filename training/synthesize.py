@@ -9,7 +9,7 @@ The teacher is told the gold answers (the paper's label-conditioned synthesis) a
 the gold answers from it, after leaked "The ground truth is ..." text is cut. Kept rows are GuardReasonerTrain
 rows (``instruction``/``input``/``output``) that ``training.rsft`` reads as they are; the others go to
 ``<output>.rejected.jsonl`` with the reason. Every finished seed is appended at once, so a rerun resumes after
-it; a seed whose request failed after the client's retries is in neither file and is tried again next run.
+it; a seed whose request failed after the backend's retries is in neither file and is tried again next run.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class SynthesisConfig:
     api_key: str | None = field(default=None, metadata={"help": "default: $OPENAI_API_KEY"})
     concurrency: int = 8
     max_retries: int = 6
-    timeout: float = 300.0
+    timeout: float | None = field(default=None, metadata={"help": "seconds a request may take; default: sized to "
+                                                               "max_tokens (the openai backend's policy)"})
     temperature: float = 0.0
     max_tokens: int = 2048
     max_rows_per_source: int | None = None

@@ -30,9 +30,10 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
-    finish_reason: str | None = None  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    finish_reason: str | None = None  # "stop" (end of sequence), "length" (hit max_new_tokens) or "error"
     tokens: list[str] | None = None  # generated tokens as text, concatenating to about ``text``
     top_logprobs: list[dict[str, float]] | None = field(default=None, repr=False)  # per token: text -> log p
+    error: str | None = None  # why this row produced nothing (finish_reason "error"); the other rows still ran
 
 
 @dataclass

@@ -1,18 +1,29 @@
 """Any OpenAI-compatible server (``vllm serve``, our own ``python -m guardreasoner serve``, hosted APIs).
 
-Raw mode uses the completions endpoint with the exact prompt text; chat mode sends one user message. The
-official client brings retries with exponential backoff (connection errors, 408/429/5xx) and timeouts.
+Raw mode uses the completions endpoint with the exact prompt text; chat mode sends one user message.
+
+One retry policy, ours (the client's own retries are off): a request is sent again after a connection error or
+a "busy" status (429, 502, 503, 504), with exponential backoff; never after a timeout, since the server may still
+be writing that answer and asking again would compute it twice. The timeout is sized to the request: a fixed
+allowance plus the new tokens at a slow server's pace, unless ``timeout`` fixes it.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk
+
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server is busy or restarting: nothing was computed
+CONNECT_SECONDS = 30.0  # fixed allowance per request (connection, queueing, the prompt)
+SLOW_TOKENS_PER_SECOND = 10.0  # a busy server's pace per stream; a request may take its new tokens at this pace
+BACKOFF_SECONDS = 0.5  # first wait between tries; doubles each time, capped at 8 s, with jitter
 
 
 class OpenAIBackend(Backend):
@@ -25,8 +36,8 @@ class OpenAIBackend(Backend):
         *,
         mode: str = "raw",
         api_key: str | None = None,
-        timeout: float = 120.0,
-        max_retries: int = 4,
+        timeout: float | None = None,
+        max_retries: int = 3,
         concurrency: int = 8,
         tokenizer=None,
     ):
@@ -35,9 +46,11 @@ class OpenAIBackend(Backend):
         self.client = OpenAI(
             base_url=base_url.rstrip("/"),
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-            timeout=timeout,
-            max_retries=max_retries,
+            timeout=timeout if timeout is not None else CONNECT_SECONDS,
+            max_retries=0,  # retries are ours (_send): the client would also retry timeouts
         )
+        self.timeout = timeout
+        self.max_retries = max_retries
         if model is None:
             models = self.client.models.list().data
             if not models:
@@ -50,9 +63,39 @@ class OpenAIBackend(Backend):
     def render(self, prompt: str) -> str:
         return prompt  # the server applies its own chat template in chat mode
 
+    def request_timeout(self, sampling: SamplingConfig) -> float:
+        """Seconds one request may take: ``timeout`` if given, else sized to its new tokens."""
+        if self.timeout is not None:
+            return self.timeout
+        return CONNECT_SECONDS + sampling.max_new_tokens / SLOW_TOKENS_PER_SECOND
+
+    def _send(self, create):
+        """Call ``create()`` under the retry policy above."""
+        import openai
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                return create()
+            except openai.APITimeoutError:
+                raise  # the server may still be generating: a second request would compute the answer twice
+            except openai.APIConnectionError as error:
+                failure = error
+            except openai.APIStatusError as error:
+                if error.status_code not in RETRY_STATUSES:
+                    raise
+                failure = error
+            if attempt == self.max_retries:
+                raise failure
+            time.sleep(min(BACKOFF_SECONDS * 2**attempt, 8.0) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
     def _request(self, prompt: str, sampling: SamplingConfig, stream: bool):
+        return self._send(lambda: self._create(prompt, sampling, stream))
+
+    def _create(self, prompt: str, sampling: SamplingConfig, stream: bool):
         common = dict(
             model=self.model_id,
+            timeout=self.request_timeout(sampling),
             max_tokens=sampling.max_new_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,

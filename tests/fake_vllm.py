@@ -1,0 +1,180 @@
+"""A stand-in for the ``vllm`` package that behaves as the real engine does wherever our backend depends on it.
+
+The real engine needs a CUDA GPU, so tests run this one: a tiny transformers model behind vLLM's async API
+(``AsyncEngineArgs``, ``AsyncLLMEngine.from_engine_args``, ``generate``, ``shutdown``, ``SamplingParams``). Each
+behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1 engine):
+
+- context length: ``max_model_len`` above the model config's ``max_position_embeddings`` is refused
+  (``config/model.py``, ``_get_and_verify_max_len``); unset, it is that maximum. A prompt of ``max_model_len``
+  tokens or more raises a ValueError when the request is added (``v1/engine/input_processor.py``,
+  ``_validate_prompt_len``), and generation stops at ``max_model_len`` (the scheduler caps it: "length").
+- memory: an engine takes ``gpu_memory_utilization`` of the device until ``shutdown()``; a second engine that
+  does not fit beside it is refused with a ValueError (``v1/worker/utils.py``, ``request_memory``: "Free memory
+  on device ... is less than desired GPU memory utilization").
+- outputs: ``token_ids`` are the sampled ids, the stop token included; ``logprobs`` has one entry per id (the
+  stop token too), each alternative decoded alone with special tokens kept (``v1/engine/logprobs.py`` through
+  ``tokenizers/detokenizer_utils.py``, ``convert_ids_list_to_tokens``: ``tokenizer.decode([token_id])``); the
+  text skips special tokens (``SamplingParams.skip_special_tokens=True``, ``v1/engine/detokenizer.py``).
+- sampling: every request samples on its own (its own seed when given, else the shared generator), so two
+  requests get distinct texts; without batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, ``vllm/envs.py``) a
+  seeded request's text also depends on what else is in the batch (reduction order changes with the batch), so
+  equal seeds give equal texts only within the same batch; ``logprobs`` over ``max_logprobs`` (20) is
+  refused (``sampling_params.py``, ``verify``); ``max_tokens`` < 1 is refused when the params are built (``_verify_args``).
+- streaming: ``generate`` is an async generator of cumulative ``RequestOutput``s, one token per step, so
+  concurrent requests interleave; cancelling it aborts the request (``v1/engine/async_llm.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import types
+
+MAX_LOGPROBS = 20
+
+
+def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    fake = types.ModuleType("vllm")
+    calls: dict = {"params": [], "prompt_lengths": [], "aborted": [], "cleanups": 0, "engines": 0}
+    device = {"used": 0.0}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    class SamplingParams:
+        def __init__(self, temperature=1.0, top_p=1.0, max_tokens=16, logprobs=None, seed=None):
+            if max_tokens is not None and max_tokens < 1:
+                raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
+            if not 0.0 < top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+            self.temperature, self.top_p, self.max_tokens, self.logprobs, self.seed = (
+                temperature, top_p, max_tokens, logprobs, seed)
+            calls["params"].append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                                    "logprobs": logprobs, "seed": seed})
+
+    class AsyncEngineArgs:
+        def __init__(self, model, max_model_len=None, gpu_memory_utilization=0.9, seed=0, **kwargs):
+            self.model, self.max_model_len, self.gpu_memory_utilization, self.seed = (
+                model, max_model_len, gpu_memory_utilization, seed)
+            self.kwargs = kwargs
+
+    class Logprob:
+        def __init__(self, logprob, rank, decoded_token):
+            self.logprob, self.rank, self.decoded_token = logprob, rank, decoded_token
+
+    class AsyncLLMEngine:
+        @classmethod
+        def from_engine_args(cls, args):
+            return cls(args)
+
+        def __init__(self, args):
+            derived = AutoConfig.from_pretrained(args.model).max_position_embeddings
+            if args.max_model_len is not None and args.max_model_len > derived:
+                raise ValueError(f"User-specified max_model_len ({args.max_model_len}) is greater than the derived "
+                                 f"max_model_len (max_position_embeddings={derived} in model's config.json).")
+            free = total_memory - device["used"]
+            if args.gpu_memory_utilization > free + 1e-9:
+                raise ValueError(f"Free memory on device ({free:.2f}/{total_memory:.2f}) on startup is less than "
+                                 f"desired GPU memory utilization ({args.gpu_memory_utilization}).")
+            device["used"] += args.gpu_memory_utilization
+            self.memory = args.gpu_memory_utilization
+            self.max_model_len = args.max_model_len or derived
+            self.running = 0  # requests in flight: what a seeded sample depends on without batch invariance
+            self.model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+            calls["engine_args"] = {"model": args.model, "max_model_len": args.max_model_len,
+                                    "gpu_memory_utilization": args.gpu_memory_utilization, "seed": args.seed}
+            calls["engines"] += 1
+
+        def shutdown(self):
+            device["used"] -= self.memory
+            self.memory = 0.0
+
+        def _validate(self, ids, params):
+            if not ids:
+                raise ValueError("The decoder prompt cannot be empty")
+            if len(ids) > self.max_model_len:
+                raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model length "
+                                 f"of {self.max_model_len}.")
+            if len(ids) == self.max_model_len:
+                raise ValueError(f"The decoder prompt (length {len(ids)}) plus the number of requested output "
+                                 f"tokens (at least 1) is longer than the maximum model length of "
+                                 f"{self.max_model_len}.")
+            if params.logprobs is not None and params.logprobs > MAX_LOGPROBS:
+                raise ValueError(f"Requested sample logprobs of {params.logprobs}, which is greater than max "
+                                 f"allowed: {MAX_LOGPROBS}")
+
+        def _sample(self, ids, params, batch):
+            if params.seed is not None:
+                invariant = os.environ.get("VLLM_BATCH_INVARIANT") == "1"
+                torch.manual_seed(params.seed + (0 if invariant else 7919 * batch))
+            sample = params.temperature > 0
+            room = self.max_model_len - len(ids)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    max_new_tokens=min(params.max_tokens or room, room), do_sample=sample,
+                    temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
+                    top_k=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                    output_logits=True, return_dict_in_generate=True,
+                )
+            new = out.sequences[0, len(ids):].tolist()
+            steps = None
+            if params.logprobs is not None:
+                steps = []
+                for token_id, logits in zip(new, out.logits):
+                    logprobs = logits[0].float().log_softmax(-1)
+                    values, indices = logprobs.topk(params.logprobs)
+                    order = logprobs.argsort(descending=True).tolist()
+                    step = {token_id: Logprob(float(logprobs[token_id]), order.index(token_id) + 1,
+                                              tokenizer.decode([token_id]))}
+                    for rank, (value, index) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
+                        step.setdefault(index, Logprob(value, rank, tokenizer.decode([index])))
+                    steps.append(step)
+            stopped = bool(new) and new[-1] == tokenizer.eos_token_id
+            return new, steps, "stop" if stopped else "length"
+
+        async def generate(self, prompt, params, request_id):
+            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else tokenizer(prompt)["input_ids"]
+            self._validate(ids, params)
+            calls["prompt_lengths"].append(len(ids))
+            new, steps, reason = self._sample(ids, params, self.running)
+            self.running += 1
+            try:
+                for count in range(1, len(new) + 1):
+                    done = count == len(new)
+                    completion = types.SimpleNamespace(
+                        index=0, text=tokenizer.decode(new[:count], skip_special_tokens=True),
+                        token_ids=new[:count], logprobs=steps[:count] if steps is not None else None,
+                        finish_reason=reason if done else None)
+                    yield types.SimpleNamespace(request_id=request_id, prompt_token_ids=ids, outputs=[completion],
+                                                finished=done)
+                    await asyncio.sleep(0.002)  # one engine step: other requests advance meanwhile
+            except (asyncio.CancelledError, GeneratorExit):
+                calls["aborted"].append(request_id)
+                raise
+            finally:
+                self.running -= 1
+
+    def cleanup_dist_env_and_memory():
+        calls["cleanups"] += 1
+
+    parallel_state = types.ModuleType("vllm.distributed.parallel_state")
+    parallel_state.cleanup_dist_env_and_memory = cleanup_dist_env_and_memory
+    distributed = types.ModuleType("vllm.distributed")
+    distributed.parallel_state = parallel_state
+    fake.AsyncEngineArgs, fake.AsyncLLMEngine, fake.SamplingParams = AsyncEngineArgs, AsyncLLMEngine, SamplingParams
+    fake.distributed, fake.calls, fake.device = distributed, calls, device
+    fake.submodules = {"vllm.distributed": distributed, "vllm.distributed.parallel_state": parallel_state}
+    return fake
+
+
+def install(monkeypatch, model_dir, **options) -> types.ModuleType:
+    """Put a fake vllm in ``sys.modules`` for one test."""
+    import sys
+
+    fake = module(model_dir, **options)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    for name, submodule in fake.submodules.items():
+        monkeypatch.setitem(sys.modules, name, submodule)
+    return fake
