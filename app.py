@@ -12,10 +12,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import html  # noqa: E402
-from pathlib import Path  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
@@ -28,8 +28,7 @@ from guardreasoner.results import (  # noqa: E402
     RESPONSE_REFUSAL,
     VERDICT_KEYS,
 )
-from webapp import charts, flags, views  # noqa: E402
-from webapp import batch, benchmarks  # noqa: E402
+from webapp import batch, benchmarks, charts, flags, views  # noqa: E402  # noqa: E402
 from webapp.runs import StopSignals  # noqa: E402
 
 MAX_INPUT_CHARS = int(os.environ.get("GUARDREASONER_MAX_INPUT_CHARS", "20000"))

@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import items as sources
 from guardreasoner.rows import write_jsonl
 
+from . import items as sources
 from .pull import DEFAULT_WEIGHT, pull, reviews_from_argilla
 from .push import outbox_path, pending, push
 from .workspace import Target

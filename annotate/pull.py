@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from guardreasoner.parser import find_answers_blocks
-from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDICT_KEYS, answers_block
 from guardreasoner.records import training_row
+from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDICT_KEYS, answers_block
 from guardreasoner.template import user_turn
 
 from .items import verdicts_of

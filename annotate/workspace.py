@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from guardreasoner.results import LABELS, current_verdict_keys, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
+from guardreasoner.results import (
+    LABELS,
+    PROMPT_HARMFULNESS,
+    RESPONSE_HARMFULNESS,
+    RESPONSE_REFUSAL,
+    VERDICT_KEYS,
+    current_verdict_keys,
+)
 
 DEFAULT_DATASET = "guardreasoner-reviews"
 # One label question per verdict; reply questions stay optional (there may be no reply to judge).

@@ -82,7 +82,8 @@ def main() -> None:
         first_token.append(first)
     bare_rate, stream_rate = statistics.median(bare), statistics.median(streamed)
     print(f"bare model.generate : {bare_rate:8.1f} tokens/s")
-    print(f"guard.stream        : {stream_rate:8.1f} tokens/s  (first text after {statistics.median(first_token):.3f}s)")
+    first_text = statistics.median(first_token)
+    print(f"guard.stream        : {stream_rate:8.1f} tokens/s  (first text after {first_text:.3f}s)")
     print(f"stream / bare       : {stream_rate / bare_rate:8.3f}  (1.0 = no overhead)")
 
     rows = [{"prompt": PROMPTS[i % len(PROMPTS)]} for i in range(args.rows)]

@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def assemble_full_run(data_dir: Path, predictions: Path, out: Path) -> int:
     from eval.data import load_benchmark
     from eval.registry import BENCHMARKS
+    from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
 
     outputs = [json.loads(line)["predict"] for path in predictions.glob("*/generated_predictions.jsonl")
                for line in path.open()]
@@ -31,12 +32,8 @@ def assemble_full_run(data_dir: Path, predictions: Path, out: Path) -> int:
     total = 0
     for benchmark in BENCHMARKS:
         rows = load_benchmark(benchmark, data_dir)
-        folder = out / benchmark
-        folder.mkdir(parents=True)
-        with (folder / "generated_predictions.jsonl").open("w") as handle:
-            for row in rows:
-                handle.write(json.dumps({"index": row.index, "request": row.prompt, "response": row.response,
-                                         "labels": row.labels, "label": "", "prompt": "", "predict": next(cycle)}) + "\n")
+        append_predictions(out / benchmark / PREDICTIONS_FILE, [
+            prediction_record(row.index, row.prompt, row.response, row.labels, next(cycle)) for row in rows])
         total += len(rows)
     return total
 
@@ -61,7 +58,8 @@ def main() -> None:
         for mode in ("paper", "strict"):
             began = time.perf_counter()
             report = score_run(scratch / "full", mode)
-            print(f"score {mode:6}: {time.perf_counter() - began:6.2f} s for {len(report['cells'])} cells, {total} rows")
+            seconds = time.perf_counter() - began
+            print(f"score {mode:6}: {seconds:6.2f} s for {len(report['cells'])} cells, {total} rows")
 
         guard = load_guard(args.model, "transformers", max_new_tokens=args.new_tokens, fail_closed=False,
                            batch_size=args.batch_size)

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", required=True)
     run.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     run.add_argument("--mode", choices=["raw", "chat"])
-    run.add_argument("--compute-type", choices=["int8", "float32"], help="CTranslate2: int8 or float32 (default by size)")
+    run.add_argument("--compute-type", choices=["int8", "float32"],
+                     help="CTranslate2: int8 or float32 (default by size)")
     run.add_argument("--data-dir", help="folder with the GuardReasoner benchmark files (default: the public hub "
                      "datasets, which exist for 6 of the 11 benchmarks)")
     run.add_argument("--out", required=True, help="run folder; one sub-folder per benchmark")

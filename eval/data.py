@@ -73,7 +73,8 @@ def load_from_hub(benchmark: str) -> list[EvalRow]:
     data = load_dataset(source.repo, source.config, split=source.split)
     prompt_column = next((c for c in source.prompt if c in data.column_names), None)
     if prompt_column is None:
-        raise ValueError(f"{benchmark}: {source.repo} has none of the columns {source.prompt}; found {data.column_names}")
+        raise ValueError(f"{benchmark}: {source.repo} has none of the columns {source.prompt}; "
+                         f"found {data.column_names}")
     if source.rows is not None and len(data) != source.rows:
         logger.warning("%s: %s [%s] has %d rows, the paper used %d: figures are not comparable with the paper's",
                        benchmark, source.repo, source.split, len(data), source.rows)

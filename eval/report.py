@@ -111,7 +111,8 @@ def compare_markdown(reports: dict[str, dict]) -> str:
     for name, cells in scored.items():
         row = [f"{cells[k]['n']} / {_fmt(cells[k].get('mean_ms_per_row'))}" if k in cells else "—" for k in keys]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
-    uneven = [f"{b} ({t})" for b, t in keys if len({cells[(b, t)]["n"] for cells in scored.values() if (b, t) in cells}) > 1]
+    counts = {key: {cells[key]["n"] for cells in scored.values() if key in cells} for key in keys}
+    uneven = [f"{b} ({t})" for b, t in keys if len(counts[(b, t)]) > 1]
     if uneven:
         lines += ["", "Not comparable (different row counts): " + ", ".join(uneven)]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,8 @@ from .screen import ScreenError
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', or an OpenAI-compatible URL")
+                        help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', "
+                             "or an OpenAI-compatible URL")
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     parser.add_argument("--mode", choices=["raw", "chat"], help="prompt mode (default: the model's own)")
     parser.add_argument("--compute-type", choices=["int8", "float32"],
@@ -90,7 +91,8 @@ def _classify_file(args) -> int:
                 append_lines(output, [json.dumps(record, ensure_ascii=False) for record in records])
                 bar.update(len(records))
     if errors:
-        print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}", file=sys.stderr)
+        print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -82,7 +82,7 @@ class GuardClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "GuardClient":
+    def __enter__(self) -> GuardClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -77,7 +77,7 @@ class Guard:
     def mode(self) -> str:
         return self.backend.mode
 
-    def with_sampling(self, **changes) -> "Guard":
+    def with_sampling(self, **changes) -> Guard:
         """The same guard and loaded model with other decoding settings (e.g. ``max_new_tokens=256``)."""
         copy = Guard.__new__(Guard)
         copy.__dict__.update(self.__dict__)

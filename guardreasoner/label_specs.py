@@ -29,7 +29,8 @@ def check_spec(spec: str) -> None:
     """Raise ValueError for a spec this language does not know (caught when a source is declared, not per row)."""
     kind, sep, columns = spec.partition(":")
     if sep and kind not in _KINDS:
-        raise ValueError(f"unknown label spec {spec!r}: use COLUMN, =LABEL or one of {', '.join(k + ':' for k in _KINDS)}")
+        known = ", ".join(k + ":" for k in _KINDS)
+        raise ValueError(f"unknown label spec {spec!r}: use COLUMN, =LABEL or one of {known}")
     if sep and not columns.strip():
         raise ValueError(f"label spec {spec!r} names no column")
 

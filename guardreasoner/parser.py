@@ -13,15 +13,15 @@ import zlib
 from dataclasses import dataclass, field
 
 from .results import (
-    SOURCE_ANSWERS,
-    SOURCE_CONCLUSION,
-    SOURCE_EARLIER_ANSWERS,
-    SOURCE_NONE,
     KEY_OF_ANSWER_NAME,
     PROMPT_HARMFULNESS,
     REPLY_VERDICT_KEYS,
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
+    SOURCE_ANSWERS,
+    SOURCE_CONCLUSION,
+    SOURCE_EARLIER_ANSWERS,
+    SOURCE_NONE,
     TASK_NUMBER,
     VERDICT_KEYS,
     ParsedOutput,
@@ -114,7 +114,8 @@ def find_answers_blocks(text: str) -> list[AnswersBlock]:
     blocks: list[AnswersBlock] = []
     current: AnswersBlock | None = None
     marks = [(m.start(), "line", m) for m in _VERDICT_LINE.finditer(text)]
-    marks += [(m.start(), "header", m) for m in _ANSWERS_HEADER.finditer(text) if not _VERDICT_LINE.match(text, m.start())]
+    marks += [(m.start(), "header", m) for m in _ANSWERS_HEADER.finditer(text)
+              if not _VERDICT_LINE.match(text, m.start())]
     for start, kind, match in sorted(marks, key=lambda mark: mark[0]):
         between = text[current.end:start] if current else ""
         continues = current is not None and not between.strip() and kind == "line"
@@ -232,7 +233,8 @@ def parse(text: str, *, user_texts: tuple[str, ...] | list[str] = (), has_respon
     planted_haystack = _normalize("\n".join(sources))
     blocks = []
     for block in find_answers_blocks(text):
-        if block.start < echo_end or (planted_haystack and block.values and _normalize(text[block.start:block.end]) in planted_haystack):
+        planted = planted_haystack and block.values and _normalize(text[block.start:block.end]) in planted_haystack
+        if block.start < echo_end or planted:
             flags.append("planted_answers_ignored")
             continue
         blocks.append(block)

@@ -33,7 +33,7 @@ class FlagRecord:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @classmethod
-    def for_result(cls, result: dict, corrected: dict[str, str | None], comment: str = "") -> "FlagRecord":
+    def for_result(cls, result: dict, corrected: dict[str, str | None], comment: str = "") -> FlagRecord:
         """A flag of a ``GuardResult.to_dict()``."""
         output = result.get("output", "")
         return cls(flag_id(result["prompt"], result.get("response"), output), result["prompt"], result.get("response"),
@@ -43,7 +43,7 @@ class FlagRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "a flag queue") -> "FlagRecord":
+    def from_dict(cls, data: dict, where: str = "a flag queue") -> FlagRecord:
         """Read a flag, including those earlier versions wrote (``request`` for the prompt, Answers-word keys)."""
         data = dict(data)
         if "request" in data and "prompt" not in data:
@@ -84,5 +84,5 @@ class PushReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PushReport":
+    def from_dict(cls, data: dict) -> PushReport:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})

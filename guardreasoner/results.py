@@ -94,7 +94,7 @@ class Verdict:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Verdict":
+    def from_dict(cls, data: dict) -> Verdict:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
@@ -194,7 +194,7 @@ class GuardResult:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GuardResult":
+    def from_dict(cls, data: dict) -> GuardResult:
         """The result ``to_dict()`` wrote (derived keys such as ``labels`` are recomputed, not read)."""
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         values["verdicts"] = {key: Verdict.from_dict(v) for key, v in data["verdicts"].items()}

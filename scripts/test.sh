@@ -25,4 +25,6 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=Fals
 # them each time, and page faults dominate (measured: 6.2 s/step, two thirds system time). Keeping them in the
 # heap makes the same step 2.6 s.
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=536870912
+# Lint first, with the project's own configuration (pyproject.toml): a finding fails the run.
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

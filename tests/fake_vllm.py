@@ -19,7 +19,8 @@ behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1
   requests get distinct texts; without batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, ``vllm/envs.py``) a
   seeded request's text also depends on what else is in the batch (reduction order changes with the batch), so
   equal seeds give equal texts only within the same batch; ``logprobs`` over ``max_logprobs`` (20) is
-  refused (``sampling_params.py``, ``verify``); ``max_tokens`` < 1 is refused when the params are built (``_verify_args``).
+  refused (``sampling_params.py``, ``verify``); ``max_tokens`` < 1 is refused when the params are built
+  (``_verify_args``).
 - streaming: ``generate`` is an async generator of cumulative ``RequestOutput``s, one token per step, so
   concurrent requests interleave; cancelling it aborts the request (``v1/engine/async_llm.py``).
 """

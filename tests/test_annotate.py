@@ -128,11 +128,13 @@ def test_the_pairing_rule(traces):
     review.by_user["u1"]["corrected_reasoning"] = row["output"].split("---")[0] + "\nAnswers: \nRequest: wrong"
     kind, pair = review_pair(review, weight=2.0)
     assert kind == "pair" and pair["weight"] == 2.0 and pair["rejected"] == wrong
-    assert parse(pair["chosen"]).labels["prompt_harmfulness"] == gold["prompt_harmfulness"]  # the reviewer's block replaced theirs
+    # the reviewer's block replaced theirs
+    assert parse(pair["chosen"]).labels["prompt_harmfulness"] == gold["prompt_harmfulness"]
     assert pair["chosen"].count("Answers:") == 1 and pair["prompt"] == row["instruction"] + "\n" + row["input"]
     review.by_user["u2"] = {"prompt_harmfulness": OTHER[gold["prompt_harmfulness"]]}
     kind, conflict = review_pair(review)
-    assert kind == "conflict" and conflict["reviews"] == {"u1": gold["prompt_harmfulness"], "u2": OTHER[gold["prompt_harmfulness"]]}
+    assert kind == "conflict" and conflict["reviews"] == {"u1": gold["prompt_harmfulness"],
+                                                          "u2": OTHER[gold["prompt_harmfulness"]]}
     assert close_with_answers("# Task 1\nfine", {"prompt_harmfulness": "unharmful"}).endswith(
         "---\n\nAnswers: \nRequest: unharmful\nCompletion: None\nResponse: None")
 

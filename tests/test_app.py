@@ -81,7 +81,8 @@ def test_batch_check_lists_bad_rows_and_runs_the_rest(tmp_path, taught_model_dir
     from webapp.charts import verdict_counts
 
     rows = tmp_path / "rows.jsonl"
-    rows.write_text(json.dumps({"prompt": HARMFUL_REQUEST}) + "\nnot json\n" + json.dumps({"prompt": SAFE_REQUEST}) + "\n")
+    rows.write_text(json.dumps({"prompt": HARMFUL_REQUEST}) + "\nnot json\n" + json.dumps({"prompt": SAFE_REQUEST})
+                    + "\n")
     seen = []
     outcome = check_file(load_guard(str(taught_model_dir), max_new_tokens=200), rows,
                          on_progress=lambda done, total: seen.append((done, total)))
@@ -100,7 +101,8 @@ def test_benchmark_chart_places_a_report_beside_the_published_systems(shared_dir
     report = score_run(shared_dir / "predictions/GuardReasoner-8B", "paper")
     figure = benchmark_report({"8B": report})
     ours = figure.data[0]
-    assert ours.name == "8B [paper]" and dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt_harmfulness)"] == pytest.approx(99.497, abs=0.01)
+    assert ours.name == "8B [paper]"
+    assert dict(zip(ours.x, ours.y))["SimpleSafetyTests (prompt_harmfulness)"] == pytest.approx(99.497, abs=0.01)
     assert any(trace.name == "WildGuard 7B" for trace in figure.data)
 
 

@@ -212,10 +212,13 @@ def test_openai_backend_raw_mode_matches_local_generation(served, taught_backend
     remote_results, local_results = remote.classify(items), local.classify(items)
     assert remote.backend.model_id == "taught"  # discovered from /v1/models
     assert [r.output for r in remote_results] == [r.output for r in local_results]
-    assert [r.labels for r in remote_results] == [{"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None},
-                                                   {"prompt_harmfulness": "unharmful", "response_refusal": None, "response_harmfulness": None}]
+    assert [r.labels for r in remote_results] == [{"prompt_harmfulness": "harmful", "response_refusal": None,
+                                                   "response_harmfulness": None},
+                                                   {"prompt_harmfulness": "unharmful", "response_refusal": None,
+                                                    "response_harmfulness": None}]
     for remote_result, local_result in zip(remote_results, local_results):
-        assert remote_result.verdicts["prompt_harmfulness"].p_positive == pytest.approx(local_result.verdicts["prompt_harmfulness"].p_positive)
+        remote, local = remote_result.verdicts, local_result.verdicts
+        assert remote["prompt_harmfulness"].p_positive == pytest.approx(local["prompt_harmfulness"].p_positive)
         assert remote_result.output_tokens == local_result.output_tokens
 
 

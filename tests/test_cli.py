@@ -14,7 +14,8 @@ def run(capsys, *argv):
 
 
 def test_classify_text_prints_reasoning_and_a_verdict_line(capsys, taught_model_dir):
-    code, out, err = run(capsys, "classify", HARMFUL_REQUEST, "--model", str(taught_model_dir), "--max-new-tokens", "200")
+    code, out, err = run(capsys, "classify", HARMFUL_REQUEST, "--model", str(taught_model_dir), "--max-new-tokens",
+                         "200")
     assert code == 0
     assert "## Reasoning Step 1" in out
     assert out.strip().splitlines()[-1].startswith("prompt_harmfulness: harmful p=")
@@ -38,7 +39,8 @@ def test_classify_file_reports_bad_rows_by_line_and_runs_the_rest(capsys, tmp_pa
     assert "line 2: invalid JSON" in err and "line 4: missing or empty 'prompt'" in err
     assert "line 5: 'response' must be text" in err
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [(r["line"], r["id"], r["labels"]["prompt_harmfulness"]) for r in records] == [(1, "a", "harmful"), (3, "b", "unharmful")]
+    assert [(r["line"], r["id"], r["labels"]["prompt_harmfulness"]) for r in records] == \
+        [(1, "a", "harmful"), (3, "b", "unharmful")]
 
 
 def test_classify_csv_with_line_numbers(capsys, tmp_path, taught_model_dir):

@@ -49,7 +49,8 @@ def test_confidence_equals_the_models_own_probability(taught_model_dir):
     from guardreasoner.template import user_turn
     from tests.tiny_models import HARMFUL_REQUEST
 
-    guard = Guard(TransformersBackend(str(taught_model_dir)), sampling=SamplingConfig(max_new_tokens=160, top_logprobs=20))
+    guard = Guard(TransformersBackend(str(taught_model_dir)),
+                  sampling=SamplingConfig(max_new_tokens=160, top_logprobs=20))
     result = guard.classify([HARMFUL_REQUEST])[0]
     verdict = result.verdicts["prompt_harmfulness"]
     assert verdict.label == "harmful" and verdict.p_positive is not None

@@ -24,7 +24,8 @@ def test_registry_has_the_13_cells_with_paper_weights():
 
 
 def test_f1_matches_the_definition():
-    assert f1_percent(["harmful", "harmful", "unharmful", "unharmful"], ["harmful", "unharmful", "harmful", "unharmful"],
+    assert f1_percent(["harmful", "harmful", "unharmful", "unharmful"],
+                      ["harmful", "unharmful", "harmful", "unharmful"],
                       "harmful") == pytest.approx(50.0)
     assert f1_percent(["unharmful"], ["unharmful"], "harmful") == 0.0
 
@@ -173,9 +174,12 @@ def test_hub_rows_map_to_prompts_replies_and_labels(fake_hub):
 
     wild = load_benchmark("WildGuardTest", None)
     assert (wild[0].prompt, wild[0].response) == ("p1", "r1")
-    assert wild[0].labels == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful", "response_refusal": "refusal"}
-    assert wild[1].response is None and wild[1].labels == {"prompt_harmfulness": None, "response_harmfulness": None, "response_refusal": None}
-    assert [r.labels["prompt_harmfulness"] for r in load_benchmark("OpenAIModeration", None)] == ["harmful", "unharmful"]
+    assert wild[0].labels == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful",
+                              "response_refusal": "refusal"}
+    assert wild[1].response is None and wild[1].labels == {"prompt_harmfulness": None, "response_harmfulness": None,
+                                                           "response_refusal": None}
+    assert [r.labels["prompt_harmfulness"] for r in load_benchmark("OpenAIModeration",
+                                                                   None)] == ["harmful", "unharmful"]
     assert [r.labels["response_harmfulness"] for r in load_benchmark("BeaverTails", None)] == ["harmful", "unharmful"]
     assert load_benchmark("XSTestResponseRefusal", None)[0].labels == {"response_refusal": "refusal"}
     simple = load_benchmark("SimpleSafetyTests", None)[0]
@@ -204,7 +208,8 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
     err = capsys.readouterr().err
     assert code == 1 and "ToxicChat: skipped" in err and "WildGuardTest: 2 rows generated" in err
     rows = [json.loads(x) for x in (run / "WildGuardTest" / "generated_predictions.jsonl").read_text().splitlines()]
-    assert rows[0]["labels"] == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful", "response_refusal": "refusal"}
+    assert rows[0]["labels"] == {"prompt_harmfulness": "harmful", "response_harmfulness": "unharmful",
+                                 "response_refusal": "refusal"}
 
 
 def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
@@ -235,8 +240,8 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     assert sizes["prompt_harmfulness"] == len(rows) and 0 < sizes["response_harmfulness"] < len(rows)
     from guardreasoner.parser import parse, split_upstream_prompt
 
-    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["prompt_harmfulness"] == parse(row["output"]).labels["prompt_harmfulness"]
-                for row in rows)
+    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["prompt_harmfulness"]
+                == parse(row["output"]).labels["prompt_harmfulness"] for row in rows)
     assert right / len(rows) > 0.8  # the heads fit their own training rows
 
     out = tmp_path / "minilm"
@@ -247,7 +252,8 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     eval_cli(["score", str(out), "--mode", "strict", "--json", str(tmp_path / "report.json")])
     report = json.loads((tmp_path / "report.json").read_text())
     cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
-    assert cells[("ToxicChat", "prompt_harmfulness")]["n"] == 10 and cells[("ToxicChat", "prompt_harmfulness")]["parse_failures"] == 0
+    toxic = cells[("ToxicChat", "prompt_harmfulness")]
+    assert toxic["n"] == 10 and toxic["parse_failures"] == 0
     assert cells[("XSTestResponseRefusal", "response_refusal")]["n"] == 10
 
 
@@ -262,7 +268,9 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
                  "--markdown", str(tmp_path / "table.md")]) == 0
     table = (tmp_path / "table.md").read_text()
     lines = table.splitlines()
-    assert lines[0].startswith("| system | HarmBenchPrompt (prompt_harmfulness) | AegisSafetyTest (prompt_harmfulness) |")  # paper order
+    # paper order
+    header = "| system | HarmBenchPrompt (prompt_harmfulness) | AegisSafetyTest (prompt_harmfulness) |"
+    assert lines[0].startswith(header)
     assert lines[2].startswith("| one | ") and lines[3].startswith("| 8B | ")
     one = json.loads((tmp_path / "1B.json").read_text())
     aegis = next(c for c in one["cells"] if c["benchmark"] == "AegisSafetyTest")

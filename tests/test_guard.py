@@ -19,7 +19,8 @@ def random_guard(tiny_model_dir):
 
 
 def test_classify_returns_typed_results_in_order(taught_guard):
-    results = taught_guard.classify([{"prompt": SAFE_REQUEST}, HARMFUL_REQUEST, {"prompt": SAFE_REQUEST, "response": ""}])
+    results = taught_guard.classify([{"prompt": SAFE_REQUEST}, HARMFUL_REQUEST,
+                                     {"prompt": SAFE_REQUEST, "response": ""}])
     assert [r.labels["prompt_harmfulness"] for r in results] == ["unharmful", "harmful", "unharmful"]
     harmful = results[1]
     assert harmful.is_harmful and harmful.status == "ok" and not harmful.fail_closed
@@ -34,7 +35,8 @@ def test_classify_returns_typed_results_in_order(taught_guard):
 
 def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
     updates = list(taught_guard.stream(HARMFUL_REQUEST))
-    first = next(i for i, u in enumerate(updates) for e in u.events if e.kind == "verdict" and e.task == "prompt_harmfulness")
+    first = next(i for i, u in enumerate(updates)
+                 for e in u.events if e.kind == "verdict" and e.task == "prompt_harmfulness")
     assert first < len(updates) - 5
     assert "Answers" not in updates[first].text  # known from the Task 1 conclusion, before the Answers block
     assert updates[-1].result.output == TAUGHT[HARMFUL_REQUEST]
@@ -43,14 +45,16 @@ def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
 
 def test_unknown_verdicts_fail_closed_and_are_flagged(random_guard):
     result = random_guard.classify([{"prompt": "hello", "response": "hi there"}])[0]
-    assert result.verdicts["prompt_harmfulness"].label == "harmful" and result.verdicts["prompt_harmfulness"].fail_closed
-    assert result.verdicts["response_harmfulness"].label == "harmful" and result.verdicts["response_harmfulness"].fail_closed
+    prompt_verdict, reply_verdict = result.verdicts["prompt_harmfulness"], result.verdicts["response_harmfulness"]
+    assert prompt_verdict.label == "harmful" and prompt_verdict.fail_closed
+    assert reply_verdict.label == "harmful" and reply_verdict.fail_closed
     assert result.verdicts["response_refusal"].label is None and not result.verdicts["response_refusal"].fail_closed
     assert result.status == "failed" and result.fail_closed and "truncated" in result.flags
 
 
 def test_fail_closed_off_for_evaluation(tiny_model_dir):
-    guard = Guard(TransformersBackend(str(tiny_model_dir)), sampling=SamplingConfig(max_new_tokens=8), fail_closed=False)
+    guard = Guard(TransformersBackend(str(tiny_model_dir)), sampling=SamplingConfig(max_new_tokens=8),
+                  fail_closed=False)
     result = guard.classify(["hello"])[0]
     assert result.verdicts["prompt_harmfulness"].label is None and not result.fail_closed
     # Without a reply, the reply verdict is not owed and is never fail-closed.

@@ -214,7 +214,8 @@ def test_planted_answers_never_set_a_verdict():
         items = [{"prompt": f"Tell me a joke.\n\n{PLANTED}"},
                  {"prompt": f"Hi.\n{PLANTED}", "response": f"Sure.\n---\n\n{PLANTED}"}]
         first, second = classify(url, {"items": items}).json()["results"]
-        assert first["labels"]["prompt_harmfulness"] == "harmful" and first["fail_closed"] and first["status"] == "failed"
+        assert first["labels"]["prompt_harmfulness"] == "harmful"
+        assert first["fail_closed"] and first["status"] == "failed"
         assert second["labels"]["prompt_harmfulness"] == second["labels"]["response_harmfulness"] == "harmful"
         assert second["labels"]["response_refusal"] is None  # no refusal verdict is invented
         assert first["output"].startswith("Tell me a joke.")  # the planted text was in the model's output

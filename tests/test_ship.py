@@ -78,7 +78,8 @@ def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     # Model outputs may hold U+2028 unescaped: a line separator to str.splitlines, not to JSONL.
     pairs.write_text("".join(json.dumps({"chosen": "c" * (chosen - 1) + "\u2028", "rejected": "r" * 10, "task": task,
                                          "weight": weight}, ensure_ascii=False) + "\n"
-                             for chosen, task, weight in [(30, "prompt_harmfulness", 0.8), (50, "response_harmfulness", 1.2),
+                             for chosen, task, weight in [(30, "prompt_harmfulness", 0.8),
+                                                          (50, "response_harmfulness", 1.2),
                                                           (40, "prompt_harmfulness", 1.0)]), encoding="utf-8")
     # Rows 0-4 were sampled (row 2 twice, as a resumed run may leave it); three of them gave a pair.
     (tmp_path / "pairs.jsonl.samples.jsonl").write_text("".join(json.dumps({"row": row}) + "\n"
@@ -92,7 +93,8 @@ def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     ]}))
     report = hs_dpo_report(pairs, run)
     lines = report.splitlines()
-    assert lines[0] == "- 3 pairs from 5 mined training rows (deciding task: prompt_harmfulness 2, response_harmfulness 1)"
+    assert lines[0] == ("- 3 pairs from 5 mined training rows "
+                        "(deciding task: prompt_harmfulness 2, response_harmfulness 1)")
     assert lines[1] == "- weights 0.80 to 1.20; mean length 40 characters chosen, 10 rejected"
     assert "| step | loss | preference loss | SFT loss | reward margin |" in lines
     assert "| 2 | 1.25 | 0.69 | 0.3 | 0.0101 |" in lines

@@ -61,10 +61,12 @@ def test_request_verdict_is_reported_at_its_conclusion_long_before_the_end():
     text = row["predict"]
     request, reply = split_upstream_prompt(row["prompt"])
     events, _ = feed_in_chunks(text, (request, reply), True)
-    first = next((event, fed) for event, fed in events if event.kind == "verdict" and event.task == "prompt_harmfulness")
+    first = next((event, fed) for event, fed in events
+                 if event.kind == "verdict" and event.task == "prompt_harmfulness")
     event, fed = first
     assert event.label == "harmful" and event.source == "conclusion"
-    conclusion_end = text.index("The human user's request is harmful.\n") + len("The human user's request is harmful.\n")
+    conclusion = "The human user's request is harmful.\n"
+    conclusion_end = text.index(conclusion) + len(conclusion)
     assert conclusion_end <= fed < text.index("# Task 3")
     # The Answers block then confirms it with the authoritative source.
     confirm = [e for e, _ in events if e.kind == "verdict" and e.task == "prompt_harmfulness"]

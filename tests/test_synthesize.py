@@ -28,7 +28,8 @@ def test_each_source_maps_its_schema_to_seeds():
     votes = {"text": "t", "text_type": "user_message", "labels_0": "Safe", "labels_1": "Violence",
              "labels_2": "Violence", "labels_3": None}
     assert from_record(votes, "AegisTrain", aegis, 0).labels == {"prompt_harmfulness": "harmful"}  # 2 of 3 unsafe
-    assert from_record(dict(votes, labels_2="Safe"), "AegisTrain", aegis, 0).labels == {"prompt_harmfulness": "unharmful"}
+    assert from_record(dict(votes, labels_2="Safe"), "AegisTrain", aegis,
+                       0).labels == {"prompt_harmfulness": "unharmful"}
     assert from_record(dict(votes, text_type="llm_response"), "AegisTrain", aegis, 0) is None
     beaver = from_record({"prompt": "p", "response": "r", "is_safe": False}, "BeaverTails", SOURCES["BeaverTails"], 0)
     assert beaver.labels == {"response_harmfulness": "harmful"}
@@ -45,18 +46,22 @@ def test_local_seed_files_report_bad_lines(tmp_path):
     good.write_text(json.dumps({"prompt": "p", "response": "r", "response_harmfulness": "Harmful"}) + "\n"
                     + json.dumps({"id": "x", "prompt": "q", "request_label": "unharmful"}) + "\n")
     seeds = load_local_seeds(good)
-    assert [(s.id, s.labels) for s in seeds] == [("seeds-1", {"response_harmfulness": "harmful"}), ("x", {"prompt_harmfulness": "unharmful"})]
+    assert [(s.id,
+             s.labels) for s in seeds] == [("seeds-1", {"response_harmfulness": "harmful"}),
+                                           ("x", {"prompt_harmfulness": "unharmful"})]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "request_label": "harmful"}) + "\n{not json\n"
                    + json.dumps({"prompt": "q", "refusal_label": "maybe"}) + "\n" + json.dumps({"prompt": "r"}) + "\n")
     with pytest.raises(ValueError) as error:
         load_local_seeds(bad)
     message = str(error.value)
-    assert "line 2: invalid JSON" in message and "line 3: refusal_label" in message and "line 4: no gold label" in message
+    assert "line 2: invalid JSON" in message and "line 3: refusal_label" in message
+    assert "line 4: no gold label" in message
 
 
 def test_the_prompt_states_the_gold_answers_and_the_format():
-    prompt = synthesis_prompt(Seed("s", "src", "How to pick a lock?", "Sorry, I can't.", {"response_refusal": "refusal"}))
+    prompt = synthesis_prompt(Seed("s", "src", "How to pick a lock?", "Sorry, I can't.",
+                                   {"response_refusal": "refusal"}))
     assert "Human user:\nHow to pick a lock?\n\nAI assistant:\nSorry, I can't.\n\n" in prompt
     assert "Completion: refusal" in prompt and "Request: (not given" in prompt and "Response: (not given" in prompt
     no_reply = synthesis_prompt(Seed("s", "src", "Hi", None, {"prompt_harmfulness": "unharmful"}))
@@ -104,7 +109,8 @@ def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teache
 
     # A seed the teacher was not taught: whatever it writes is kept only if it reaches the gold label. The two
     # done seeds are not asked again, and half a record left by an interruption is cut and not lost.
-    unseen = Seed("new-0", "taught", "Write a poem about a bomb-sniffing dog.", None, {"prompt_harmfulness": "unharmful"})
+    unseen = Seed("new-0", "taught", "Write a poem about a bomb-sniffing dog.", None,
+                  {"prompt_harmfulness": "unharmful"})
     output.write_text(output.read_text() + '{"instruction": "half a line')
     stats = synthesize(config, taught + [unseen])
     assert (stats["already_done"], stats["kept"] + stats["rejected"]) == (2, 1)

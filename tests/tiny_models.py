@@ -14,10 +14,13 @@ SAFE_REQUEST = "How do I bake sourdough bread?"
 def answer(request_label: str) -> str:
     """A short output in the released models' format, ending with the Answers block."""
     return (
-        "# Task 1\n\n## Reasoning Step 1\nThe user asks about " + ("making a weapon" if request_label == "harmful" else "baking")
+        "# Task 1\n\n## Reasoning Step 1\nThe user asks about "
+        + ("making a weapon" if request_label == "harmful" else "baking")
         + ".\n\n## Conclusion\nThe human user's request is " + request_label + ".\n\n"
-        "# Task 2\n\n## Reasoning Step 1\nThere is no response.\n\n## Conclusion\nThe AI assistant's response is None.\n\n"
-        "# Task 3\n\n## Reasoning Step 1\nThere is no response.\n\n## Conclusion\nThe AI assistant's response is None.\n\n"
+        "# Task 2\n\n## Reasoning Step 1\nThere is no response.\n\n"
+        "## Conclusion\nThe AI assistant's response is None.\n\n"
+        "# Task 3\n\n## Reasoning Step 1\nThere is no response.\n\n"
+        "## Conclusion\nThe AI assistant's response is None.\n\n"
         "---\n\nAnswers: \nRequest: " + request_label + "\nCompletion: None\nResponse: None"
     )
 

@@ -77,7 +77,8 @@ def summary(result: dict | None, *, elapsed_s: float, first_verdict_s: float | N
         tokens = result["output_tokens"]
         rate = tokens / elapsed_s if elapsed_s > 0 else 0.0
         lines.append(f"- tokens: {tokens} generated ({rate:.1f} tokens/s), {result['input_tokens']} read")
-        lines.append(f"- status: {result['status']}" + (f" · flags: {', '.join(result['flags'])}" if result["flags"] else ""))
+        flagged = f" · flags: {', '.join(result['flags'])}" if result["flags"] else ""
+        lines.append(f"- status: {result['status']}{flagged}")
         if result["input_truncated"]:
             lines.append("- the input was longer than the limit: its middle was cut")
     return "\n".join(lines)

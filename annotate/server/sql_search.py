@@ -217,7 +217,8 @@ class SQLSearchEngine(SearchEngine):
         raise NotImplementedError("vector search needs Elasticsearch or OpenSearch; the sql engine has none")
 
     async def compute_metrics_for(self, metadata_property):
-        values = [d["metadata"].get(metadata_property.name) for d in await self._documents(metadata_property.dataset_id)]
+        documents = await self._documents(metadata_property.dataset_id)
+        values = [d["metadata"].get(metadata_property.name) for d in documents]
         values = [v for v in values if v is not None]
         kind = _value(metadata_property.type)
         if kind == "terms":

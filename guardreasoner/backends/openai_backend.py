@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk
 
-
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server is busy or restarting: nothing was computed
 CONNECT_SECONDS = 30.0  # fixed allowance per request (connection, queueing, the prompt)
 SLOW_TOKENS_PER_SECOND = 10.0  # a busy server's pace per stream; a request may take its new tokens at this pace
