@@ -195,7 +195,7 @@ def test_old_flag_names_still_parse_and_an_adapter_refuses_use_peft(tiny_model_d
 
     from training.hs_dpo import load_policy_and_reference, parse_args
 
-    script, config, model_args = parse_args(["--model_name_or_path", "m", "--dataset_path", "pairs.jsonl",
+    script, _, model_args = parse_args(["--model_name_or_path", "m", "--dataset_path", "pairs.jsonl",
                                              "--output_dir", str(tmp_path), "--use_lora", "true", "--use_cpu", "true"])
     assert script.dataset_name == "pairs.jsonl" and model_args.use_peft  # deprecated names map to TRL's
 
