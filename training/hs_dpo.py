@@ -2,7 +2,7 @@
 but never published), plus LLaMA-Factory's ``pref_ftx`` term: ``pref_ftx`` x the mean NLL of the chosen
 completion. Defaults are the paper's: sigmoid loss, beta 0.01, pref_ftx 2.0, lr 5e-6, 2 epochs.
 
-    accelerate launch --config_file training/configs/zero3.yaml -m training.hs_dpo \\
+    accelerate launch --config_file training/configs/zero3.yaml --num_processes 8 -m training.hs_dpo \\
         --config training/configs/hs_dpo_8b.yaml
     python -m training.hs_dpo --model_name_or_path R_SFT_MODEL --dataset_name pairs.jsonl --output_dir runs/hs-dpo
 
@@ -33,7 +33,8 @@ WEIGHT_COLUMN = "weight"
 
 @dataclass
 class HSDPOConfig(DPOConfig):
-    pref_ftx: float = field(default=2.0, metadata={"help": "weight of the chosen completion's mean NLL (LLaMA-Factory pref_ftx)"})
+    pref_ftx: float = field(default=2.0, metadata={
+        "help": "weight of the chosen completion's mean NLL (LLaMA-Factory pref_ftx)"})
     beta: float = 0.01
     learning_rate: float = 5e-6
     num_train_epochs: float = 2.0

@@ -1,6 +1,7 @@
 """R-SFT: supervised fine-tuning on reasoning traces with TRL's SFTTrainer, loss on the completion only.
 
-    accelerate launch --config_file training/configs/zero3.yaml -m training.rsft --config training/configs/rsft_8b.yaml
+    accelerate launch --config_file training/configs/zero3.yaml --num_processes 8 -m training.rsft \\
+        --config training/configs/rsft_8b.yaml
     python -m training.rsft --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset_name rows.jsonl \\
         --use_peft --lora_r 16 --lora_alpha 32 --output_dir runs/rsft            # LoRA, for small machines
 
