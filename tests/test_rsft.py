@@ -44,7 +44,7 @@ def test_rsft_overfits_real_traces_and_the_parser_reads_the_right_verdicts(share
     model_dir = random_llama(tmp_path / "base", tokenizer_dir, hidden=64)
     data = str(shared_dir / "traces" / "guardreasonertrain_sample.json")
     out = tmp_path / "rsft"
-    trainer = main(["--model_name_or_path", str(model_dir), "--dataset", data, "--output_dir", str(out),
+    trainer = main(["--model_name_or_path", str(model_dir), "--dataset_name", data, "--output_dir", str(out),
                     "--per_device_train_batch_size", "4", "--max_steps", "120", "--learning_rate", "3e-3",
                     "--lr_scheduler_type", "constant", "--logging_steps", "10", "--report_to", "none",
                     "--use_cpu", "true", "--gradient_checkpointing", "false", "--save_strategy", "no",
@@ -71,7 +71,7 @@ def test_rerunning_an_interrupted_run_resumes_from_its_last_checkpoint(shared_di
     out = tmp_path / "run"
 
     def run(steps):
-        return rsft(["--model_name_or_path", str(base), "--dataset",
+        return rsft(["--model_name_or_path", str(base), "--dataset_name",
                      str(shared_dir / "traces" / "guardreasonertrain_sample.json"), "--output_dir", str(out),
                      "--max_steps", str(steps), "--per_device_train_batch_size", "1", "--save_steps", "2",
                      "--logging_steps", "1", "--use_cpu", "true", "--gradient_checkpointing", "false",
