@@ -23,7 +23,7 @@ if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; 
   MAX_NEW=${MAX_NEW:-1024} MINE_ROWS=${MINE_ROWS:-100000} MINE=()
 else
   TRAIN=(--use_cpu true --bf16 false --per_device_train_batch_size 4 --gradient_checkpointing false)
-  RSFT=(--use_lora true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
+  RSFT=(--use_peft true --learning_rate 3e-4 --warmup_steps 5 --num_train_epochs 1)
   # LoRA keeps training the R-SFT adapter: 10x the full fine-tune's lr, as for R-SFT. One pair at a time (4 pairs,
   # 8 sequences of up to 1024 tokens with their 49K-token logits, passed 20 GB), 4 accumulated; one epoch, as for
   # R-SFT; a few dozen pairs make a dozen steps, so each is logged.
@@ -48,9 +48,9 @@ mkdir -p "$OUT"
 timed data $PY -m training.from_predictions --runs "$SHARED/predictions/GuardReasoner-1B" \
   "$SHARED/predictions/GuardReasoner-8B" --extra "$SHARED/traces/guardreasonertrain_sample.json" \
   --output "$OUT/train-all.jsonl"
-timed subset $PY -m training.subset --dataset "$OUT/train-all.jsonl" --output "$OUT/train.jsonl" "${SUBSET[@]}"
+timed subset $PY -m training.subset --dataset_name "$OUT/train-all.jsonl" --output "$OUT/train.jsonl" "${SUBSET[@]}"
 # 2. R-SFT from the embedded weights, raw prompts (the released checkpoints' format).
-timed rsft $PY -m training.rsft --model_name_or_path smollm2 --dataset "$OUT/train.jsonl" \
+timed rsft $PY -m training.rsft --model_name_or_path smollm2 --dataset_name "$OUT/train.jsonl" \
   --output_dir "$OUT/rsft" "${TRAIN[@]}" "${RSFT[@]}" "${COMMON[@]}"
 # 3. The same seeded rows of each held-out benchmark for every model; the non-reasoning baseline on the same rows.
 evaluate() {
@@ -62,11 +62,11 @@ timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "
   --benchmarks "${HELD_OUT[@]}" --sample "$SAMPLE" --out "$OUT/eval/minilm"
 # 4. Hard samples mined from training rows by the R-SFT model (k=4, temperature 0.7, top_p 0.95), then HS-DPO on
 #    the weighted pairs with the R-SFT model as reference.
-timed mine $PY -m training.mine --models "$OUT/rsft" --dataset "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
+timed mine $PY -m training.mine --models "$OUT/rsft" --dataset_name "$OUT/train.jsonl" --output "$OUT/pairs.jsonl" \
   --max_new_tokens "$MAX_NEW" --max_rows "$MINE_ROWS" "${MINE[@]}"
 # glibc's default thresholds here: the large-allocation settings above suit generation but keep DPO's freed logits.
 timed hs_dpo env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ $PY -m training.hs_dpo \
-  --model_name_or_path "$OUT/rsft" --dataset_path "$OUT/pairs.jsonl" --output_dir "$OUT/hs-dpo" \
+  --model_name_or_path "$OUT/rsft" --dataset_name "$OUT/pairs.jsonl" --output_dir "$OUT/hs-dpo" \
   "${TRAIN[@]}" "${COMMON[@]}" "${HS_DPO[@]}"
 evaluate hs-dpo "$OUT/hs-dpo"
 # The untrained base on the same prompt: it rarely reaches an Answers block, so it spends MAX_NEW tokens a row.

@@ -66,6 +66,9 @@ def test_weight_zero_removes_that_pairs_gradient(tiny_model_dir, tmp_path):
 
 
 def test_loss_matches_a_hand_computation(tiny_model_dir, tmp_path):
+    """The early warning for a TRL upgrade: HSDPOTrainer overrides TRL's private ``_compute_loss``,
+    ``_set_signature_columns_if_needed`` and ``_metrics`` (requirements/train.txt pins TRL's minor version for
+    that reason). If a new TRL renames or reshapes them, the loss stops matching this hand computation."""
     trainer = make_trainer(tiny_model_dir, [1.5, 0.5], tmp_path)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     trainer.model.eval()
@@ -108,7 +111,8 @@ def test_training_reads_weights_through_the_real_dataloader(tiny_model_dir, tmp_
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(dict(p, weight=w)) + "\n" for p, w in zip(PAIRS, [1.5, 0.9])))
     out = tmp_path / "out"
-    trainer = main(["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(pairs), "--output_dir", str(out),
+    trainer = main(["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(pairs), "--output_dir",
+          str(out),
           "--per_device_train_batch_size", "2", "--max_steps", "2", "--logging_steps", "1", "--report_to", "none",
           "--use_cpu", "true", "--gradient_checkpointing", "false", "--max_length", "128", "--save_strategy", "no",
           "--learning_rate", "1e-3"])
@@ -132,6 +136,7 @@ def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training.hs_dpo import HSDPOScriptArguments, load_policy_and_reference, main
+    from training.model_args import GuardModelConfig
 
     monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -142,7 +147,8 @@ def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(t
     rsft.save_pretrained(adapter)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)
 
-    policy, reference, _ = load_policy_and_reference(HSDPOScriptArguments(str(adapter), "-"))
+    policy, reference, _ = load_policy_and_reference(HSDPOScriptArguments("-"),
+                                                     GuardModelConfig(model_name_or_path=str(adapter)))
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():  # the reference is the R-SFT model (base + adapter), not the bare base
         assert torch.allclose(reference(input_ids=ids).logits, rsft(input_ids=ids).logits, atol=1e-4)
@@ -152,7 +158,7 @@ def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(t
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(dict(p, weight=1.0)) + "\n" for p in PAIRS))
     out = tmp_path / "dpo"
-    main(["--model_name_or_path", str(adapter), "--dataset_path", str(pairs), "--output_dir", str(out),
+    main(["--model_name_or_path", str(adapter), "--dataset_name", str(pairs), "--output_dir", str(out),
           "--per_device_train_batch_size", "2", "--max_steps", "1", "--report_to", "none", "--use_cpu", "true",
           "--gradient_checkpointing", "false", "--max_length", "128", "--save_strategy", "no",
           "--learning_rate", "1e-2"])
@@ -160,3 +166,42 @@ def test_an_rsft_adapter_keeps_training_as_one_adapter_against_its_merged_self(t
     assert saved["base_model_name_or_path"] == str(tiny_model_dir)  # one adapter on the same base ships
     before, after = load_file(adapter / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_use_peft_trains_a_new_adapter_against_the_model_with_the_adapter_off(tiny_model_dir, tmp_path):
+    """TRL's ModelConfig options: a full model with --use_peft trains a LoRA adapter of the rank and modules asked
+    for, and its reference is the model itself with the adapter disabled (no second copy is loaded)."""
+    import json
+
+    from training.hs_dpo import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(dict(p, weight=1.0)) + "\n" for p in PAIRS))
+    out = tmp_path / "dpo"
+    trainer = main(["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(pairs), "--output_dir",
+                    str(out), "--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj",
+                    "v_proj", "--per_device_train_batch_size", "2", "--max_steps", "1", "--report_to", "none",
+                    "--use_cpu", "true", "--gradient_checkpointing", "false", "--max_length", "128",
+                    "--save_strategy", "no", "--learning_rate", "1e-2"])
+    assert trainer.ref_model is None
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved["r"] == 4 and saved["lora_alpha"] == 8 and set(saved["target_modules"]) == {"q_proj", "v_proj"}
+    assert not (out / "model.safetensors").exists()
+
+
+def test_old_flag_names_still_parse_and_an_adapter_refuses_use_peft(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.hs_dpo import load_policy_and_reference, parse_args
+
+    script, _, model_args = parse_args(["--model_name_or_path", "m", "--dataset_path", "pairs.jsonl",
+                                             "--output_dir", str(tmp_path), "--use_lora", "true", "--use_cpu", "true"])
+    assert script.dataset_name == "pairs.jsonl" and model_args.use_peft  # deprecated names map to TRL's
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(adapter)
+    model_args.model_name_or_path = str(adapter)
+    with pytest.raises(ValueError, match="already a LoRA adapter"):
+        load_policy_and_reference(script, model_args)

@@ -78,8 +78,8 @@ def test_samples_of_several_models_are_pooled_per_row(taught_model_dir, tiny_mod
     from training.mine import MiningConfig, mine
 
     def config(*models):
-        return MiningConfig(models=[str(m) for m in models], dataset="-", output=str(tmp_path / "pairs.jsonl"),
-                            k=2, temperature=0.0, max_new_tokens=150)
+        return MiningConfig(models=[str(m) for m in models], dataset_name="-",
+                            output=str(tmp_path / "pairs.jsonl"), k=2, temperature=0.0, max_new_tokens=150)
 
     rows = taught_rows()
     assert mine(config(taught_model_dir), rows) == []  # greedy and taught: every sample right
@@ -95,7 +95,7 @@ def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir
 
     rows = taught_rows()
     output = tmp_path / "pairs.jsonl"
-    first = sample(MiningConfig(models=[str(taught_model_dir)], dataset="-", output=str(output), k=2,
+    first = sample(MiningConfig(models=[str(taught_model_dir)], dataset_name="-", output=str(output), k=2,
                                 temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
     samples_file = Path(str(output) + ".samples.jsonl")
     lines = samples_file.read_text().splitlines(keepends=True)
@@ -105,16 +105,17 @@ def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir
     loaded = []
     real_load = guardreasoner.load_guard
     monkeypatch.setattr(guardreasoner, "load_guard", lambda model, *a, **k: loaded.append(model) or real_load(model, *a, **k))
-    both = sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
-                               k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
+    both = sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset_name="-",
+                               output=str(output), k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
     assert loaded == [str(taught_model_dir), str(tiny_model_dir)]  # row 2 redone, then the second model
     assert [pooled[:2] for pooled in both] == first
     records = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert sorted((r["row"], r["model"]) for r in records) == sorted(
         (i, str(m)) for i in range(2) for m in (taught_model_dir, tiny_model_dir))
     loaded.clear()
-    assert sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset="-", output=str(output),
-                               k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows) == both
+    assert sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset_name="-",
+                               output=str(output), k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1),
+                  rows) == both
     assert loaded == []  # everything was on file
 
 

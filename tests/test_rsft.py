@@ -37,14 +37,14 @@ def test_bad_rows_are_named(tmp_path):
 
 def test_rsft_overfits_real_traces_and_the_parser_reads_the_right_verdicts(shared_dir, tmp_path, tokenizer_dir):
     from guardreasoner import load_guard
-    from guardreasoner.parser import parse, split_upstream_prompt
+    from guardreasoner.parser import parse_for, split_upstream_prompt
     from tests.tiny_models import random_llama
     from training.rsft import main
 
     model_dir = random_llama(tmp_path / "base", tokenizer_dir, hidden=64)
     data = str(shared_dir / "traces" / "guardreasonertrain_sample.json")
     out = tmp_path / "rsft"
-    trainer = main(["--model_name_or_path", str(model_dir), "--dataset", data, "--output_dir", str(out),
+    trainer = main(["--model_name_or_path", str(model_dir), "--dataset_name", data, "--output_dir", str(out),
                     "--per_device_train_batch_size", "4", "--max_steps", "120", "--learning_rate", "3e-3",
                     "--lr_scheduler_type", "constant", "--logging_steps", "10", "--report_to", "none",
                     "--use_cpu", "true", "--gradient_checkpointing", "false", "--save_strategy", "no",
@@ -58,8 +58,9 @@ def test_rsft_overfits_real_traces_and_the_parser_reads_the_right_verdicts(share
     for row in rows:
         request, reply = split_upstream_prompt(row["input"])
         items.append({"prompt": request, "response": reply})
-    for row, result in zip(rows, guard.classify(items)):
-        assert result.labels == parse(row["output"]).labels
+    for row, item, result in zip(rows, items, guard.classify(items)):
+        # The core's rule: a prompt-only item has no reply verdicts, even where the trace wrote some.
+        assert result.labels == parse_for(row["output"], item["prompt"], item["response"]).labels
         assert result.status == "ok"
 
 
@@ -71,7 +72,7 @@ def test_rerunning_an_interrupted_run_resumes_from_its_last_checkpoint(shared_di
     out = tmp_path / "run"
 
     def run(steps):
-        return rsft(["--model_name_or_path", str(base), "--dataset",
+        return rsft(["--model_name_or_path", str(base), "--dataset_name",
                      str(shared_dir / "traces" / "guardreasonertrain_sample.json"), "--output_dir", str(out),
                      "--max_steps", str(steps), "--per_device_train_batch_size", "1", "--save_steps", "2",
                      "--logging_steps", "1", "--use_cpu", "true", "--gradient_checkpointing", "false",

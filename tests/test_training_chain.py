@@ -21,15 +21,15 @@ def test_synthesis_rsft_mining_and_weighted_dpo_chain(teacher_url, tokenizer_dir
     assert stats["kept"] == 2
 
     base = random_llama(tmp_path / "base", tokenizer_dir, hidden=64)
-    sft = rsft(["--model_name_or_path", str(base), "--dataset", str(traces), "--output_dir", str(tmp_path / "rsft"),
-                "--max_steps", "80", "--per_device_train_batch_size", "2", "--learning_rate", "5e-3",
-                "--lr_scheduler_type", "constant", *CPU])
+    sft = rsft(["--model_name_or_path", str(base), "--dataset_name", str(traces), "--output_dir",
+                str(tmp_path / "rsft"), "--max_steps", "80", "--per_device_train_batch_size", "2",
+                "--learning_rate", "5e-3", "--lr_scheduler_type", "constant", *CPU])
     losses = [entry["loss"] for entry in sft.state.log_history if "loss" in entry]
     assert losses[0] > 9 and losses[-1] < 0.5  # from chance over 49k tokens to knowing the traces
 
     pairs_file = tmp_path / "pairs.jsonl"
     # Sampling at temperature 1 from a model part-way through learning gives rows with mixed samples.
-    pairs = mine(MiningConfig(models=[str(tmp_path / "rsft")], dataset=str(traces), output=str(pairs_file), k=8,
+    pairs = mine(MiningConfig(models=[str(tmp_path / "rsft")], dataset_name=str(traces), output=str(pairs_file), k=8,
                               temperature=1.0, top_p=1.0, max_new_tokens=160, seed=0))
     assert pairs and [json.loads(line) for line in pairs_file.read_text().splitlines()] == pairs
     gold = {row["id"]: row for row in map(json.loads, traces.read_text().splitlines())}
@@ -39,7 +39,7 @@ def test_synthesis_rsft_mining_and_weighted_dpo_chain(teacher_url, tokenizer_dir
         assert parse(pair["rejected"]).labels[pair["task"]] != gold[pair["prompt"]][pair["task"]]
         assert 0.8 <= pair["weight"] <= 1.2 and pair["n_correct"] + pair["n_wrong"] == 8
 
-    dpo = hs_dpo(["--model_name_or_path", str(tmp_path / "rsft"), "--dataset_path", str(pairs_file),
+    dpo = hs_dpo(["--model_name_or_path", str(tmp_path / "rsft"), "--dataset_name", str(pairs_file),
                   "--output_dir", str(tmp_path / "dpo"), "--per_device_train_batch_size", str(len(pairs)),
                   "--max_steps", "2", *CPU])
     logged = [entry for entry in dpo.state.log_history if "weight" in entry]

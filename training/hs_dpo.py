@@ -2,8 +2,13 @@
 but never published), plus LLaMA-Factory's ``pref_ftx`` term: ``pref_ftx`` x the mean NLL of the chosen
 completion. Defaults are the paper's: sigmoid loss, beta 0.01, pref_ftx 2.0, lr 5e-6, 2 epochs.
 
-    accelerate launch -m training.hs_dpo --model_name_or_path R_SFT_MODEL --dataset_path pairs.jsonl \\
-        --output_dir runs/hs-dpo
+    accelerate launch --config_file training/configs/zero3.yaml --num_processes 8 -m training.hs_dpo \\
+        --config training/configs/hs_dpo_8b.yaml
+    python -m training.hs_dpo --model_name_or_path R_SFT_MODEL --dataset_name pairs.jsonl --output_dir runs/hs-dpo
+
+The options are TRL's (``DPOConfig`` and ``ModelConfig``, as in ``trl/scripts/dpo.py``) plus ``pref_ftx`` and
+``--ref_model_name_or_path``; a ``--config`` YAML sets any of them and the command line overrides it. An R-SFT
+LoRA adapter keeps training as that adapter; a full model trains in full, or as a new adapter with ``--use_peft``.
 
 Per pair i with weight w_i:  loss_i = w_i * ( -log sigmoid(beta * delta_i) + pref_ftx * NLL_i ),
 delta_i = [log pi(c_i) - log ref(c_i)] - [log pi(r_i) - log ref(r_i)],  NLL_i = -log pi(c_i) / |c_i|;
@@ -17,8 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
+from .args import DATASET_HELP, modern_flags
+from .model_args import GuardModelConfig, model_load_kwargs
 from .runs import resume_point
 
 WEIGHT_COLUMN = "weight"
@@ -26,7 +33,8 @@ WEIGHT_COLUMN = "weight"
 
 @dataclass
 class HSDPOConfig(DPOConfig):
-    pref_ftx: float = field(default=2.0, metadata={"help": "weight of the chosen completion's mean NLL (LLaMA-Factory pref_ftx)"})
+    pref_ftx: float = field(default=2.0, metadata={
+        "help": "weight of the chosen completion's mean NLL (LLaMA-Factory pref_ftx)"})
     beta: float = 0.01
     learning_rate: float = 5e-6
     num_train_epochs: float = 2.0
@@ -46,7 +54,11 @@ class _CarryWeights:
 
 
 class HSDPOTrainer(DPOTrainer):
-    """A DPOTrainer whose loss is the paper's weighted sigmoid DPO + pref_ftx SFT term, read from ``weight``."""
+    """A DPOTrainer whose loss is the paper's weighted sigmoid DPO + pref_ftx SFT term, read from ``weight``.
+
+    It overrides TRL's private ``_compute_loss``, ``_set_signature_columns_if_needed`` and ``_metrics``, which
+    change between TRL minor versions: requirements/train.txt pins TRL's minor version, and
+    tests/test_hs_dpo.py's hand-computed loss is the early warning when a new TRL changes them."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,49 +122,70 @@ class HSDPOTrainer(DPOTrainer):
 
 @dataclass
 class HSDPOScriptArguments:
-    model_name_or_path: str = field(metadata={"help": "the R-SFT model (also the reference unless given)"})
-    dataset_path: str = field(metadata={"help": "JSONL/JSON pairs: prompt, chosen, rejected, weight"})
-    ref_model_name_or_path: str | None = None
+    dataset_name: str = field(metadata={"help": "pairs (prompt, chosen, rejected, weight) from training.mine: "
+                                                + DATASET_HELP})
+    ref_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "the frozen reference; default: the model being trained, as it starts (the paper: the R-SFT model)"})
 
 
-def load_policy_and_reference(script: HSDPOScriptArguments):
+def parse_args(argv: list[str] | None = None) -> tuple[HSDPOScriptArguments, HSDPOConfig, ModelConfig]:
+    parser = TrlParser((HSDPOScriptArguments, HSDPOConfig, GuardModelConfig))
+    return parser.parse_args_and_config(modern_flags(argv))
+
+
+def load_policy_and_reference(script: HSDPOScriptArguments, model_args: ModelConfig):
     """The model to train, the frozen reference (the R-SFT model, as in the paper) and the tokenizer.
 
     A LoRA adapter from R-SFT keeps training as the same adapter on its base (so one adapter ships), with the
-    adapter merged into a separate copy as the reference; a plain model trains in full."""
+    adapter merged into a separate copy as the reference; a plain model trains in full against a copy of itself,
+    or, with ``--use_peft``, as a new adapter against itself with the adapter off (reference None: TRL's way)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from guardreasoner.models import base_folder, model_folder, resolve_model
 
-    spec = resolve_model(script.model_name_or_path)
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (the R-SFT model)")
+    spec = resolve_model(model_args.model_name_or_path)
+    if spec.kind == "adapter" and model_args.use_peft:
+        raise ValueError(f"{spec.name} is already a LoRA adapter and keeps training as that adapter: drop --use_peft")
     merged = model_folder(spec)  # for an adapter: merged into its base once
+    load = model_load_kwargs(model_args)
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    reference = AutoModelForCausalLM.from_pretrained(
-        model_folder(resolve_model(script.ref_model_name_or_path)) if script.ref_model_name_or_path else merged,
-        dtype="auto")
+    if script.ref_model_name_or_path:
+        reference = AutoModelForCausalLM.from_pretrained(model_folder(resolve_model(script.ref_model_name_or_path)),
+                                                         **load)
+    elif model_args.use_peft:
+        reference = None
+    else:
+        reference = AutoModelForCausalLM.from_pretrained(merged, **load)
     if spec.kind == "adapter":
         import json
 
         from peft import PeftModel
 
         base_id = json.loads((Path(spec.location) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_folder(base_id), dtype="auto")
+        base = AutoModelForCausalLM.from_pretrained(base_folder(base_id), **load)
         base.name_or_path = base_id
         model = PeftModel.from_pretrained(base, spec.location, is_trainable=True)
     else:
-        model = AutoModelForCausalLM.from_pretrained(merged, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(merged, **load)
     return model, reference, tokenizer
 
 
-def main(argv: list[str] | None = None) -> HSDPOTrainer:
+def load_pairs(source: str):
+    """The pairs as a ``datasets.Dataset``: a local .json/.jsonl file, or a hub dataset's train split."""
     from datasets import load_dataset
-    from trl import TrlParser
 
-    script, config = TrlParser((HSDPOScriptArguments, HSDPOConfig)).parse_args_and_config(argv)
-    model, reference, tokenizer = load_policy_and_reference(script)
-    pairs = load_dataset("json", data_files=script.dataset_path, split="train")
-    trainer = HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=pairs,
-                           processing_class=tokenizer)
+    if Path(source).is_file():
+        return load_dataset("json", data_files=source, split="train")
+    return load_dataset(source, split="train")
+
+
+def main(argv: list[str] | None = None) -> HSDPOTrainer:
+    script, config, model_args = parse_args(argv)
+    model, reference, tokenizer = load_policy_and_reference(script, model_args)
+    trainer = HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=load_pairs(script.dataset_name),
+                           processing_class=tokenizer, peft_config=get_peft_config(model_args))
     trainer.train(resume_from_checkpoint=resume_point(config))
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)

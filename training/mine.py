@@ -1,7 +1,7 @@
 """Hard-sample mining: sample k outputs per training row; a row is hard when its samples are mixed right and
 wrong; its pair is (a right sample, a wrong one), weighted by how wrong the model tends to be.
 
-    python -m training.mine --models runs/rsft-1b --dataset yueliu1999/GuardReasonerTrain --output pairs.jsonl
+    python -m training.mine --models runs/rsft-1b --dataset_name yueliu1999/GuardReasonerTrain --output pairs.jsonl
     python -m training.mine --models runs/rsft-1b runs/rsft-1b-no-wildguard runs/rsft-1b-no-aegis ...
 
 With several models (the paper's leave-one-source-out models, trained with ``training.rsft --splits``), each
@@ -23,6 +23,8 @@ from pathlib import Path
 from guardreasoner.parser import parse, parse_for, split_upstream_prompt
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
+from .args import DATASET_HELP, modern_flags
+
 # The paper's order: prompt harmfulness, response harmfulness, refusal.
 TASK_ORDER = (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL)
 
@@ -30,7 +32,7 @@ TASK_ORDER = (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL)
 @dataclass
 class MiningConfig:
     models: list[str] = field(metadata={"help": "the R-SFT model, or several whose samples are pooled"})
-    dataset: str = field(metadata={"help": "GuardReasonerTrain rows: hub id or local file"})
+    dataset_name: str = field(metadata={"help": "GuardReasonerTrain rows: " + DATASET_HELP})
     output: str = "pairs.jsonl"
     backend: str = "auto"
     k: int = 4
@@ -182,7 +184,7 @@ def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None
 def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
     from .data import load_rows
 
-    rows = rows if rows is not None else load_rows(config.dataset)[: config.max_rows]
+    rows = rows if rows is not None else load_rows(config.dataset_name)[: config.max_rows]
     inputs: dict[int, str] = {}
     pooled = sample(config, rows, inputs)
     pairs = [pair for index, (row, samples) in enumerate(zip(rows, pooled))
@@ -195,7 +197,7 @@ def mine(config: MiningConfig, rows: list[dict] | None = None) -> list[dict]:
 def main(argv: list[str] | None = None) -> list[dict]:
     from transformers import HfArgumentParser
 
-    (config,) = HfArgumentParser(MiningConfig).parse_args_into_dataclasses(argv)
+    (config,) = HfArgumentParser(MiningConfig).parse_args_into_dataclasses(modern_flags(argv))
     pairs = mine(config)
     print(f"{len(pairs)} hard pairs written to {config.output}")
     return pairs

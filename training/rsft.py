@@ -1,66 +1,67 @@
 """R-SFT: supervised fine-tuning on reasoning traces with TRL's SFTTrainer, loss on the completion only.
 
-    accelerate launch --config_file training/configs/zero3.yaml -m training.rsft --config training/configs/rsft_8b.yaml
-    python -m training.rsft --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset rows.json \\
-        --use_lora true --output_dir runs/rsft            # small machines
+    accelerate launch --config_file training/configs/zero3.yaml --num_processes 8 -m training.rsft \\
+        --config training/configs/rsft_8b.yaml
+    python -m training.rsft --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset_name rows.jsonl \\
+        --use_peft --lora_r 16 --lora_alpha 32 --output_dir runs/rsft            # LoRA, for small machines
 
-The prompt is built exactly as at inference (``--prompt_mode raw`` for the released checkpoints' format).
+The options are TRL's (``SFTConfig`` and ``ModelConfig``, as in ``trl/scripts/sft.py``) plus the few below; a
+``--config`` YAML sets any of them and the command line overrides it. The prompt is built exactly as at inference
+(``--prompt_mode raw`` for the released checkpoints' format).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from .args import DATASET_HELP, modern_flags
 from .data import HUB_DATASET, load_rows, tokenize_example
+from .model_args import GuardModelConfig, model_load_kwargs
 from .runs import resume_point
 
 
 @dataclass
 class RSFTScriptArguments:
-    model_name_or_path: str = field(metadata={"help": "base model (the paper: Llama-3.2-1B/3B, Llama-3.1-8B)"})
-    dataset: str = field(default=HUB_DATASET, metadata={"help": "hub id or a local .json/.jsonl of rows"})
-    splits: list[str] | None = None
+    dataset_name: str = field(default=HUB_DATASET, metadata={"help": "GuardReasonerTrain rows: " + DATASET_HELP})
+    splits: list[str] | None = field(default=None, metadata={
+        "help": "hub splits, or the rows' own source values, to train on (default: all)"})
     prompt_mode: str = field(default="raw", metadata={"help": "raw or chat: must match inference"})
     max_rows: int | None = None
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
 
 
-def build_trainer(script: RSFTScriptArguments, config: SFTConfig) -> SFTTrainer:
+def parse_args(argv: list[str] | None = None) -> tuple[RSFTScriptArguments, SFTConfig, ModelConfig]:
+    parser = TrlParser((RSFTScriptArguments, SFTConfig, GuardModelConfig))
+    return parser.parse_args_and_config(modern_flags(argv))
+
+
+def build_trainer(script: RSFTScriptArguments, config: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from guardreasoner.models import EMBEDDED_HUB_ID, model_folder, resolve_model
 
-    rows = load_rows(script.dataset, script.splits)[: script.max_rows]
-    spec = resolve_model(script.model_name_or_path)  # hub ids, folders, and "embedded" (SmolLM2 offline)
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (the base model: a hub id, a folder, or embedded)")
+    rows = load_rows(script.dataset_name, script.splits)[: script.max_rows]
+    spec = resolve_model(model_args.model_name_or_path)  # hub ids, folders, and "embedded" (SmolLM2 offline)
     folder = model_folder(spec)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     dataset = Dataset.from_list([tokenize_example(row, tokenizer, script.prompt_mode) for row in rows])
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(folder, **model_load_kwargs(model_args))
     # An adapter names its base; the embedded weights' cache path would tie it to this machine.
     model.name_or_path = EMBEDDED_HUB_ID if spec.kind == "embedded" else spec.name
-    peft_config = None
-    if script.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=script.lora_r, lora_alpha=script.lora_alpha, lora_dropout=script.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
     config.completion_only_loss = True
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config)
+                      peft_config=get_peft_config(model_args))
 
 
 def main(argv: list[str] | None = None) -> SFTTrainer:
-    script, config = TrlParser((RSFTScriptArguments, SFTConfig)).parse_args_and_config(argv)
-    trainer = build_trainer(script, config)
-    trainer.train(resume_from_checkpoint=resume_point(config))
-    trainer.save_model(config.output_dir)
-    trainer.processing_class.save_pretrained(config.output_dir)
+    trainer = build_trainer(*parse_args(argv))
+    trainer.train(resume_from_checkpoint=resume_point(trainer.args))
+    trainer.save_model(trainer.args.output_dir)
+    trainer.processing_class.save_pretrained(trainer.args.output_dir)
     return trainer
 
 

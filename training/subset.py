@@ -1,6 +1,6 @@
 """A seeded, label-balanced subset of training rows that fits a compute budget.
 
-    python -m training.subset --dataset runs/embedded/train-all.jsonl --output runs/embedded/train.jsonl \\
+    python -m training.subset --dataset_name runs/embedded/train-all.jsonl --output runs/embedded/train.jsonl \\
         --tokenizer smollm2 --per_cell 30 --max_tokens 768 --max_output_tokens 320
 
 One epoch of the 3,975 rows ``training.from_predictions`` writes for the embedded guard is 2.5M tokens: about 9
@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from guardreasoner.parser import parse
 from guardreasoner.rows import write_jsonl
 
+from .args import DATASET_HELP, modern_flags
 from .data import load_rows, write_stats
 
 
 @dataclass
 class SubsetConfig:
-    dataset: str = field(metadata={"help": "a .jsonl/.json of GuardReasonerTrain rows"})
+    dataset_name: str = field(metadata={"help": "GuardReasonerTrain rows: " + DATASET_HELP})
     output: str = field(metadata={"help": "the subset, .jsonl; <output>.stats.json counts the cells"})
     tokenizer: str = field(default="smollm2", metadata={"help": "model name or folder whose tokenizer counts"})
     per_cell: int = 40
@@ -75,9 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from guardreasoner.models import model_folder, resolve_model
 
-    (config,) = HfArgumentParser(SubsetConfig).parse_args_into_dataclasses(argv)
+    (config,) = HfArgumentParser(SubsetConfig).parse_args_into_dataclasses(modern_flags(argv))
     tokenizer = AutoTokenizer.from_pretrained(model_folder(resolve_model(config.tokenizer)))
-    rows = load_rows(config.dataset)
+    rows = load_rows(config.dataset_name)
     kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
                           max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
                           seed=config.seed)
