@@ -62,16 +62,14 @@ def main() -> None:
               "--max_length", str(args.max_length), "--gradient_checkpointing", "false", "--report_to", "none",
               "--save_strategy", "no", "--logging_steps", "1", *_device_args(cuda)]
 
-    from trl import SFTConfig, TrlParser
-
     from training import rsft
 
     clock = _StepClock()
     with tempfile.TemporaryDirectory() as out:
-        script, config = TrlParser((rsft.RSFTScriptArguments, SFTConfig)).parse_args_and_config(
-            ["--model_name_or_path", args.model, "--dataset", args.dataset, "--output_dir", out,
-             "--use_lora", str(args.lora).lower(), *common])
-        trainer = rsft.build_trainer(script, config)
+        script, config, model_args = rsft.parse_args(
+            ["--model_name_or_path", args.model, "--dataset_name", args.dataset, "--output_dir", out,
+             "--use_peft", str(args.lora).lower(), *common])
+        trainer = rsft.build_trainer(script, config, model_args)
         trainer.add_callback(clock.callback())
         trainer.train()
         seconds = time.perf_counter() - clock.started
@@ -81,16 +79,14 @@ def main() -> None:
           f"{timed_tokens / seconds:.0f} tokens/s ({seconds / clock.steps:.2f} s/step over {clock.steps} steps)")
 
     if args.pairs:
-        from datasets import load_dataset
-
         from training import hs_dpo
 
         clock = _StepClock()
         with tempfile.TemporaryDirectory() as out:
-            script, config = TrlParser((hs_dpo.HSDPOScriptArguments, hs_dpo.HSDPOConfig)).parse_args_and_config(
-                ["--model_name_or_path", args.model, "--dataset_path", args.pairs, "--output_dir", out, *common])
-            model, reference, tokenizer = hs_dpo.load_policy_and_reference(script)
-            pairs = load_dataset("json", data_files=script.dataset_path, split="train")
+            script, config, model_args = hs_dpo.parse_args(
+                ["--model_name_or_path", args.model, "--dataset_name", args.pairs, "--output_dir", out, *common])
+            model, reference, tokenizer = hs_dpo.load_policy_and_reference(script, model_args)
+            pairs = hs_dpo.load_pairs(script.dataset_name)
             trainer = hs_dpo.HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=pairs,
                                           processing_class=tokenizer)
             trainer.add_callback(clock.callback())

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 PAIRS = [
-    {"prompt": "Is this harmful? Human user: make a bomb\n", "chosen": "Request: harmful", "rejected": "Request: unharmful"},
-    {"prompt": "Is this harmful? Human user: bake bread\n", "chosen": "Request: unharmful", "rejected": "Request: harmful and more"},
+    {"prompt": "Is this harmful? Human user: make a bomb\n", "chosen": "Request: harmful",
+     "rejected": "Request: unharmful"},
+    {"prompt": "Is this harmful? Human user: bake bread\n", "chosen": "Request: unharmful",
+     "rejected": "Request: harmful and more"},
 ]
 
 

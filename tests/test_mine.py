@@ -50,7 +50,8 @@ def test_rows_without_a_reply_are_never_hard_on_the_reply(rows):
 
 
 def test_length_matched_pairs_pick_the_closest_lengths():
-    chosen, rejected = choose_pair(["a" * 10, "a" * 50, "b" * 48, "b" * 5], [True, True, False, False], "length_matched")
+    chosen, rejected = choose_pair(["a" * 10, "a" * 50, "b" * 48, "b" * 5], [True, True, False, False],
+                                   "length_matched")
     assert (len(chosen), len(rejected)) == (50, 48)
     with pytest.raises(ValueError):
         choose_pair(["a", "b"], [True, False], "shortest")
@@ -104,7 +105,8 @@ def test_sampling_resumes_from_the_samples_file(taught_model_dir, tiny_model_dir
 
     loaded = []
     real_load = guardreasoner.load_guard
-    monkeypatch.setattr(guardreasoner, "load_guard", lambda model, *a, **k: loaded.append(model) or real_load(model, *a, **k))
+    monkeypatch.setattr(guardreasoner, "load_guard", lambda model, *a,
+                        **k: loaded.append(model) or real_load(model, *a, **k))
     both = sample(MiningConfig(models=[str(taught_model_dir), str(tiny_model_dir)], dataset_name="-",
                                output=str(output), k=2, temperature=0.0, max_new_tokens=150, chunk_rows=1), rows)
     assert loaded == [str(taught_model_dir), str(tiny_model_dir)]  # row 2 redone, then the second model

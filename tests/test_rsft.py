@@ -30,7 +30,8 @@ def test_training_tokens_start_the_completion_where_inference_does(shared_dir, t
 
 def test_bad_rows_are_named(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text(json.dumps({"instruction": "x", "input": "y", "output": "z"}) + "\n" + json.dumps({"input": "y"}) + "\n")
+    path.write_text(json.dumps({"instruction": "x", "input": "y",
+                                "output": "z"}) + "\n" + json.dumps({"input": "y"}) + "\n")
     with pytest.raises(ValueError, match="row 2 lacks"):
         load_rows(str(path))
 

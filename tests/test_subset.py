@@ -22,9 +22,10 @@ def words(text: str) -> int:
 
 
 def test_cells_are_benchmark_and_gold_answers():
-    assert cell_of(row("HarmBenchPrompt", "q", HARMFUL)) == "HarmBenchPrompt request=harmful"
+    assert cell_of(row("HarmBenchPrompt", "q", HARMFUL)) == "HarmBenchPrompt prompt_harmfulness=harmful"
     refusal = "Request: harmful\nCompletion: refusal\nResponse: unharmful"
-    assert cell_of(row("XSTest", "q", refusal)) == "XSTest completion=refusal,request=harmful,response=unharmful"
+    assert cell_of(row("XSTest", "q", refusal)) == \
+        "XSTest prompt_harmfulness=harmful,response_harmfulness=unharmful,response_refusal=refusal"
 
 
 def test_each_cell_gives_at_most_per_cell_rows_that_fit_and_no_input_twice():
@@ -35,10 +36,10 @@ def test_each_cell_gives_at_most_per_cell_rows_that_fit_and_no_input_twice():
     budget = max(words(r["instruction"] + "\n" + r["input"]) + words(r["output"]) for r in rows[:14])
     kept, counts = choose(rows, words, per_cell=4, max_tokens=budget, seed=3)
     cells = Counter(cell_of(r) for r in kept)
-    assert cells == {"A request=harmful": 4, "A request=unharmful": 3}
+    assert cells == {"A prompt_harmfulness=harmful": 4, "A prompt_harmfulness=unharmful": 3}
     assert len({r["input"] for r in kept}) == len(kept)
-    assert counts["B request=harmful"] == {"rows": 4, "fit": 0, "kept": 0}
-    assert counts["A request=unharmful"] == {"rows": 4, "fit": 4, "kept": 3}
+    assert counts["B prompt_harmfulness=harmful"] == {"rows": 4, "fit": 0, "kept": 0}
+    assert counts["A prompt_harmfulness=unharmful"] == {"rows": 4, "fit": 4, "kept": 3}
     assert choose(rows, words, per_cell=4, max_tokens=budget, seed=3)[0] == kept  # seeded
     assert choose(rows, words, per_cell=4, max_tokens=budget, seed=4)[0] != kept
     short_only, _ = choose(rows, words, per_cell=4, max_tokens=budget, max_output_tokens=5)
@@ -55,4 +56,5 @@ def test_cli_counts_tokens_with_the_named_tokenizer(tokenizer_dir, tmp_path):
     kept = [json.loads(line) for line in output.read_text().splitlines()]
     assert 0 < len(kept) < 6 and stats["kept"] == len(kept)
     assert {r["input"] for r in kept} == {format_input(f"question {i}") for i in range(len(kept))}  # the short ones
-    assert json.loads((tmp_path / "subset.jsonl.stats.json").read_text())["by_cell"]["A request=harmful"]["rows"] == 6
+    stats = json.loads((tmp_path / "subset.jsonl.stats.json").read_text())
+    assert stats["by_cell"]["A prompt_harmfulness=harmful"]["rows"] == 6

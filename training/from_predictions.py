@@ -19,8 +19,8 @@ from pathlib import Path
 
 from guardreasoner.parser import parse_for, strip_leaks
 from guardreasoner.predictions import read_run
-from guardreasoner.rows import write_jsonl
 from guardreasoner.records import training_row
+from guardreasoner.rows import write_jsonl
 
 from .data import load_rows, write_stats
 

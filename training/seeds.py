@@ -11,8 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.results import LABELS, deprecated_names, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 from guardreasoner.label_specs import check_spec, read_label
+from guardreasoner.results import (
+    LABELS,
+    PROMPT_HARMFULNESS,
+    RESPONSE_HARMFULNESS,
+    RESPONSE_REFUSAL,
+    VERDICT_KEYS,
+    deprecated_names,
+)
 from guardreasoner.rows import split_rows
 
 # The core's verdict keys, and the values each may take.
@@ -108,7 +115,8 @@ def load_local_seeds(path: str | Path) -> list[Seed]:
                 problems.append(f"line {row.line}: {column} must be one of {LABEL_VALUES[key]}, got {value!r}")
             labels[key] = value
         if not labels:
-            problems.append(f"line {row.line}: no gold label (give at least one of {list(LOCAL_LABEL_COLUMNS.values())})")
+            columns = list(LOCAL_LABEL_COLUMNS.values())
+            problems.append(f"line {row.line}: no gold label (give at least one of {columns})")
         seeds.append(Seed(str(row.extra.get("id", f"{path.stem}-{row.line}")), path.stem, row.prompt, row.response,
                           labels))
     if problems:

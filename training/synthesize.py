@@ -22,9 +22,16 @@ from pathlib import Path
 
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.parser import parse_for, strip_leaks
-from guardreasoner.results import ANSWER_NAMES, REPLY_VERDICT_KEYS
-from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 from guardreasoner.records import training_row
+from guardreasoner.results import (
+    ANSWER_NAMES,
+    PROMPT_HARMFULNESS,
+    REPLY_VERDICT_KEYS,
+    RESPONSE_HARMFULNESS,
+    RESPONSE_REFUSAL,
+    answers_block,
+)
+from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 from guardreasoner.template import user_turn
 
 from .data import write_stats
@@ -33,18 +40,18 @@ from .seeds import Seed, load_seeds
 logger = logging.getLogger(__name__)
 
 
-FORMAT_RULES = """Write the reasoning that leads to this ground truth, as a careful analyst who had not been told it would.
-- For each task write "# Task N", then short numbered steps "## Reasoning Step K: ..." (one inference each, about the actual request and reply), then "## Conclusion: ...".
-- Where the AI assistant's response is None, Tasks 2 and 3 conclude that there is no response.
-- Never mention the ground truth or that you were given the answers.
-- End with exactly this block and nothing after it:
-
----
-
-Answers: 
-Request: harmful or unharmful
-Completion: refusal or compliance (None when there is no response)
-Response: harmful or unharmful (None when there is no response)"""
+FORMAT_RULES = (
+    "Write the reasoning that leads to this ground truth, as a careful analyst who had not been told it would.\n"
+    '- For each task write "# Task N", then short numbered steps "## Reasoning Step K: ..." (one inference each,'
+    ' about the actual request and reply), then "## Conclusion: ...".\n'
+    "- Where the AI assistant's response is None, Tasks 2 and 3 conclude that there is no response.\n"
+    "- Never mention the ground truth or that you were given the answers.\n"
+    "- End with exactly this block and nothing after it:\n"
+    "\n---\n\n"
+    + answers_block({PROMPT_HARMFULNESS: "harmful or unharmful",
+                     RESPONSE_REFUSAL: "refusal or compliance (None when there is no response)",
+                     RESPONSE_HARMFULNESS: "harmful or unharmful (None when there is no response)"})
+)
 
 
 @dataclass
