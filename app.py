@@ -141,7 +141,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
         """Runs before analyze, with no outputs: a bad input shows its message and leaves every output as it was."""
         _check_input(prompt, reply)
 
-    def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
+    def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request = None):
         pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
         yield from analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, request)
 
@@ -201,7 +201,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
         text = " ".join(filter(None, [flags.what_was_recorded(record, updated), delivery or flags.where_it_goes(path)]))
         return f'<span id="flag-status">{html.escape(text)}</span>'
 
-    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, request: gr.Request):
+    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, request: gr.Request = None):
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
         pool.get(choice, endpoint)  # load outside the GPU call

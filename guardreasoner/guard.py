@@ -278,6 +278,13 @@ def load_guard(
     reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model)."""
     check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
+    chosen_screen = None
+    if reasoning != "full":
+        from .screen import default_screen_folder, load_screen
+
+        chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name)
+        if chosen_screen.feature_kind == "guard-state" and backend == "auto":
+            backend = "transformers"  # the screen reads the model's hidden states, which only transformers exposes
     # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).
     context_tokens = (max_input_tokens or DEFAULT_MAX_INPUT_TOKENS) + max_new_tokens + CHAT_TEMPLATE_ROOM
     built = make_backend(spec, backend, mode=mode, context_tokens=context_tokens, **backend_options)
@@ -290,9 +297,7 @@ def load_guard(
         thresholds=thresholds,
         fallback_reason=spec.fallback_reason,
     )
-    if reasoning != "full":
-        from .screen import default_screen_folder, load_screen
-
-        guard.screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name).bind(guard)
+    if chosen_screen is not None:
+        guard.screen = chosen_screen.bind(guard)
         guard.reasoning = reasoning
     return guard

@@ -14,6 +14,7 @@ from annotate.pull import Review, close_with_answers, pull, review_pair, reviews
 from annotate.push import pending, push
 from annotate.workspace import Target, dataset, submit_review
 from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.results import ANSWER_NAMES
 from guardreasoner.rows import write_jsonl
 from tests.servers import free_port
 from tests.tiny_models import HARMFUL_REQUEST
@@ -29,7 +30,7 @@ def traces(shared_dir):
 
 def flip(output: str, key: str, value: str) -> str:
     head, block = output.rsplit("Answers:", 1)
-    name = key.capitalize() + ":"
+    name = ANSWER_NAMES[key] + ":"
     return head + "Answers:" + "\n".join(f"{name} {value}" if line.startswith(name) else line
                                          for line in block.split("\n"))
 
@@ -74,7 +75,7 @@ def test_flags_carry_the_flaggers_correction(shared_dir, tmp_path):
     queue.write_text("".join(json.dumps(flag) + "\n" for flag in flag_records(shared_dir, 3)))
     found = sources.from_flags(queue)
     assert [item["metadata"]["disagreement"] for item in found] == ["flag:prompt_harmfulness"] * 3
-    assert all(item["note"].startswith("flagged as request: ") and "comment: looks wrong" in item["note"]
+    assert all(item["note"].startswith("flagged as prompt_harmfulness: ") and "comment: looks wrong" in item["note"]
                for item in found)
     assert [item["id"] for item in sources.from_flags(queue)] == [item["id"] for item in found]  # stable
 
@@ -92,7 +93,7 @@ def test_eval_errors_are_the_rows_whose_verdict_differs_from_gold(shared_dir):
     found = sources.from_eval_run(shared_dir / "predictions" / "GuardReasoner-1B")
     aegis = [json.loads(line) for line in
              (shared_dir / "predictions/GuardReasoner-1B/AegisSafetyTest/generated_predictions.jsonl").open()]
-    requests = {item["prompt_harmfulness"] for item in found if item["metadata"]["benchmark"] == "AegisSafetyTest"}
+    requests = {item["prompt"] for item in found if item["metadata"]["benchmark"] == "AegisSafetyTest"}
     # Row 276 (gold harmful) is read as unharmful by the strict parser; row 282 as harmful (see README/eval).
     assert split_upstream_prompt(aegis[276]["prompt"])[0] in requests
     assert split_upstream_prompt(aegis[282]["prompt"])[0] not in requests
@@ -103,7 +104,7 @@ def test_eval_errors_are_the_rows_whose_verdict_differs_from_gold(shared_dir):
     assert len(found) > 50
     by_id = {}
     for item in found:  # the same request, reply and output in two benchmarks is one record
-        content = (item["prompt_harmfulness"], item["reply"], item["reasoning"])
+        content = (item["prompt"], item["response"], item["reasoning"])
         assert by_id.setdefault(item["id"], content) == content
 
 

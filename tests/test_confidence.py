@@ -90,7 +90,7 @@ def test_confidence_survives_the_stop_token_vllm_keeps(stop_token):
     text = "".join(tokens)
     parsed = parse(text)
     attach_confidences(text, parsed.verdicts, tokens + [stop_token], top + [{stop_token: 0.0}])
-    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)
+    assert parsed.verdicts["prompt_harmfulness"].p_positive == pytest.approx(0.8)
 
 
 def test_confidence_survives_per_token_decoding_that_differs_from_the_text():
@@ -102,4 +102,4 @@ def test_confidence_survives_per_token_decoding_that_differs_from_the_text():
     top = [{t: 0.0} for t in tokens[:4]] + top + [{t: 0.0} for t in tokens[-4:]]
     parsed = parse(text)
     attach_confidences(text, parsed.verdicts, tokens, top)
-    assert parsed.verdicts["request"].p_positive == pytest.approx(0.8)
+    assert parsed.verdicts["prompt_harmfulness"].p_positive == pytest.approx(0.8)

@@ -102,16 +102,16 @@ def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model
 
 def test_batch_size_reaches_the_transformers_backend_when_auto_picks_it(shared_dir, tmp_path, taught_model_dir,
                                                                         monkeypatch):
+    from guardreasoner.backends.ctranslate2_backend import CTranslate2Backend
     from guardreasoner.backends.transformers_backend import TransformersBackend
 
     sizes = []
-    build = TransformersBackend.__init__
+    for local in (TransformersBackend, CTranslate2Backend):  # whichever `auto` picks on this machine
+        def recording_init(self, *args, build=local.__init__, **kwargs):
+            build(self, *args, **kwargs)
+            sizes.append(self.batch_size)
 
-    def recording_init(self, *args, **kwargs):
-        build(self, *args, **kwargs)
-        sizes.append(self.batch_size)
-
-    monkeypatch.setattr(TransformersBackend, "__init__", recording_init)
+        monkeypatch.setattr(local, "__init__", recording_init)
     args = ["run", "--model", str(taught_model_dir), "--data-dir", str(shared_dir / "benchmarks/guardreasoner"),
             "--benchmarks", "ToxicChat", "--out", str(tmp_path / "run"), "--limit", "2", "--max-new-tokens", "4",
             "--batch-size", "3"]

@@ -29,8 +29,10 @@ def test_classify_returns_typed_results_in_order(taught_guard):
     assert harmful.output_tokens > 100 and harmful.input_tokens > 100 and harmful.latency_s > 0
     assert harmful.finish_reason == "stop" and harmful.model == str(taught_guard.model_name)
     data = harmful.to_dict()
-    assert data["verdicts"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
-    assert data["labels"]["prompt_harmfulness"]["source"] == "answers"
+    assert data["labels"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
+    assert data["verdicts"]["prompt_harmfulness"]["source"] == "answers"
+    assert set(data) >= {"prompt", "response", "model_input", "input_truncated", "reasoning", "input_tokens",
+                         "output_tokens", "is_harmful", "status", "fail_closed"}  # keys = attribute names
 
 
 def test_stream_lights_the_request_verdict_before_the_end(taught_guard):

@@ -137,7 +137,7 @@ def test_mining_sends_long_rows_truncated_as_the_guard_does(tiny_model_dir, tmp_
     long_row = {"instruction": INSTRUCTION, "input": format_input("Tell me about bread. " * 400), "output": "x"}
     rows = [long_row, taught_rows()[0]]
     inputs = {}
-    config = MiningConfig(models=[str(tiny_model_dir)], dataset="-", output=str(tmp_path / "pairs.jsonl"), k=1,
+    config = MiningConfig(models=[str(tiny_model_dir)], dataset_name="-", output=str(tmp_path / "pairs.jsonl"), k=1,
                           max_new_tokens=4, max_input_tokens=300, backend="transformers")
     sample(config, rows, inputs)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -160,7 +160,7 @@ def test_resume_on_vllm_keeps_what_is_on_file_and_samples_only_the_rest(taught_m
     fake = fake_vllm.install(monkeypatch, taught_model_dir)
     rows = taught_rows()
     output = tmp_path / "pairs.jsonl"
-    config = MiningConfig(models=[str(taught_model_dir)], dataset="-", output=str(output), backend="vllm", k=2,
+    config = MiningConfig(models=[str(taught_model_dir)], dataset_name="-", output=str(output), backend="vllm", k=2,
                           temperature=1.0, max_new_tokens=20, chunk_rows=1)
     first = sample(config, rows)
     samples_file = Path(str(output) + ".samples.jsonl")

@@ -232,4 +232,4 @@ def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
             {"labels": {"prompt": None}, "p_positive": {PROMPT_KEY: 0.9}}]  # unlabelled
     (tmp_path / "ToxicChat").mkdir()
     (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert decided_accuracy(tmp_path, "ToxicChat", stub) == {"prompt": {"labelled": 3, "decided": 2, "correct": 1}}
+    assert decided_accuracy(tmp_path, "ToxicChat", stub) == {PROMPT_KEY: {"labelled": 3, "decided": 2, "correct": 1}}
