@@ -214,16 +214,16 @@ def slow_model(monkeypatch):
     """Each streamed piece of the model's text 40 ms apart, so a person (the test) can press Stop mid-run."""
     import time
 
+    from guardreasoner.backends.ctranslate2_backend import CTranslate2Backend
     from guardreasoner.backends.transformers_backend import TransformersBackend
 
-    original = TransformersBackend.stream
+    for local in (TransformersBackend, CTranslate2Backend):  # whichever engine `auto` picked for the app
+        def slow_stream(self, prompt, sampling, stop=None, original=local.stream):
+            for chunk in original(self, prompt, sampling, stop=stop):
+                time.sleep(0.04)
+                yield chunk
 
-    def slow_stream(self, prompt, sampling, stop=None):
-        for chunk in original(self, prompt, sampling, stop=stop):
-            time.sleep(0.04)
-            yield chunk
-
-    monkeypatch.setattr(TransformersBackend, "stream", slow_stream)
+        monkeypatch.setattr(local, "stream", slow_stream)
 
 
 def error_badges(page) -> int:
