@@ -9,10 +9,9 @@ output without a corrected reasoning. The pairs file is what ``training.hs_dpo``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from guardreasoner.parser import find_answers_blocks
+from guardreasoner.parser import answers_header_starts, find_answers_blocks
 from guardreasoner.records import training_row
 from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDICT_KEYS, answers_block
 from guardreasoner.template import user_turn
@@ -21,7 +20,6 @@ from .items import verdicts_of
 from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset
 
 DEFAULT_WEIGHT = 1.5  # above every mined pair (their weights lie in [0.8, 1.2]): a person checked these
-_ANSWERS_HEADER = re.compile(r"(?im)^[ \t#*]*answers[ \t*]*:")
 
 
 @dataclass
@@ -48,9 +46,9 @@ def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
     """The reviewer's reasoning, with whatever Answers block they wrote (even a malformed one) replaced by one
     stating their verdicts."""
     cut = len(reasoning)
-    headers = list(_ANSWERS_HEADER.finditer(reasoning))
+    headers = answers_header_starts(reasoning)
     if headers:
-        cut = headers[-1].start()
+        cut = headers[-1]
     blocks = find_answers_blocks(reasoning)
     if blocks and not reasoning[blocks[-1].end :].strip():
         cut = min(cut, blocks[-1].start)

@@ -132,6 +132,11 @@ def find_answers_blocks(text: str) -> list[AnswersBlock]:
     return blocks
 
 
+def answers_header_starts(text: str) -> list[int]:
+    """Where each "Answers:" header (or "# Answers" heading) starts: the one definition the project uses."""
+    return [match.start() for match in _ANSWERS_HEADER.finditer(text)]
+
+
 def echo_length(text: str, sources: list[str]) -> int:
     """How many leading characters of the output are copied from the input (binary search on the prefix)."""
     body = text.lstrip()

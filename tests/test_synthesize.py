@@ -120,7 +120,8 @@ def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teache
     for row in kept:
         assert parse(row["output"]).labels["prompt_harmfulness"] == gold[row["id"]]
     for record in rejected:
-        assert record["reason"] == f"prompt_harmfulness: {parse(record['output']).labels['prompt_harmfulness']} != unharmful"
+        said = parse(record["output"]).labels["prompt_harmfulness"]
+        assert record["reason"] == f"prompt_harmfulness: {said} != unharmful"
     assert json.loads((tmp_path / "traces.jsonl.stats.json").read_text())["file_kept"] == len(kept)
 
 

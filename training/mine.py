@@ -140,7 +140,7 @@ def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None
 
     from guardreasoner import load_guard
     from guardreasoner.backends.base import SamplingConfig
-    from guardreasoner.rows import read_jsonl, trim_partial_line
+    from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 
     path = Path(config.output + ".samples.jsonl")
     trim_partial_line(path)
@@ -152,32 +152,33 @@ def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None
                 done[index, record["model"]] = record["samples"]
                 if record.get("model_input") and inputs is not None:
                     inputs.setdefault(index, record["model_input"])
-    with path.open("a", encoding="utf-8") as out:
-        for model in config.models:
-            todo = [index for index in range(len(rows)) if (index, model) not in done]
-            if not todo:
-                continue
-            guard = load_guard(model, config.backend, fail_closed=False, batch_size=config.batch_size,
-                               max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens)
-            for start in tqdm(range(0, len(todo), config.chunk_rows), desc=f"sampling {model}"):
-                chunk = todo[start : start + config.chunk_rows]
-                # A seed per chunk: reproducible where the backend is (transformers), distinct per chunk anyway.
-                sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0,
-                                          seed=config.seed + chunk[0])
-                texts = {index: model_input(guard, rows[index]) for index in chunk}
-                prompts = [texts[index] for index in chunk for _ in range(config.k)]
-                outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
-                for position, index in enumerate(chunk):
-                    samples = outputs[position * config.k : (position + 1) * config.k]
-                    done[index, model] = samples
-                    record = {"row": index, "model": model, "prompt_sha1": _digest(rows[index]), "samples": samples}
-                    if texts[index] != _prompt(rows[index]):
-                        record["model_input"] = texts[index]
-                        if inputs is not None:
-                            inputs.setdefault(index, texts[index])
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-            guard.close()
+    # Samples are appended through the core's synced writer, one chunk at a time.
+    for model in config.models:
+        todo = [index for index in range(len(rows)) if (index, model) not in done]
+        if not todo:
+            continue
+        guard = load_guard(model, config.backend, fail_closed=False, batch_size=config.batch_size,
+                           max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens)
+        for start in tqdm(range(0, len(todo), config.chunk_rows), desc=f"sampling {model}"):
+            chunk = todo[start : start + config.chunk_rows]
+            # A seed per chunk: reproducible where the backend is (transformers), distinct per chunk anyway.
+            sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p, top_logprobs=0,
+                                      seed=config.seed + chunk[0])
+            texts = {index: model_input(guard, rows[index]) for index in chunk}
+            prompts = [texts[index] for index in chunk for _ in range(config.k)]
+            outputs = [g.text for g in guard.backend.generate(prompts, sampling)]
+            records = []
+            for position, index in enumerate(chunk):
+                samples = outputs[position * config.k : (position + 1) * config.k]
+                done[index, model] = samples
+                record = {"row": index, "model": model, "prompt_sha1": _digest(rows[index]), "samples": samples}
+                if texts[index] != _prompt(rows[index]):
+                    record["model_input"] = texts[index]
+                    if inputs is not None:
+                        inputs.setdefault(index, texts[index])
+                records.append(json.dumps(record, ensure_ascii=False))
+            append_lines(path, records)  # synced: an interruption loses at most the chunk in flight
+        guard.close()
     return [[text for model in config.models for text in done[index, model]] for index in range(len(rows))]
 
 
