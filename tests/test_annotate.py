@@ -188,8 +188,8 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
     assert sorted(on_server) == sorted(item["id"] for item in pushed)
     first = on_server[pushed[0]["id"]]
     assert first.fields["reasoning"] == pushed[0]["reasoning"] and first.metadata["source"] == "app_flag"
-    assert first.suggestions["request_harm"].value == pushed[0]["suggestions"]["prompt_harmfulness"]
-    assert first.suggestions["request_harm"].agent == pushed[0]["metadata"]["model"]
+    assert first.suggestions["prompt_harmfulness"].value == pushed[0]["suggestions"]["prompt_harmfulness"]
+    assert first.suggestions["prompt_harmfulness"].agent == pushed[0]["metadata"]["model"]
 
     a, b = reviewer(argilla, "reviewer_a.key"), reviewer(argilla, "reviewer_b.key")
     expected = {}  # record id -> what pull must make of it
@@ -225,7 +225,7 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
     assert {c["id"] for c in result.conflicts} == {conflict["id"]}
     assert {s["id"] for s in result.skipped} == {i for i, (kind, _) in expected.items() if kind == "skipped"}
     assert {p["id"] for p in result.pairs} == {i for i, (kind, _) in expected.items() if kind == "pair"}
-    replies = {item["id"]: item["reply"] for item in pushed}
+    replies = {item["id"]: item["response"] for item in pushed}
     for pair in result.pairs:
         verdicts = {k: v for k, v in expected[pair["id"]][1].items()  # without a reply only the request counts
                     if v and (k == "prompt_harmfulness" or replies[pair["id"]] is not None)}
@@ -241,7 +241,7 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
                          "--sft", str(tmp_path / "review_sft.jsonl"), "--weight", "1.7"]) == 0
     assert [json.loads(line) for line in (tmp_path / "review_pairs.jsonl").open()] == result.pairs
     assert load_rows(str(tmp_path / "review_sft.jsonl"))[0]["instruction"].startswith("You are a classifier")
-    trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_path",
+    trainer = hs_dpo(["--model_name_or_path", str(taught_model_dir), "--dataset_name",
                       str(tmp_path / "review_pairs.jsonl"), "--output_dir", str(tmp_path / "dpo"),
                       "--per_device_train_batch_size", "2", "--max_steps", "1", "--logging_steps", "1",
                       "--report_to", "none", "--use_cpu", "true", "--gradient_checkpointing", "false",
@@ -306,7 +306,7 @@ def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_pat
         demo.close()
     assert "Sent to Argilla (1 record(s) delivered)" in status
     (record,) = records_of(Target(dataset="app-flags")).values()
-    assert record.fields["prompt_harmfulness"] == HARMFUL_REQUEST and record.metadata["source"] == "app_flag"
-    assert record.suggestions["request_harm"].value == "harmful"
-    assert "flagged as request: unharmful" in record.fields["note"]
+    assert record.fields["prompt"] == HARMFUL_REQUEST and record.metadata["source"] == "app_flag"
+    assert record.suggestions["prompt_harmfulness"].value == "harmful"
+    assert "flagged as prompt_harmfulness: unharmful" in record.fields["note"]
     assert "a pipe bomb is not harmless" in record.fields["note"]
