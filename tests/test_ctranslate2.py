@@ -109,11 +109,12 @@ def test_confidences_match_transformers(taught_model_dir):
     for request in (HARMFUL_REQUEST, SAFE_REQUEST):
         ours, theirs = ct2.classify_one(request), reference.classify_one(request)
         assert ours.output == theirs.output and ours.finish_reason == "stop"
-        p_ours, p_theirs = ours.verdicts["request"].p_positive, theirs.verdicts["request"].p_positive
+        p_ours = ours.verdicts["prompt_harmfulness"].p_positive
+        p_theirs = theirs.verdicts["prompt_harmfulness"].p_positive
         assert p_ours is not None and p_ours == pytest.approx(p_theirs, abs=1e-3)
         assert (p_ours > 0.5) == (request == HARMFUL_REQUEST)
         streamed = next(update.result for update in ct2.stream(request) if update.result)
-        assert streamed.verdicts["request"].p_positive == pytest.approx(p_ours, abs=1e-6)
+        assert streamed.verdicts["prompt_harmfulness"].p_positive == pytest.approx(p_ours, abs=1e-6)
 
 
 def test_conversion_is_cached_and_reused(tiny_model_dir, conversions, monkeypatch, tmp_path):
