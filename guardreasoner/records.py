@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from .results import current_verdict_keys, deprecated_names
+from .results import current_verdict_keys, deprecated_names, field_values
 
 
 def flag_id(prompt: str, response: str | None, output: str) -> str:
@@ -51,7 +51,7 @@ class FlagRecord:
             data["prompt"] = data.pop("request")
         for name in ("model_verdicts", "corrected"):
             data[name] = current_verdict_keys(data.get(name) or {}, where=where)
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**field_values(cls, data))
 
 
 def latest_flags(flags: list[FlagRecord]) -> list[FlagRecord]:
@@ -85,4 +85,4 @@ class PushReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> PushReport:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**field_values(cls, data))

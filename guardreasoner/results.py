@@ -51,6 +51,12 @@ def current_verdict_keys(mapping: dict, legacy: dict[str, str] = LEGACY_VERDICT_
     deprecated_names(where, "/".join(legacy), "/".join(VERDICT_KEYS))
     return {legacy.get(key, key): value for key, value in mapping.items()}
 
+def field_values(cls, data: dict) -> dict:
+    """The values of ``data`` that are fields of the dataclass ``cls`` (for ``from_dict``: other keys, such as
+    derived ones a ``to_dict`` adds, are left out)."""
+    return {f.name: data[f.name] for f in fields(cls) if f.name in data}
+
+
 # Where a verdict was read: the model's final Answers block is the normal case; the others are recoveries.
 SOURCE_ANSWERS = "answers"
 SOURCE_EARLIER_ANSWERS = "earlier_answers"  # the final block lacked this line (cut off, runaway repetition)
@@ -95,7 +101,7 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: dict) -> Verdict:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**field_values(cls, data))
 
 
 @dataclass
@@ -196,7 +202,7 @@ class GuardResult:
     @classmethod
     def from_dict(cls, data: dict) -> GuardResult:
         """The result ``to_dict()`` wrote (derived keys such as ``labels`` are recomputed, not read)."""
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values = field_values(cls, data)
         values["verdicts"] = {key: Verdict.from_dict(v) for key, v in data["verdicts"].items()}
         values["reasoning"] = {key: TaskReasoning(**v) for key, v in data.get("reasoning", {}).items()}
         values.setdefault("model_input", "")
