@@ -23,6 +23,13 @@ behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1
   (``_verify_args``).
 - streaming: ``generate`` is an async generator of cumulative ``RequestOutput``s, one token per step, so
   concurrent requests interleave; cancelling it aborts the request (``v1/engine/async_llm.py``).
+- the offline engine: ``LLM`` (``entrypoints/llm.py``) with the same engine underneath. ``generate`` adds every
+  prompt before running any, and one that fails validation fails the whole call, the others aborted
+  (``_render_and_add_requests``); ``llm_engine`` offers ``add_request``/``step``/``abort_request``
+  (``v1/engine/llm_engine.py``), one token per step. Our backend no longer uses it; it is here so that the tests
+  run against the backend's earlier ``LLM``-based code fail for the reasons real vLLM would give.
+
+Checked against the vllm 0.19.1 sdist (the version ``requirements/constraints-gpu.txt`` resolves).
 """
 
 from __future__ import annotations
@@ -53,6 +60,14 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
                 temperature, top_p, max_tokens, logprobs, seed)
             calls["params"].append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                                     "logprobs": logprobs, "seed": seed})
+
+    def _output(request_id, ids, new, steps, reason, count):
+        """The cumulative ``RequestOutput`` after ``count`` of the ``new`` tokens."""
+        done = count == len(new)
+        completion = types.SimpleNamespace(
+            index=0, text=tokenizer.decode(new[:count], skip_special_tokens=True), token_ids=new[:count],
+            logprobs=steps[:count] if steps is not None else None, finish_reason=reason if done else None)
+        return types.SimpleNamespace(request_id=request_id, prompt_token_ids=ids, outputs=[completion], finished=done)
 
     class AsyncEngineArgs:
         def __init__(self, model, max_model_len=None, gpu_memory_utilization=0.9, seed=0, **kwargs):
@@ -143,19 +158,66 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             self.running += 1
             try:
                 for count in range(1, len(new) + 1):
-                    done = count == len(new)
-                    completion = types.SimpleNamespace(
-                        index=0, text=tokenizer.decode(new[:count], skip_special_tokens=True),
-                        token_ids=new[:count], logprobs=steps[:count] if steps is not None else None,
-                        finish_reason=reason if done else None)
-                    yield types.SimpleNamespace(request_id=request_id, prompt_token_ids=ids, outputs=[completion],
-                                                finished=done)
+                    yield _output(request_id, ids, new, steps, reason, count)
                     await asyncio.sleep(0.002)  # one engine step: other requests advance meanwhile
             except (asyncio.CancelledError, GeneratorExit):
                 calls["aborted"].append(request_id)
                 raise
             finally:
                 self.running -= 1
+
+    class LLMEngine:
+        """The offline engine's step loop: requests advance one token per ``step()``."""
+
+        def __init__(self, core):
+            self.core, self.requests = core, {}
+
+        def add_request(self, request_id, prompt, params):
+            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else tokenizer(prompt)["input_ids"]
+            self.core._validate(ids, params)
+            calls["prompt_lengths"].append(len(ids))
+            new, steps, reason = self.core._sample(ids, params, len(self.requests))
+            self.requests[request_id] = {"ids": ids, "new": new, "steps": steps, "reason": reason, "count": 0}
+
+        def abort_request(self, request_ids, internal=False):
+            for request_id in request_ids:
+                if self.requests.pop(request_id, None) is not None:
+                    calls["aborted"].append(request_id)
+
+        def step(self):
+            outputs = []
+            for request_id, request in list(self.requests.items()):
+                request["count"] += 1
+                outputs.append(_output(request_id, request["ids"], request["new"], request["steps"],
+                                       request["reason"], request["count"]))
+                if outputs[-1].finished:
+                    del self.requests[request_id]
+            return outputs
+
+    class LLM:
+        def __init__(self, model, tensor_parallel_size=1, gpu_memory_utilization=0.9, max_model_len=None, seed=0,
+                     **kwargs):
+            core = AsyncLLMEngine(AsyncEngineArgs(model, max_model_len, gpu_memory_utilization, seed, **kwargs))
+            self.llm_engine = LLMEngine(core)
+
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True):
+            prompts = prompts if isinstance(prompts, list) else [prompts]
+            params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+            engine, added = self.llm_engine, []
+            try:
+                for number, (prompt, param) in enumerate(zip(prompts, params)):
+                    engine.add_request(str(number), prompt, param)
+                    added.append(str(number))
+            except Exception:
+                engine.abort_request(added, internal=True)
+                raise
+            finals = {}
+            while engine.requests:
+                finals.update((output.request_id, output) for output in engine.step() if output.finished)
+            return [finals[request_id] for request_id in added]
 
     def cleanup_dist_env_and_memory():
         calls["cleanups"] += 1
@@ -165,6 +227,7 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
     distributed = types.ModuleType("vllm.distributed")
     distributed.parallel_state = parallel_state
     fake.AsyncEngineArgs, fake.AsyncLLMEngine, fake.SamplingParams = AsyncEngineArgs, AsyncLLMEngine, SamplingParams
+    fake.LLM = LLM
     fake.distributed, fake.calls, fake.device = distributed, calls, device
     fake.submodules = {"vllm.distributed": distributed, "vllm.distributed.parallel_state": parallel_state}
     return fake

@@ -72,6 +72,11 @@ def _vllm_backend(monkeypatch, model_dir, **options):
     return fake, VLLMBackend(str(model_dir), **options)
 
 
+# The tiny models' context (their config's max_position_embeddings). Tests about something other than the
+# context's size pass it, so that each fails, on code without its fix, for its own reason.
+CONTEXT = 2048
+
+
 def test_vllm_backend_maps_paper_settings_outputs_and_streaming(taught_model_dir, monkeypatch):
     fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
     guard = Guard(backend)
@@ -120,7 +125,7 @@ def test_a_row_too_long_for_the_context_fails_alone(taught_model_dir, monkeypatc
 
 
 def test_vllm_backend_clamps_logprobs_to_what_vllm_allows(taught_model_dir, monkeypatch):
-    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
     generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(20, top_logprobs=50))[0]
     assert fake.calls["params"][-1]["logprobs"] == 20 and generation.finish_reason == "length"
     assert all(len(step) >= 20 for step in generation.top_logprobs)
@@ -130,7 +135,7 @@ def test_vllm_backend_clamps_logprobs_to_what_vllm_allows(taught_model_dir, monk
 def test_vllm_backend_keeps_tokens_joined_to_the_text(taught_model_dir, monkeypatch):
     """vLLM's token_ids end with the stop token, whose logprob entry decodes to <|im_end|>; the backend drops
     it so the tokens join to the text and the verdict's place is found."""
-    _, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    _, backend = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
     generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(200))[0]
     assert generation.finish_reason == "stop" and generation.text == TAUGHT[HARMFUL_REQUEST]
     assert "".join(generation.tokens) == generation.text
@@ -141,14 +146,14 @@ def test_vllm_backend_keeps_tokens_joined_to_the_text(taught_model_dir, monkeypa
 def test_closing_the_vllm_backend_frees_the_gpu_for_the_next_model(taught_model_dir, tiny_model_dir, monkeypatch):
     """Pooled mining and the app's model switcher load one model after another in one process: vLLM refuses
     a second engine while the first holds its share of GPU memory."""
-    fake, first = _vllm_backend(monkeypatch, taught_model_dir)
+    fake, first = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
     from guardreasoner.backends.vllm_backend import VLLMBackend
 
     with pytest.raises(ValueError, match="Free memory"):
-        VLLMBackend(str(tiny_model_dir))
+        VLLMBackend(str(tiny_model_dir), max_model_len=CONTEXT)
     first.close()
     assert fake.device["used"] == 0 and fake.calls["cleanups"] == 1
-    second = VLLMBackend(str(tiny_model_dir))
+    second = VLLMBackend(str(tiny_model_dir), max_model_len=CONTEXT)
     assert second.generate(["hello"], SamplingConfig(4))[0].completion_tokens > 0
     second.close()
     first.close()  # closing twice is harmless
@@ -156,7 +161,7 @@ def test_closing_the_vllm_backend_frees_the_gpu_for_the_next_model(taught_model_
 
 def test_vllm_streams_run_concurrently(taught_model_dir, monkeypatch):
     """One app user's stream must not hold the engine: a second stream finishes while the first is open."""
-    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
     first = backend.stream(user_turn(HARMFUL_REQUEST), SamplingConfig(200))
     assert next(first).text  # the first stream is open, mid-answer
     done = {}
@@ -180,7 +185,7 @@ def test_vllm_streams_run_concurrently(taught_model_dir, monkeypatch):
 def test_vllm_backend_gives_repeated_prompts_distinct_seeds(taught_model_dir, monkeypatch):
     """Mining samples each prompt k times in one call: one shared seed would make the k samples identical.
     (vLLM does not promise equal texts for equal seeds across batches, so nothing relies on that here.)"""
-    fake, backend = _vllm_backend(monkeypatch, taught_model_dir)
+    fake, backend = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
     texts = [g.text for g in backend.generate([user_turn(SAFE_REQUEST)] * 4, SamplingConfig(40, 1.5, seed=7))]
     assert [p["seed"] for p in fake.calls["params"]] == [7, 8, 9, 10]
     assert len(set(texts)) > 1

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The same seeded held-out rows through each engine (and through the cascade), one after another, each an
+# ordinary resumable `eval run` folder; then benchmarks/engine_agreement.py prints verdict agreement against
+# transformers float32 and each run's strict F1. Wall times go to $OUT/times.txt.
+#   bash benchmarks/engine_quality.sh     # SAMPLE=40 rows of each held-out benchmark (200 rows), OUT=runs/quality
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+OUT=${OUT:-runs/quality}
+SAMPLE=${SAMPLE:-40}
+MAX_NEW=${MAX_NEW:-512}
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+run() {  # name, then eval-run options
+  local name=$1; shift
+  local began=$SECONDS
+  .venv/bin/python -m eval run --model embedded --data-dir "$SHARED/benchmarks/guardreasoner" \
+    --benchmarks ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF --split test \
+    --sample "$SAMPLE" --max-new-tokens "$MAX_NEW" --batch-size 8 --out "$OUT/$name" "$@"
+  echo "$name $((SECONDS - began)) s" >> "$OUT/times.txt"
+}
+run ctranslate2-float32 --backend ctranslate2 --compute-type float32
+run ctranslate2-int8 --backend ctranslate2 --compute-type int8
+run auto --backend ctranslate2 --compute-type float32 --reasoning auto
+run transformers-float32 --backend transformers
+.venv/bin/python benchmarks/engine_agreement.py --reference transformers-float32="$OUT/transformers-float32" \
+  ctranslate2-float32="$OUT/ctranslate2-float32" ctranslate2-int8="$OUT/ctranslate2-int8" auto="$OUT/auto" \
+  | tee "$OUT/agreement.md"
