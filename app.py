@@ -142,14 +142,11 @@ def build_app(model: str | None = None) -> gr.Blocks:
         _check_input(prompt, reply)
 
     def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request = None):
-        pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
-        yield from analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, request)
-
-    @on_gpu(lambda prompt, reply, choice, endpoint, max_new_tokens, temperature, request=None:
-            gpu_seconds(max_new_tokens))
-    def analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, request=None):
-        guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
+        guard = pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
         session = request.session_hash if request else ""
+        # The stop lives here, in the app's own process: on ZeroGPU the generation runs in a forked worker that
+        # never sees this process's events. Closing the GPU generator is what reaches it (spaces sets the
+        # worker's stop event, and the worker closes the generation at its next token).
         stop = stops.start(session)
         chips = {key: views.chip(key) for key in VERDICT_KEYS}
         first_verdict = None
@@ -164,27 +161,39 @@ def build_app(model: str | None = None) -> gr.Blocks:
 
         # The click clears the last run's result at once, so Flag cannot file it while this one streams.
         yield frame("", "generating", 0.0)
-        update = None
+        text, elapsed_s = "", 0.0
+        updates = analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature)
         try:
-            for update in guard.stream(prompt, reply or None, stop=stop):
-                for event in update.events:
-                    if event.kind == "verdict":
-                        note = "" if event.source == "answers" else f"from {event.source.replace('_', ' ')}"
-                        chips[event.task] = views.chip(event.task, event.label, note, provisional=event.provisional)
-                        first_verdict = first_verdict if first_verdict is not None else update.elapsed_s
+            for text, elapsed_s, events, result in updates:
+                for event in events:
+                    if event["kind"] == "verdict":
+                        note = "" if event["source"] == "answers" else f"from {event['source'].replace('_', ' ')}"
+                        chips[event["task"]] = views.chip(event["task"], event["label"], note,
+                                                          provisional=event["provisional"])
+                        first_verdict = first_verdict if first_verdict is not None else elapsed_s
                 if stop.is_set():
                     break  # keep the partial text and the chips settled so far; a stopped run has no result
-                result = update.result.to_dict() if update.result else None
                 if result:
                     for key in VERDICT_KEYS:
                         verdict = result["verdicts"][key]
                         chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
                                                 state=verdict["label"] or "n/a")
-                yield frame(update.text, "done" if result else "generating", update.elapsed_s, result)
+                yield frame(text, "done" if result else "generating", elapsed_s, result)
         finally:
+            updates.close()
             stops.finish(session, stop)
         if stop.is_set():
-            yield frame(update.text if update else "", "stopped", update.elapsed_s if update else 0.0)
+            yield frame(text, "stopped", elapsed_s)
+
+    @on_gpu(lambda prompt, reply, choice, endpoint, max_new_tokens, temperature: gpu_seconds(max_new_tokens))
+    def analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature):
+        """The generation alone, as plain data (a ZeroGPU worker sends each item back pickled): the text so far,
+        seconds, the stream parser's new events, and the result once there is one. Closing this generator
+        closes the guard's stream, which stops the model."""
+        guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
+        for update in guard.stream(prompt, reply or None):
+            events = [vars(event) for event in update.events]
+            yield update.text, update.elapsed_s, events, update.result.to_dict() if update.result else None
 
     def stop_run(request: gr.Request):
         stops.stop(request.session_hash if request else "")
@@ -205,9 +214,27 @@ def build_app(model: str | None = None) -> gr.Blocks:
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
         pool.get(choice, endpoint)  # load outside the GPU call
-        yield from run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, request)
+        session = (request.session_hash if request else "") + ":batch"
+        stop = stops.start(session)  # in this process, as for analyze: closing the GPU generator stops it
+        outcome = None
+        outcomes = run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature)
+        try:
+            for outcome in outcomes:
+                if stop.is_set():
+                    break
+                yield (outcome.table(), gr.update(value=None, visible=False), gr.update(visible=False),
+                       batch.progress_message(outcome, "running"), gr.update(interactive=True))
+        finally:
+            outcomes.close()
+            stops.finish(session, stop)
+        state = "stopped" if stop.is_set() else "done"
+        files = outcome.downloads()
+        chart = charts.verdict_counts(outcome.records) if outcome.records else None
+        yield (outcome.table(), gr.update(value=files, visible=bool(files)),
+               gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, state),
+               gr.update(interactive=False))
 
-    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature, request=None):
+    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature):
         try:  # the rows of the file (CSV: lines less the header), answered in batches of BATCH_ROWS_TOGETHER
             with open(upload, "rb") as lines:
                 rows = max(1, sum(1 for line in lines if line.strip()) - str(upload).endswith(".csv"))
@@ -216,25 +243,10 @@ def build_app(model: str | None = None) -> gr.Blocks:
         return gpu_seconds(max_new_tokens, answers=-(-rows // BATCH_ROWS_TOGETHER))
 
     @on_gpu(batch_seconds)
-    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, request=None):
+    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature):
+        """The file's outcome after each row (sent back pickled from a ZeroGPU worker)."""
         guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
-        session = (request.session_hash if request else "") + ":batch"
-        stop = stops.start(session)
-        outcome = None
-        try:
-            for outcome in batch.check_stepwise(guard, upload):  # one row at a time: progress per row
-                if stop.is_set():
-                    break
-                yield (outcome.table(), gr.update(value=None, visible=False), gr.update(visible=False),
-                       batch.progress_message(outcome, "running"), gr.update(interactive=True))
-        finally:
-            stops.finish(session, stop)
-        state = "stopped" if stop.is_set() else "done"
-        files = outcome.downloads()
-        chart = charts.verdict_counts(outcome.records) if outcome.records else None
-        yield (outcome.table(), gr.update(value=files, visible=bool(files)),
-               gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, state),
-               gr.update(interactive=False))
+        yield from batch.check_stepwise(guard, upload)  # one row at a time: progress per row
 
     def stop_batch(request: gr.Request):
         stops.stop((request.session_hash if request else "") + ":batch")
