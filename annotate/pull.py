@@ -17,7 +17,7 @@ from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDIC
 from guardreasoner.template import user_turn
 
 from .items import verdicts_of
-from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset
+from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset, field_text
 
 DEFAULT_WEIGHT = 1.5  # above every mined pair (their weights lie in [0.8, 1.2]): a person checked these
 
@@ -115,9 +115,9 @@ def reviews_from_argilla(target: Target) -> list[Review]:
                 answers[key_of[name]] = response.value
             elif name in (CORRECTED_REASONING, COMMENT) and response.value:
                 answers[name] = response.value
-        outputs = [record.fields[name] for name in ("reasoning", "other_reasoning") if record.fields.get(name)]
-        reviews.append(Review(str(record.id), record.fields["prompt"], record.fields.get("response") or None, outputs,
-                              by_user, (record.metadata or {}).get("source", "")))
+        outputs = [field_text(record, name) for name in ("reasoning", "other_reasoning") if record.fields.get(name)]
+        reviews.append(Review(str(record.id), field_text(record, "prompt"), field_text(record, "response") or None,
+                              outputs, by_user, (record.metadata or {}).get("source", "")))
     return reviews
 
 

@@ -1,12 +1,18 @@
 """The Argilla dataset reviewers work in: its fields, questions and metadata, and the connection to it.
 
 The server comes from ARGILLA_API_URL / ARGILLA_API_KEY (a Hugging Face Space, a Docker deployment, or the
-local one from ``python -m annotate.server start``). Reasoning is shown as plain text: markdown rendering would
-hide tag-like text that the model or the user wrote.
+local one from ``python -m annotate.server start``).
+
+Field texts are stored HTML-escaped. Argilla's web UI (2.8) puts a non-markdown field into the page as HTML:
+tag-like text that the model or the user wrote (``<b>``, ``<script>``) would be hidden or rendered, and a
+request such as ``<img src=x onerror=...>`` would run script in the reviewer's session. Escaped, the reviewer
+reads the text as it was written; ``field_text`` gives back the original. Markdown rendering would hide such
+text as well, so fields stay plain.
 """
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field
 
@@ -96,12 +102,18 @@ def to_record(item: dict):
               "response": item.get("response", item.get("reply"))}
     for name in ("other_reasoning", "note"):
         fields[name] = item.get(name)
-    fields = {name: value for name, value in fields.items() if value}
+    fields = {name: html.escape(value, quote=False) for name, value in fields.items() if value}
     suggestions = [rg.Suggestion(QUESTION_OF_VERDICT[key], value, agent=item["metadata"].get("model") or "model")
                    for key, value in current_verdict_keys(item["suggestions"], where="an outbox").items()
                    if value is not None]
     return rg.Record(id=item["id"], fields=fields, suggestions=suggestions,
                      metadata={k: v for k, v in item["metadata"].items() if v})
+
+
+def field_text(record, name: str) -> str | None:
+    """A record's field as it was pushed (``to_record`` escapes it for the web UI)."""
+    value = record.fields.get(name)
+    return html.unescape(value) if value else value
 
 
 def submit_review(client, record, verdicts: dict[str, str | None], corrected_reasoning: str = "",

@@ -1,6 +1,7 @@
 """The annotation loop against a real argilla-server on 127.0.0.1 (its own virtualenv, Debian's Redis, the sql
-search engine): push from the three sources, review as reviewers do, pull pairs, survive a stopped server, and
-the app's Flag button reaching Argilla in Chromium. Items and the pairing rule are also checked without a server."""
+search engine): push from the three sources, review as reviewers do, pull pairs, survive a stopped server; in
+Chromium, the app's Flag button reaching Argilla and a reviewer answering in Argilla's own web UI. Items and the
+pairing rule are also checked without a server."""
 
 import json
 import os
@@ -310,3 +311,110 @@ def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_pat
     assert record.suggestions["prompt_harmfulness"].value == "harmful"
     assert "flagged as prompt_harmfulness: unharmful" in record.fields["note"]
     assert "a pipe bomb is not harmless" in record.fields["note"]
+
+
+# Reaches the end of an element's text: the last line is inside the viewport.
+END_IN_VIEW = """(element) => {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const rects = range.getClientRects();
+    const last = rects[rects.length - 1];
+    return last.top >= 0 && last.bottom <= window.innerHeight;
+}"""
+
+
+def test_a_reviewer_answers_in_argillas_own_web_ui(argilla, shared_dir, traces, tmp_path):
+    """Sign in as an annotator in Argilla's web UI, read a mined item, overrule the model and submit; pull then
+    makes the pair and the SFT row from what was clicked and typed."""
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from annotate.cli import main as annotate_cli
+    from annotate.server import add_user
+    from tests.test_app import CHROMIUM, CHROMIUM_FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing") if CI else pytest.skip("Debian's chromium is not installed")
+    with urllib.request.urlopen(argilla.url + "/sign-in") as page_html:  # argilla-server ships its web UI
+        assert "<title>Argilla</title>" in page_html.read().decode()
+    # A request with a reply; the wrong sample is made long and quotes markup, which must reach the reviewer as is.
+    pair = next(p for p in mined_pairs(traces)
+                if p["task"] == "prompt_harmfulness" and split_upstream_prompt(p["prompt"])[1] is not None)
+    markup = "The reply quotes <script>alert('x')</script> and <b>bold</b> markup."
+    steps = "".join(f"## Reasoning Step {n}\nStill weighing the request, step {n}.\n\n" for n in range(4, 40))
+    head, tail = pair["rejected"].split("# Task 2", 1)
+    pair["rejected"] = f"{head}{markup}\n\n{steps}# Task 2{tail}"
+    write_jsonl([pair], tmp_path / "pairs.jsonl")
+    (item,) = sources.from_mined(tmp_path / "pairs.jsonl", model="rsft-1b")
+    target, outbox = Target(dataset="web-review"), tmp_path / "outbox.jsonl"
+    assert push([item], target, outbox).delivered == 1
+    queue = tmp_path / "queue.jsonl"  # pushed later, so shown after the mined item
+    queue.write_text("".join(json.dumps(flag) + "\n" for flag in flag_records(shared_dir, 2)))
+    assert push(sources.from_flags(queue), target, outbox).delivered == 2
+    add_user(argilla, "web_reviewer", "web_reviewer.key", password="reviewer-pass")
+    suggested = item["suggestions"]
+    assert all(suggested.values())
+    clicked = {**suggested, "prompt_harmfulness": OTHER[suggested["prompt_harmfulness"]]}
+    corrected = ("# Task 1\n\n## Reasoning Step 1\nThe human user asks for a person's home address, which invades "
+                 "their privacy.\n")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(argilla.url + "/")
+        expect(page).to_have_url(argilla.url + "/sign-in")
+        page.get_by_label("Username").fill("web_reviewer")
+        page.get_by_label("Password").fill("reviewer-pass")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="web-review").click()
+
+        expect(page.get_by_label("Current Record")).to_have_text("1")
+        expect(page.get_by_label("Total Records")).to_have_text("of 3")
+        for title, text in (("Human request", item["prompt"]), ("AI reply", item["response"]),
+                            ("Model reasoning under review", item["reasoning"]),
+                            ("Another sample that disagrees", item["other_reasoning"])):
+            expect(page.get_by_text(title, exact=True)).to_be_visible()
+            expect(page.get_by_text(text, exact=True)).to_be_visible()  # every character, tags included
+        expect(page.get_by_text(markup)).to_be_visible()
+        reasoning = page.get_by_text(item["reasoning"], exact=True)
+        assert not reasoning.evaluate(END_IN_VIEW)  # longer than the screen ...
+        reasoning.hover()
+        page.mouse.wheel(0, 20000)
+        page.wait_for_function(END_IN_VIEW, arg=reasoning.element_handle())  # ... and scrolls to its last line
+
+        # The model's verdicts are pre-selected, each marked as the model's suggestion (a tooltip naming it).
+        for key, label in suggested.items():
+            expect(page.get_by_label(f"Question: {key}").locator(f"input[name='{label}']")).to_be_checked()
+        request_question = page.get_by_label("Question: prompt_harmfulness")
+        model_label = request_question.get_by_role("button", name=suggested["prompt_harmfulness"], exact=True)
+        tooltip = model_label.locator(".tooltip-content")  # no role or label; shown by opacity on hover
+        expect(tooltip).to_contain_text("Suggestion")
+        expect(tooltip).to_contain_text("rsft-1b")
+        expect(tooltip).to_have_css("opacity", "0")
+        model_label.hover()
+        expect(tooltip).to_have_css("opacity", "1")
+        reviewer_label = request_question.get_by_role("button", name=clicked["prompt_harmfulness"], exact=True)
+        expect(reviewer_label).not_to_contain_text("Suggestion")
+
+        reviewer_label.click()  # overrule the model on the request; keep its reply verdicts
+        for key, label in clicked.items():
+            for option in (label, OTHER[label]):
+                box = page.get_by_label(f"Question: {key}").locator(f"input[name='{option}']")
+                expect(box).to_be_checked(checked=option == label)
+        page.get_by_label("Question: corrected_reasoning").locator("[contenteditable]").fill(corrected)
+        with page.expect_response(lambda r: "/responses" in r.url and r.request.method in ("POST", "PUT")
+                                  and (r.request.post_data_json or {}).get("status") == "submitted") as sent:
+            page.get_by_role("button", name="Submit").click()
+        assert sent.value.ok, sent.value.text()  # the server has stored the submitted response
+        expect(page.get_by_label("Current Record")).to_have_text("2")  # on to the next record
+        browser.close()
+
+    pairs_file, sft_file = tmp_path / "review_pairs.jsonl", tmp_path / "review_sft.jsonl"
+    assert annotate_cli(["--dataset", "web-review", "pull", "--pairs", str(pairs_file), "--sft", str(sft_file)]) == 0
+    (made,) = [json.loads(line) for line in pairs_file.open()]
+    assert made["id"] == item["id"] and made["rejected"] == item["reasoning"] and made["corrected"]
+    assert parse(made["chosen"]).labels == clicked
+    assert made["chosen"].startswith(corrected.rstrip())
+    (row,) = load_rows(str(sft_file))
+    assert row["output"] == made["chosen"] and parse(row["output"]).labels == clicked
