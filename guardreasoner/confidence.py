@@ -41,13 +41,13 @@ _SPECIAL = re.compile(r"<\|[^|<>]*\|>|</?s>|<(?:eos|bos|pad|end_of_turn|start_of
 _CONTEXTS = (24, 10)  # characters before the verdict that must read the same in the tokens and in the text
 
 
-def _drop_trailing_specials(tokens: list[str], top_logprobs: list[dict]) -> tuple[list[str], list[dict]]:
+def _without_trailing_specials(tokens: list[str]) -> list[str]:
     """vLLM (and ``vllm serve``) keep the stop token with a logprob entry decoded with special tokens
     (``<|eot_id|>``, ``<|im_end|>``, ``</s>``) that the text skips: drop such tokens and empty ones at the end."""
     end = len(tokens)
     while end and (not tokens[end - 1] or _SPECIAL.fullmatch(tokens[end - 1].strip())):
         end -= 1
-    return tokens[:end], top_logprobs[:end]
+    return tokens[:end]
 
 
 def _locate(text: str, joined: str, offset: int, label: str) -> int | None:
@@ -82,7 +82,8 @@ def _locate(text: str, joined: str, offset: int, label: str) -> int | None:
 
 def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str], top_logprobs: list[dict]) -> None:
     """Fill ``p_positive`` on each verdict read at a known place in ``text``."""
-    tokens, top_logprobs = _drop_trailing_specials(list(tokens), list(top_logprobs))
+    # top_logprobs is only indexed, never copied: CTranslate2's is lazy, and reading a position runs the model.
+    tokens = _without_trailing_specials(list(tokens))
     joined = "".join(tokens)
     starts = []
     position = 0
@@ -96,7 +97,7 @@ def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str
         if offset is None:
             continue
         index = bisect.bisect_right(starts, offset) - 1
-        if index < 0 or index >= len(top_logprobs):
+        if index < 0 or index >= min(len(tokens), len(top_logprobs)):
             continue
         prefix = joined[starts[index] : offset]
         verdict.p_positive = positive_probability(verdict.key, prefix, top_logprobs[index])

@@ -102,12 +102,19 @@ def test_streams_overlap_in_time(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_confidences_match_transformers(taught_model_dir):
-    """On the same guard output, the verdict probabilities agree with the transformers backend's."""
+def test_confidences_match_transformers(taught_model_dir, monkeypatch):
+    """On the same guard output, the verdict probabilities agree with the transformers backend's; each costs one
+    short pass at its verdict's position, never one per generated token."""
     ct2 = Guard(CTranslate2Backend(taught_model_dir, compute_type="float32"))
     reference = Guard(TransformersBackend(str(taught_model_dir)))
+    passes = []
+    original = CTranslate2Backend.top_logprobs_at
+    monkeypatch.setattr(CTranslate2Backend, "top_logprobs_at",
+                        lambda self, *args: passes.append(args[1]) or original(self, *args))
     for request in (HARMFUL_REQUEST, SAFE_REQUEST):
+        passes.clear()
         ours, theirs = ct2.classify_one(request), reference.classify_one(request)
+        assert 1 <= len(passes) <= 3 < ours.output_tokens  # the request verdict (the reply ones are n/a)
         assert ours.output == theirs.output and ours.finish_reason == "stop"
         p_ours = ours.verdicts["prompt_harmfulness"].p_positive
         p_theirs = theirs.verdicts["prompt_harmfulness"].p_positive
