@@ -1,0 +1,83 @@
+"""How often engines give the same verdicts on the same rows, and each run's strict F1. Prints; asserts nothing.
+
+    .venv/bin/python benchmarks/engine_agreement.py --reference transformers-float32=runs/quality/transformers-float32 \
+        ctranslate2-float32=runs/quality/ctranslate2-float32 ctranslate2-int8=runs/quality/ctranslate2-int8
+
+Each argument is an ``eval run`` folder over the same seeded rows (``benchmarks/engine_quality.sh`` makes them).
+A verdict is one of the verdicts a row asks for (the request's always, the reply's two where there is a reply),
+parsed by the core parser from each run's output; "no verdict" is a value like any other, so a run that fails
+to answer where the reference answers disagrees. Only rows present in both runs are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+
+from eval.report import compare_markdown  # noqa: E402
+from eval.score import score_run  # noqa: E402
+from guardreasoner.cascade import needed_keys  # noqa: E402
+from guardreasoner.parser import parse  # noqa: E402
+from guardreasoner.predictions import read_run  # noqa: E402
+
+
+def verdicts_by_row(run: Path) -> dict[tuple[str, str, str | None], dict[str, str | None]]:
+    """(benchmark, prompt, response) -> the parsed verdict of each key the row asks for."""
+    out = {}
+    for row in read_run(run):
+        labels = parse(row.output, user_texts=(row.prompt, row.response or ""),
+                       has_response=row.response is not None).labels
+        out[(row.benchmark, row.prompt, row.response)] = {key: labels.get(key) for key in needed_keys(row.response)}
+    return out
+
+
+def agreement(reference: dict, other: dict) -> dict:
+    by_benchmark: dict[str, list[int]] = {}
+    for row, verdicts in reference.items():
+        if row not in other:
+            continue
+        tally = by_benchmark.setdefault(row[0], [0, 0])
+        for key, label in verdicts.items():
+            tally[0] += other[row].get(key) == label
+            tally[1] += 1
+    agreed, total = (sum(t[i] for t in by_benchmark.values()) for i in (0, 1))
+    return {"agreed": agreed, "verdicts": total, "share": agreed / total if total else None,
+            "rows": sum(row in other for row in reference), "by_benchmark": by_benchmark}
+
+
+def mean_f1(report: dict) -> float | None:
+    values = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help="NAME=RUN_FOLDER that the others are compared with")
+    parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER")
+    args = parser.parse_args(argv)
+    runs = dict(spec.split("=", 1) for spec in [args.reference, *args.runs])
+    reference_name = args.reference.split("=", 1)[0]
+    reference = verdicts_by_row(Path(runs[reference_name]))
+    print(f"## Verdict agreement with {reference_name}\n")
+    print("| run | rows | verdicts | agree | share | per benchmark |\n|---|---|---|---|---|---|")
+    for name, folder in runs.items():
+        if name == reference_name:
+            continue
+        found = agreement(reference, verdicts_by_row(Path(folder)))
+        share = "—" if found["share"] is None else f"{100 * found['share']:.1f}%"
+        detail = ", ".join(f"{b} {a}/{t}" for b, (a, t) in sorted(found["by_benchmark"].items()))
+        print(f"| {name} | {found['rows']} | {found['verdicts']} | {found['agreed']} | {share} | {detail} |")
+    reports = {name: score_run(Path(folder), "strict") for name, folder in runs.items()}
+    print("\n## Strict F1 (%), 95% intervals\n")
+    print(compare_markdown(reports))
+    print("| run | mean strict F1 over the cells |\n|---|---|")
+    for name, report in reports.items():
+        value = mean_f1(report)
+        print(f"| {name} | {'—' if value is None else f'{value:.2f}'} |")
+
+
+if __name__ == "__main__":
+    main()
