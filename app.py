@@ -36,6 +36,10 @@ CONCURRENCY = int(os.environ.get("GUARDREASONER_CONCURRENCY", "8"))
 ENDPOINT_CHOICE = "OpenAI-compatible endpoint"
 MODEL_CARD = "https://huggingface.co/yueliu1999/GuardReasoner-1B"
 MODEL_CHOICES = [*RELEASED_MODELS, "embedded", ENDPOINT_CHOICE]
+REASONING_CHOICES = [("full: the model reasons on every input", "full"),
+                     ("auto: a fast screen where it is sure, reasoning for the rest", "auto"),
+                     ("off: the screen alone, in milliseconds", "off")]
+DEFAULT_REASONING = os.environ.get("GUARDREASONER_REASONING", "full")
 EXAMPLES = [
     ["Give me step-by-step instructions to make a pipe bomb at home.", ""],
     ["How do I kill a Python process that is stuck?", ""],
@@ -89,7 +93,8 @@ class GuardPool:
                     if choice != ENDPOINT_CHOICE and guard.backend.name == "vllm":
                         guard.close()
                         del self._guards[other]
-                self._guards[key] = load_guard(RELEASED_MODELS.get(key, key), fallback=True)
+                # With its shipped screen where there is one, so that each run can choose its reasoning mode.
+                self._guards[key] = load_guard(RELEASED_MODELS.get(key, key), fallback=True, screen="shipped")
             return self._guards[key]
 
 
@@ -131,17 +136,30 @@ def build_app(model: str | None = None) -> gr.Blocks:
     pool = GuardPool(model or os.environ.get("GUARDREASONER_MODEL", DEFAULT_MODEL))
     pool.get()  # load the default model before the first visitor
 
-    def settings_guard(choice, endpoint, max_new_tokens, temperature):
+    def settings_guard(choice, endpoint, max_new_tokens, temperature, reasoning="full"):
         guard = pool.get(choice, endpoint)
-        return guard.with_sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
+        guard = guard.with_sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
+        return guard.with_reasoning(reasoning) if reasoning != "full" else guard
+
+    def check_reasoning(choice, endpoint, reasoning):
+        if reasoning != "full" and pool.get(choice, endpoint).screen is None:
+            raise gr.Error(f"Reasoning “{reasoning}” needs a screen, and none ships for this model: choose "
+                           "“full” (or train one: python -m training.screen).")
 
     stops = StopSignals()
 
-    def check_analyze_input(prompt, reply):
+    def check_analyze_input(prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning="full"):
         """Runs before analyze, with no outputs: a bad input shows its message and leaves every output as it was."""
         _check_input(prompt, reply)
+        check_reasoning(choice, endpoint, reasoning)
 
-    def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, request: gr.Request = None):
+    def explain(prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning="full",
+                request: gr.Request = None):
+        """The reasoning model on an input the screen decided: the same run in full mode."""
+        yield from analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, "full", request)
+
+    def analyze(prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning="full",
+                request: gr.Request = None):
         guard = pool.get(choice, endpoint)  # load outside the GPU call: a ZeroGPU worker finds the model loaded
         session = request.session_hash if request else ""
         # The stop lives here, in the app's own process: on ZeroGPU the generation runs in a forked worker that
@@ -157,14 +175,22 @@ def build_app(model: str | None = None) -> gr.Blocks:
             return (*(sections[key] for key in VERDICT_KEYS), *(chips[key] for key in VERDICT_KEYS),
                     views.status(state), views.summary(result, elapsed_s=elapsed_s, first_verdict_s=first_verdict),
                     json.dumps(result, indent=2, ensure_ascii=False) if result else "", result,
-                    model_banner(guard), gr.update(interactive=result is not None), gr.update(interactive=running))
+                    model_banner(guard), gr.update(interactive=result is not None), gr.update(interactive=running),
+                    gr.update(interactive=result is not None and views.screen_decided(result)))
 
         # The click clears the last run's result at once, so Flag cannot file it while this one streams.
         yield frame("", "generating", 0.0)
         text, elapsed_s = "", 0.0
-        updates = analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature)
+        updates = analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning)
         try:
-            for text, elapsed_s, events, result in updates:
+            for text, elapsed_s, events, result, screen in updates:
+                if screen:  # the screen's verdicts, within milliseconds; the reasoning model decides the rest
+                    for key in VERDICT_KEYS:
+                        verdict = screen["verdicts"][key]
+                        if verdict["decided_by"] == "screen" and verdict["label"]:
+                            chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
+                                                    decided_by="screen")
+                    first_verdict = first_verdict if first_verdict is not None else elapsed_s
                 for event in events:
                     if event["kind"] == "verdict":
                         note = "" if event["source"] == "answers" else f"from {event['source'].replace('_', ' ')}"
@@ -177,7 +203,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
                     for key in VERDICT_KEYS:
                         verdict = result["verdicts"][key]
                         chips[key] = views.chip(key, verdict["label"], views.verdict_note(verdict),
-                                                state=verdict["label"] or "n/a")
+                                                state=verdict["label"] or "n/a", decided_by=verdict["decided_by"])
                 yield frame(text, "done" if result else "generating", elapsed_s, result)
         finally:
             updates.close()
@@ -185,15 +211,17 @@ def build_app(model: str | None = None) -> gr.Blocks:
         if stop.is_set():
             yield frame(text, "stopped", elapsed_s)
 
-    @on_gpu(lambda prompt, reply, choice, endpoint, max_new_tokens, temperature: gpu_seconds(max_new_tokens))
-    def analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature):
+    @on_gpu(lambda prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning="full":
+            gpu_seconds(max_new_tokens))
+    def analyze_on_gpu(prompt, reply, choice, endpoint, max_new_tokens, temperature, reasoning="full"):
         """The generation alone, as plain data (a ZeroGPU worker sends each item back pickled): the text so far,
-        seconds, the stream parser's new events, and the result once there is one. Closing this generator
-        closes the guard's stream, which stops the model."""
-        guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
+        seconds, the stream parser's new events, the result once there is one, and the screen's early result
+        (modes auto and off). Closing this generator closes the guard's stream, which stops the model."""
+        guard = settings_guard(choice, endpoint, max_new_tokens, temperature, reasoning)
         for update in guard.stream(prompt, reply or None):
             events = [vars(event) for event in update.events]
-            yield update.text, update.elapsed_s, events, update.result.to_dict() if update.result else None
+            yield (update.text, update.elapsed_s, events, update.result.to_dict() if update.result else None,
+                   update.screen.to_dict() if update.screen else None)
 
     def stop_run(request: gr.Request):
         stops.stop(request.session_hash if request else "")
@@ -210,14 +238,15 @@ def build_app(model: str | None = None) -> gr.Blocks:
         text = " ".join(filter(None, [flags.what_was_recorded(record, updated), delivery or flags.where_it_goes(path)]))
         return f'<span id="flag-status">{html.escape(text)}</span>'
 
-    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, request: gr.Request = None):
+    def run_batch(upload, choice, endpoint, max_new_tokens, temperature, reasoning="full",
+                  request: gr.Request = None):
         if upload is None:
             raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
-        pool.get(choice, endpoint)  # load outside the GPU call
+        check_reasoning(choice, endpoint, reasoning)  # also loads the model outside the GPU call
         session = (request.session_hash if request else "") + ":batch"
         stop = stops.start(session)  # in this process, as for analyze: closing the GPU generator stops it
         outcome = None
-        outcomes = run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature)
+        outcomes = run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, reasoning)
         try:
             for outcome in outcomes:
                 if stop.is_set():
@@ -234,7 +263,7 @@ def build_app(model: str | None = None) -> gr.Blocks:
                gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, state),
                gr.update(interactive=False))
 
-    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature):
+    def batch_seconds(upload, choice, endpoint, max_new_tokens, temperature, reasoning="full"):
         try:  # the rows of the file (CSV: lines less the header), answered in batches of BATCH_ROWS_TOGETHER
             with open(upload, "rb") as lines:
                 rows = max(1, sum(1 for line in lines if line.strip()) - str(upload).endswith(".csv"))
@@ -243,9 +272,9 @@ def build_app(model: str | None = None) -> gr.Blocks:
         return gpu_seconds(max_new_tokens, answers=-(-rows // BATCH_ROWS_TOGETHER))
 
     @on_gpu(batch_seconds)
-    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature):
+    def run_batch_on_gpu(upload, choice, endpoint, max_new_tokens, temperature, reasoning="full"):
         """The file's outcome after each row (sent back pickled from a ZeroGPU worker)."""
-        guard = settings_guard(choice, endpoint, max_new_tokens, temperature)
+        guard = settings_guard(choice, endpoint, max_new_tokens, temperature, reasoning)
         yield from batch.check_stepwise(guard, upload)  # one row at a time: progress per row
 
     def stop_batch(request: gr.Request):
@@ -274,6 +303,10 @@ def build_app(model: str | None = None) -> gr.Blocks:
             with gr.Row():
                 analyze_button = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                 stop_button = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop-button")
+                explain_button = gr.Button("Explain with reasoning", variant="secondary", interactive=False,
+                                           elem_id="explain-button")
+            reasoning_mode = gr.Radio(REASONING_CHOICES, value=DEFAULT_REASONING, label="Reasoning",
+                                      elem_id="reasoning-mode")
             gr.Examples(EXAMPLES, [prompt_box, reply],
                         label="Examples: harmful request · safe but alarming · refusal · harmful compliance")
             with gr.Row():
@@ -327,13 +360,15 @@ def build_app(model: str | None = None) -> gr.Blocks:
             with gr.Row():
                 max_new_tokens = gr.Slider(32, 2048, value=1024, step=32, label="Max new tokens")
                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-        settings = [model_choice, endpoint, max_new_tokens, temperature]
+        settings = [model_choice, endpoint, max_new_tokens, temperature, reasoning_mode]
 
         outputs = [*panels, *chip_boxes, run_status, summary, result_json, result_state, banner, flag_button,
-                   stop_button]
-        checked = analyze_button.click(check_analyze_input, [prompt_box, reply], None, api_name=False,
-                                       concurrency_limit=None)
-        checked.success(analyze, [prompt_box, reply, *settings], outputs, api_name=False, concurrency_limit=CONCURRENCY)
+                   stop_button, explain_button]
+        for button, run in ((analyze_button, analyze), (explain_button, explain)):
+            checked = button.click(check_analyze_input, [prompt_box, reply, *settings], None, api_name=False,
+                                   concurrency_limit=None)
+            checked.success(run, [prompt_box, reply, *settings], outputs, api_name=False,
+                            concurrency_limit=CONCURRENCY)
         stop_button.click(stop_run, None, None, api_name=False, queue=False)
         flag_button.click(flag, [result_state, correct_request, correct_completion, correct_response, comment],
                           flag_status, api_name=False)

@@ -92,7 +92,7 @@ def classify(guard, items: list[tuple[str, str | None]], *, progress: bool = Fal
     decided = [decide(guard.screen, p, response, guard.reasoning) for p, (_, response) in zip(probabilities, items)]
     deferred = [row for row, keys in enumerate(decided) if guard.reasoning == "auto" and None in keys.values()]
     asked = [{"prompt": items[row][0], "response": items[row][1]} for row in deferred]
-    reasoned = dict(zip(deferred, guard._reason(asked, progress=progress)))
+    reasoned = dict(zip(deferred, guard._reason(asked, progress=progress))) if asked else {}  # no empty call
     return [_merge(reasoned[row], decided[row], per_row) if row in reasoned
             else _screen_result(guard, guard.build(*items[row]), decided[row], per_row)
             for row in range(len(items))]

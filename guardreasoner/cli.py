@@ -161,7 +161,7 @@ def _serve(args) -> int:
     )
     serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.mode,
           fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-          settings=settings, served_name=args.served_name)
+          settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped")
     return 0
 
 

@@ -31,8 +31,11 @@ class GuardClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
-    def _options(self, items: Iterable, max_new_tokens: int | None, thresholds: dict | None, reasoning: str) -> dict:
-        body = {"items": [_item(item) for item in items], "reasoning": reasoning}
+    def _options(self, items: Iterable, max_new_tokens: int | None, thresholds: dict | None,
+                 reasoning: str | None) -> dict:
+        body = {"items": [_item(item) for item in items]}
+        if reasoning is not None:  # else the server's default mode
+            body["reasoning"] = reasoning
         if max_new_tokens is not None:
             body["max_new_tokens"] = max_new_tokens
         if thresholds:
@@ -50,8 +53,9 @@ class GuardClient:
         raise GuardServiceError(response.status_code, str(detail))
 
     def classify(self, items: Iterable, *, max_new_tokens: int | None = None, thresholds: dict | None = None,
-                 reasoning: str = "full") -> list[GuardResult]:
-        """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
+                 reasoning: str | None = None) -> list[GuardResult]:
+        """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order.
+        ``reasoning``: full, auto or off (default: the server's mode; GET /health lists what it offers)."""
         response = self._http.post("/v1/classify", json=self._options(items, max_new_tokens, thresholds, reasoning))
         self._check(response)
         return [GuardResult.from_dict(result) for result in response.json()["results"]]
@@ -60,9 +64,10 @@ class GuardClient:
         return self.classify([{"prompt": prompt, "response": response}], **options)[0]
 
     def stream(self, items: Iterable, **options) -> Iterator[tuple[str, dict]]:
-        """The server-sent events of /v1/classify/stream as (event, data) pairs: delta, result, done, error."""
+        """The server-sent events of /v1/classify/stream as (event, data) pairs: screen (mode auto), delta,
+        result, done, error."""
         body = self._options(items, options.get("max_new_tokens"), options.get("thresholds"),
-                             options.get("reasoning", "full"))
+                             options.get("reasoning"))
         with self._http.stream("POST", "/v1/classify/stream", json=body) as response:
             if not response.is_success:
                 response.read()

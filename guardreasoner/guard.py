@@ -84,6 +84,14 @@ class Guard:
         copy.sampling = replace(self.sampling, **changes)
         return copy
 
+    def with_reasoning(self, reasoning: str) -> Guard:
+        """The same guard, model and screen in another reasoning mode (full, auto, off)."""
+        check_mode(reasoning, has_screen=self.screen is not None)
+        copy = Guard.__new__(Guard)
+        copy.__dict__.update(self.__dict__)
+        copy.reasoning = reasoning
+        return copy
+
     def build(self, prompt: str, response: str | None = None) -> GuardPrompt:
         return build_prompt(
             prompt, response, tokenizer=self.backend.tokenizer, max_input_tokens=self.max_input_tokens
@@ -275,11 +283,18 @@ def load_guard(
     ctranslate2, transformers, vllm or openai (see ``choose_backend``); ``backend_options`` go to it (e.g.
     ``compute_type="int8"`` for CTranslate2, ``batch_size``).
     ``reasoning``: full (reason on every item), off (the screen alone) or auto (the screen where it is sure,
-    reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model)."""
+    reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model). With
+    ``reasoning="full"`` a ``screen`` given is loaded too, so that ``with_reasoning`` can switch modes later;
+    ``screen="shipped"`` loads the model's shipped screen where there is one (the app does this)."""
     check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
     chosen_screen = None
-    if reasoning != "full":
+    if screen == "shipped":
+        from .screen import shipped_screen_folder
+
+        screen = shipped_screen_folder(spec.name)
+        screen = str(screen) if screen else None
+    if reasoning != "full" or screen:
         from .screen import default_screen_folder, load_screen
 
         chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name)

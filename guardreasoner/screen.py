@@ -268,12 +268,19 @@ def load_screen(folder: str | Path, model: str | None = None) -> Screen:
     return Screen(card["model"], card["features"], heads, card, folder=folder)
 
 
-def default_screen_folder(model_name: str) -> Path:
-    """The shipped screen for a guard model (the embedded guard's), else an error saying how to make one."""
+def shipped_screen_folder(model_name: str) -> Path | None:
+    """The screen shipped for a guard model (the embedded guard has one), or None."""
     from .models import EMBEDDED_GUARD_NAME
 
     shipped = {EMBEDDED_GUARD_NAME: SCREENS_DIR / DEFAULT_EMBEDDED_SCREEN}
-    if model_name in shipped and (shipped[model_name] / CARD_FILE).is_file():
-        return shipped[model_name]
+    folder = shipped.get(model_name)
+    return folder if folder is not None and (folder / CARD_FILE).is_file() else None
+
+
+def default_screen_folder(model_name: str) -> Path:
+    """The shipped screen for a guard model, else an error saying how to make one."""
+    folder = shipped_screen_folder(model_name)
+    if folder is not None:
+        return folder
     raise ScreenError(f"no screen ships for {model_name!r}: pass screen=FOLDER (train one with "
                       "python -m training.screen)")

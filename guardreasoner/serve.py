@@ -11,8 +11,11 @@ __all__ = ["ServiceSettings", "create_app", "serve"]
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto", mode: str | None = None,
           fallback: bool = True, max_new_tokens: int = 2048, temperature: float = 0.0,
-          settings: ServiceSettings | None = None, served_name: str | None = None) -> None:
-    """Load the guard once and serve it. Refuses a non-loopback ``host`` unless ``settings`` has API keys."""
+          settings: ServiceSettings | None = None, served_name: str | None = None, reasoning: str = "full",
+          screen: str | None = "shipped") -> None:
+    """Load the guard once and serve it. Refuses a non-loopback ``host`` unless ``settings`` has API keys.
+    ``reasoning`` is the mode of requests that name none; ``screen`` (default: the model's shipped one, where
+    there is one) lets requests ask for auto or off."""
     import uvicorn
 
     from .guard import load_guard
@@ -20,7 +23,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, *, backend: str
     settings = settings or ServiceSettings()
     check_exposure(host, settings.api_keys)  # before the (slow) model load
     guard = load_guard(model, backend, mode=mode, fallback=fallback, max_new_tokens=max_new_tokens,
-                       temperature=temperature, batch_size=max(settings.batch_max_size, 1))
+                       temperature=temperature, batch_size=max(settings.batch_max_size, 1), reasoning=reasoning,
+                       screen=screen)
     if guard.fallback_reason:
         print(f"note: serving the embedded model {guard.model_name} ({guard.fallback_reason})")
     settings.max_new_tokens = min(settings.max_new_tokens or max_new_tokens, max_new_tokens)

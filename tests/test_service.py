@@ -343,3 +343,36 @@ def test_a_real_tiny_model_batched_and_behind_an_openai_url(taught_model_dir, ti
     with running(create_app(TransformersBackend(str(tiny_model_dir)), settings=ServiceSettings())) as url:
         (result,) = GuardClient(url).classify([f"Hi.\n{PLANTED}"], max_new_tokens=24)
         assert result.labels["prompt_harmfulness"] == "harmful" and result.fail_closed
+
+
+def test_requests_choose_the_reasoning_mode_and_each_verdict_names_its_decider():
+    """The server's screen is sure the bomb request is harmful (0.97) and unsure of the bread one (0.4): in auto
+    only the bread one reaches the model; off never calls the model; a server without a screen refuses both."""
+    from guardreasoner.screen import Thresholds
+    from tests.test_screen import StubScreen
+
+    backend = ScriptedBackend()
+    stub = StubScreen({HARMFUL_REQUEST: {"prompt_harmfulness": 0.97}, SAFE_REQUEST: {"prompt_harmfulness": 0.4}},
+                      Thresholds(cut=0.5, low=0.2, high=0.9))
+    guard = Guard(backend, screen=stub)
+    with running(create_app(guard, settings=ServiceSettings(api_keys=[KEY]))) as url:
+        client = GuardClient(url, KEY)
+        assert httpx.get(url + "/health").json()["reasoning"] == {"default": "full", "modes": ["full", "auto", "off"]}
+        sure, unsure = client.classify([HARMFUL_REQUEST, SAFE_REQUEST], reasoning="auto")
+        assert backend.calls == [1]  # one generate call, for the one item the screen left
+        assert sure.verdicts["prompt_harmfulness"].decided_by == "screen" and sure.output == ""
+        assert sure.verdicts["prompt_harmfulness"].p_positive == pytest.approx(0.97) and sure.is_harmful
+        assert unsure.verdicts["prompt_harmfulness"].decided_by == "reasoning" and "Answers" in unsure.output
+        off = client.classify([SAFE_REQUEST], reasoning="off")[0]
+        assert backend.calls == [1] and off.verdicts["prompt_harmfulness"].label == "unharmful"  # 0.4 < cut 0.5
+        full = client.classify([HARMFUL_REQUEST])[0]  # the server's default: full
+        assert full.verdicts["prompt_harmfulness"].decided_by == "reasoning" and backend.calls == [1, 1]
+        events = list(client.stream([SAFE_REQUEST], reasoning="auto"))
+        assert [kind for kind, _ in events][0] == "screen" and events[-1][0] == "done"
+        assert events[0][1]["result"]["verdicts"]["prompt_harmfulness"]["label"] is None  # left to the model
+        (final,) = [data["result"] for kind, data in events if kind == "result"]
+        assert final["verdicts"]["prompt_harmfulness"]["decided_by"] == "reasoning"
+    with serve(ScriptedBackend()) as url:
+        refused = classify(url, {"items": [{"prompt": "hi"}], "reasoning": "auto"})
+        assert refused.status_code == 422 and "needs a screen" in refused.json()["detail"]
+        assert httpx.get(url + "/health").json()["reasoning"]["modes"] == ["full"]

@@ -35,28 +35,35 @@ footer .show-api, footer .built-with, footer .settings, footer .show-api *, foot
 
 
 def chip(key: str, label: str | None = None, note: str = "", state: str | None = None,
-         provisional: bool = False) -> str:
-    """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...), and
-    ``data-provisional`` says the verdict was read from the reasoning and awaits the Answers block."""
+         provisional: bool = False, decided_by: str = "reasoning") -> str:
+    """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...),
+    ``data-provisional`` says the verdict was read from the reasoning and awaits the Answers block, and
+    ``data-decided-by`` says whether the screen or the reasoning model decided it."""
     state = state or (label if label else "pending")
     text = label or ("…" if state == "pending" else "n/a")
     if provisional:
         note = "provisional, from the reasoning" + (f"; {note}" if note else "")
     note_html = f'<span class="verdict-note">{html.escape(note)}</span>' if note else ""
     return (f'<div><span>{TASK_TITLES[key]}</span> <span id="chip-{key}" class="verdict-chip" data-state="{state}" '
-            f'data-provisional="{str(provisional).lower()}" '
+            f'data-provisional="{str(provisional).lower()}" data-decided-by="{decided_by}" '
             f'style="background:{COLORS.get(state, COLORS["pending"])}">{html.escape(text)}</span>{note_html}</div>')
 
 
 def verdict_note(verdict: dict) -> str:
     if verdict.get("fail_closed"):
         return "fail-closed: the model gave no verdict"
-    notes = []
+    notes = ["decided by the screen"] if verdict.get("decided_by") == "screen" else []
     if verdict.get("recovered"):
         notes.append(f"recovered from {verdict['source'].replace('_', ' ')}")
     if verdict.get("confidence") is not None:
         notes.append(f"p={verdict['confidence']:.2f}")
     return ", ".join(notes)
+
+
+def screen_decided(result: dict) -> bool:
+    """Whether the screen decided some verdict of a result (which the reasoning model can then explain)."""
+    return any(verdict.get("decided_by") == "screen" and verdict.get("label")
+               for verdict in result["verdicts"].values())
 
 
 STATUS_TEXT = {"generating": "generating…", "done": "done", "stopped": "stopped: the partial reasoning is kept",

@@ -18,6 +18,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
+from ..cascade import REASONING_MODES
 from ..guard import Guard
 from .batching import Batcher, generate_unbatched
 from .metrics import Metrics, MetricsMiddleware
@@ -141,16 +142,30 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the server's log has the details"}, 500)
 
+    modes = [mode for mode in REASONING_MODES if mode == "full" or guard.screen is not None]
+
     def request_guard(body: ClassifyRequest) -> Guard:
-        """The server's guard, or a copy with this request's max_new_tokens and thresholds."""
+        """The server's guard, or a copy with this request's max_new_tokens, thresholds and reasoning mode."""
         if body.max_new_tokens is not None and body.max_new_tokens > settings.max_new_tokens:
             raise HTTPException(422, f"max_new_tokens={body.max_new_tokens} is over this server's cap of "
                                      f"{settings.max_new_tokens}")
-        if body.max_new_tokens is None and not body.thresholds:
-            return guard
-        copy = guard.with_sampling(max_new_tokens=body.max_new_tokens or guard.sampling.max_new_tokens)
-        copy.thresholds = {**guard.thresholds, **(body.thresholds or {})}
-        return copy
+        if body.reasoning is not None and body.reasoning not in modes:
+            raise HTTPException(422, f"reasoning={body.reasoning!r} needs a screen, and this server has none; "
+                                     f"it offers {modes}")
+        chosen = guard
+        if body.max_new_tokens is not None or body.thresholds:
+            chosen = guard.with_sampling(max_new_tokens=body.max_new_tokens or guard.sampling.max_new_tokens)
+            chosen.thresholds = {**guard.thresholds, **(body.thresholds or {})}
+        if body.reasoning is not None and body.reasoning != guard.reasoning:
+            chosen = chosen.with_reasoning(body.reasoning)
+        return chosen
+
+    def classify_with_screen(chosen: Guard, items: list[tuple[str, str | None]]):
+        """Modes auto and off: the cascade (screen, then the model for what the screen leaves), with the model's
+        lock held the whole time so that the batch worker does not use the model meanwhile."""
+        lock = batcher_lock()
+        with lock if lock is not None else contextlib.nullcontext():
+            return chosen.classify([{"prompt": prompt, "response": response} for prompt, response in items])
 
     def check_limits(body: ClassifyRequest) -> None:
         if len(body.items) > settings.max_items:
@@ -169,8 +184,11 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         check_limits(body)
         chosen = request_guard(body)
         items = [(item.prompt, item.response) for item in body.items]
+        batched = batcher is not None and chosen.reasoning == "full"
         try:
-            if batcher is not None:
+            if chosen.reasoning != "full":
+                work = run_in_threadpool(classify_with_screen, chosen, items)
+            elif batched:
                 work = batcher.classify(chosen, items)
             else:
                 work = run_in_threadpool(generate_unbatched, chosen, items)
@@ -179,16 +197,17 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
             raise HTTPException(504, f"classifying took over the server's {settings.request_timeout_s} s limit")
         except ValueError as error:  # an item the guard cannot build a prompt from
             raise HTTPException(422, str(error))
-        if batcher is None:
+        if not batched:  # the batch worker records its own results
             metrics.record_results(results)
         return {"model": name, "results": [result.to_dict() for result in results]}
 
     @app.post("/v1/classify/stream", tags=["guard"], responses=errors, dependencies=[Depends(bearer)],
               response_class=StreamingResponse)
     async def classify_stream(body: ClassifyRequest):
-        """Server-sent events as the model writes, item after item: `delta` (new text and what it settled:
-        steps, conclusions, verdicts), `result` (an item's full result, as /v1/classify gives it), then `done`;
-        `error` if generation fails or runs over the time limit."""
+        """Server-sent events as the model writes, item after item: `screen` (mode auto: the screen's verdicts,
+        before any reasoning), `delta` (new text and what it settled: steps, conclusions, verdicts), `result`
+        (an item's full result, as /v1/classify gives it), then `done`; `error` if generation fails or runs
+        over the time limit."""
         check_limits(body)
         chosen = request_guard(body)
         stop = threading.Event()
@@ -202,6 +221,8 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
                     updates = chosen.stream(item.prompt, item.response, stop=stop)
                     async for update in iterate_in_threadpool(updates):
                         settled = [asdict(event) for event in update.events]
+                        if update.screen is not None and update.result is None:  # auto: the screen first
+                            yield _sse("screen", {"index": index, "result": update.screen.to_dict()})
                         if update.result is None:
                             yield _sse("delta", {"index": index, "delta": update.delta, "events": settled})
                             continue
@@ -229,7 +250,8 @@ def create_app(guard: Guard | Backend, served_name: str | None = None, settings:
         return Health(model=name, backend=guard.backend.name or type(guard.backend).__name__,
                       batching={"enabled": batcher is not None, "max_size": settings.batch_max_size,
                                 "wait_ms": settings.batch_wait_ms},
-                      limits=settings.limits(), auth=bool(settings.api_keys))
+                      limits=settings.limits(), auth=bool(settings.api_keys),
+                      reasoning={"default": guard.reasoning, "modes": modes})
 
     @app.get("/metrics", tags=["service"], response_class=Response, dependencies=[Depends(bearer)])
     def prometheus():

@@ -7,10 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..cascade import REASONING_MODES
 from ..results import VERDICT_KEYS
-
-# Reasoning modes a request may ask for; only the model's full reasoning exists today.
-REASONING_MODES = ("full",)
 
 
 class Item(BaseModel):
@@ -44,7 +42,10 @@ class ClassifyRequest(BaseModel):
         description="per verdict, the probability of the positive label (harmful / refusal) at which it is "
         f"chosen instead of 0.5; keys among {list(VERDICT_KEYS)}",
     )
-    reasoning: Literal[REASONING_MODES] = Field("full", description="how the model reasons; only 'full' for now")
+    reasoning: Literal[REASONING_MODES] | None = Field(
+        None, description="full: the model reasons on every item; auto: the server's screen decides where it is "
+        "sure and the model reasons on the rest; off: the screen alone (milliseconds). Default: the server's "
+        "mode (GET /health). auto and off need a server with a screen.")
 
     @field_validator("thresholds")
     @classmethod
@@ -120,6 +121,7 @@ class Health(BaseModel):
     batching: dict[str, Any]
     limits: dict[str, Any]
     auth: bool = Field(description="whether requests need an API key")
+    reasoning: dict[str, Any] = Field(description="the default mode and the modes this server offers")
 
 
 # --- The OpenAI-compatible routes (the synthesis stage's teacher and the tests use them) -----------------------
