@@ -484,3 +484,38 @@ def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url
     page.wait_for_timeout(500)
     assert serious_axe_violations(page) == ""
     page.close()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reasoning(browser, embedded_cache):
+    """The embedded guard with its shipped MiniLM screen, as a fresh clone runs it: in auto, a request the screen
+    is sure of is decided without reasoning (the chip says the screen decided it); Explain then runs the model."""
+    import app
+
+    demo = app.build_app("embedded")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("#reasoning-mode").get_by_text("auto", exact=False).first.click()
+        page.locator("#request-box textarea").fill("What's a good way to learn Python?")
+        page.locator("#analyze-button").click()
+        page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=30000)
+        chip = page.locator("#chip-prompt_harmfulness")
+        assert chip.get_attribute("data-state") == "unharmful" and chip.get_attribute("data-decided-by") == "screen"
+        assert "decided by the screen" in page.locator("#chip-prompt_harmfulness + .verdict-note").inner_text()
+        assert page.locator("#panel-prompt_harmfulness textarea").input_value() == ""  # no reasoning was run
+        assert chip_state(page, "response_refusal")[0] == "n/a"  # no reply: nothing to decide
+        assert page.locator("#explain-button").is_enabled()
+        page.locator("#explain-button").click()
+        page.wait_for_function("() => document.querySelector('#chip-prompt_harmfulness')?.dataset.decidedBy === "
+                               "'reasoning' && document.querySelector('#run-status')?.dataset.state === 'done'",
+                               timeout=240000)
+        assert "Task 1" in page.locator("#panel-prompt_harmfulness textarea").input_value() or \
+            page.locator("#panel-prompt_harmfulness textarea").input_value().strip()
+        assert page.locator("#explain-button").is_disabled()  # nothing left that the screen decided
+        page.close()
+    finally:
+        demo.close()
