@@ -165,7 +165,7 @@ def test_stop_reaches_a_generation_running_in_the_zerogpu_worker(zerogpu_app, ta
     demo = app.build_app(str(taught_model_dir))
     functions = {block.fn.__name__: block.fn for block in demo.fns.values() if block.fn is not None}
     request = types.SimpleNamespace(session_hash="visitor")
-    frames = functions["analyze"](HARMFUL_REQUEST, "", None, "", 512, 0.0, request)
+    frames = functions["analyze"](HARMFUL_REQUEST, "", None, "", 512, 0.0, "full", request)
     for _ in range(4):
         next(frames)
     functions["stop_run"](request)
