@@ -7,11 +7,16 @@ Each argument is an ``eval run`` folder over the same seeded rows (``benchmarks/
 A verdict is one of the verdicts a row asks for (the request's always, the reply's two where there is a reply),
 parsed by the core parser from each run's output; "no verdict" is a value like any other, so a run that fails
 to answer where the reference answers disagrees. Only rows present in both runs are compared.
+
+With ``--times FILE`` (lines ``NAME SECONDS s``, as engine_quality.sh writes them) it also prints each run's
+rows/s over its whole wall time (loading included) and the share of rows that reached the reasoning model
+(every row in a full run; in ``auto`` those with a verdict the screen left undecided).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -48,6 +53,25 @@ def agreement(reference: dict, other: dict) -> dict:
             "rows": sum(row in other for row in reference), "by_benchmark": by_benchmark}
 
 
+def reasoning_share(run: Path) -> tuple[int, int]:
+    """(rows the reasoning model decided some verdict of, rows); rows without ``decided_by`` were all reasoned."""
+    reasoned = total = 0
+    for path in sorted(run.glob("*/generated_predictions.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            decided_by = json.loads(line).get("decided_by")
+            reasoned += decided_by is None or "reasoning" in decided_by.values()
+            total += 1
+    return reasoned, total
+
+
+def wall_times(path: Path) -> dict[str, float]:
+    times = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, seconds, *_ = line.split()
+        times[name] = times.get(name, 0.0) + float(seconds)  # a resumed run adds its parts
+    return times
+
+
 def mean_f1(report: dict) -> float | None:
     values = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
     return sum(values) / len(values) if values else None
@@ -57,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="NAME=RUN_FOLDER that the others are compared with")
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER")
+    parser.add_argument("--times", type=Path, help="wall times, one 'NAME SECONDS s' line per run (or part)")
     args = parser.parse_args(argv)
     runs = dict(spec.split("=", 1) for spec in [args.reference, *args.runs])
     reference_name = args.reference.split("=", 1)[0]
@@ -77,6 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     for name, report in reports.items():
         value = mean_f1(report)
         print(f"| {name} | {'—' if value is None else f'{value:.2f}'} |")
+    times = wall_times(args.times) if args.times else {}
+    print("\n| run | rows | reached the reasoning model | wall s | rows/s |\n|---|---|---|---|---|")
+    for name, folder in runs.items():
+        reasoned, total = reasoning_share(Path(folder))
+        wall = times.get(name)
+        speed = f"{total / wall:.3f}" if wall and total else "—"
+        share = f"{reasoned} ({100 * reasoned / total:.0f}%)" if total else "—"
+        print(f"| {name} | {total} | {share} | {'—' if wall is None else f'{wall:.0f}'} | {speed} |")
 
 
 if __name__ == "__main__":

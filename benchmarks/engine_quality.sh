@@ -28,6 +28,6 @@ run off --backend ctranslate2 --compute-type float32 --reasoning off
 run auto --backend ctranslate2 --compute-type float32 --reasoning auto
 run transformers-float32 --backend transformers
 [[ " $RUNS " == *" transformers-float32 "* && " $RUNS " == *" auto "* ]] || exit 0
-.venv/bin/python benchmarks/engine_agreement.py --reference transformers-float32="$OUT/transformers-float32" \
+.venv/bin/python benchmarks/engine_agreement.py --times "$OUT/times.txt" --reference transformers-float32="$OUT/transformers-float32" \
   ctranslate2-float32="$OUT/ctranslate2-float32" ctranslate2-int8="$OUT/ctranslate2-int8" off="$OUT/off" auto="$OUT/auto" \
   | tee "$OUT/agreement.md"
