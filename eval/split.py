@@ -69,8 +69,11 @@ def make_split(benchmark: str, data_dir: Path, seed: int) -> dict:
     }
 
 
-def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path | None = None) -> list[dict]:
-    """GuardReasonerTrain-format rows of one split part, labelled by an Answers block of the gold labels."""
+def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path | None = None,
+                form: str = "train") -> list[dict]:
+    """One split part's rows: GuardReasonerTrain format (``train``: labelled by an Answers block of the gold labels,
+    what heads and R-SFT read) or synthesis seeds (``seeds``: ``prompt``/``response`` and one column per gold
+    verdict key, what ``training.synthesize --seeds`` reads)."""
     out = []
     for benchmark in benchmarks:
         split = load_split(benchmark, folder)
@@ -79,6 +82,10 @@ def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path |
             raise ValueError(f"{benchmark}: the split is of a {split.rows}-row file; {data_dir} has {len(rows)} rows")
         for index in split.part(part):
             row = rows[index]
+            if form == "seeds":
+                out.append({"id": f"{benchmark}/{index}", "prompt": row.prompt, "response": row.response,
+                            **{key: label for key, label in row.labels.items() if label is not None}})
+                continue
             out.append(training_row(row.prompt, row.response,
                                     answers_block({key: row.labels.get(key) for key in VERDICT_KEYS}),
                                     source=f"{benchmark}/{part}", id=f"{benchmark}/{index}"))
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--data-dir", required=True)
     export.add_argument("--part", choices=PARTS, required=True)
     export.add_argument("--benchmarks", nargs="+", choices=SPLIT_BENCHMARKS, default=list(SPLIT_BENCHMARKS))
+    export.add_argument("--format", choices=("train", "seeds"), default="train",
+                        help="train: GuardReasonerTrain rows with gold Answers; seeds: rows for training.synthesize")
     export.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.command == "make":
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: train {len(split['train'])} (validation {len(split['validation'])}), "
                   f"test {len(split['test'])}")
     else:
-        rows = export_rows(args.benchmarks, Path(args.data_dir), args.part)
+        rows = export_rows(args.benchmarks, Path(args.data_dir), args.part, form=args.format)
         write_jsonl(rows, args.out)
         print(f"{args.out}: {len(rows)} rows")
     return 0

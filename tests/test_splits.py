@@ -6,6 +6,7 @@ import pytest
 from eval.data import load_benchmark
 from eval.run import split_part
 from eval.split import export_rows, make_split
+from training.seeds import load_local_seeds
 from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.splits import SPLIT_BENCHMARKS, SPLITS_DIR, UNSEEN_BENCHMARKS, load_split
 
@@ -57,3 +58,25 @@ def test_exported_rows_carry_the_gold_labels_as_an_answers_block(shared_dir):
         assert split_upstream_prompt(row["input"]) == (original.prompt, original.response)
         labels = parse(row["output"]).labels
         assert {key: labels[key] for key in original.labels} == original.labels
+
+
+def test_a_training_half_exported_as_seeds_is_what_synthesis_reads(shared_dir, tmp_path):
+    data_dir = shared_dir / "benchmarks" / "guardreasoner"
+    gold = {row.index: row for row in load_benchmark("WildGuardTest", data_dir)}
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in export_rows(["WildGuardTest"], data_dir, "train",
+                                                                          form="seeds")))
+    seeds = load_local_seeds(path)
+    assert len(seeds) == len(load_split("WildGuardTest").train)
+    for seed in seeds:
+        original = gold[int(seed.id.split("/")[1])]
+        assert (seed.prompt, seed.response) == (original.prompt, original.response)
+        assert seed.labels == {key: label for key, label in original.labels.items() if label is not None}
+    # The other format, given to synthesis by mistake: a short error that says which export to use.
+    wrong = tmp_path / "train.jsonl"
+    wrong.write_text("".join(json.dumps(row) + "\n" for row in export_rows(["WildGuardTest"], data_dir, "train")))
+    with pytest.raises(ValueError) as error:
+        load_local_seeds(wrong)
+    message = str(error.value)
+    assert "line 20: missing or empty 'prompt'" in message and "line 21:" not in message
+    assert f"and {len(seeds) - 20} more" in message and "--format seeds" in message

@@ -58,3 +58,36 @@ def test_cli_counts_tokens_with_the_named_tokenizer(tokenizer_dir, tmp_path):
     assert {r["input"] for r in kept} == {format_input(f"question {i}") for i in range(len(kept))}  # the short ones
     stats = json.loads((tmp_path / "subset.jsonl.stats.json").read_text())
     assert stats["by_cell"]["A prompt_harmfulness=harmful"]["rows"] == 6
+
+
+def test_cut_long_inputs_keeps_a_long_reply_row_with_its_middle_cut_as_the_guard_cuts_it(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from guardreasoner.parser import split_upstream_prompt
+    from guardreasoner.template import TRUNCATION_MARK, build_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    reply = "Step one: gather the parts. " + "filler sentence number %d. " * 400 % tuple(range(400)) + "The end."
+    long_row = {"instruction": INSTRUCTION, "input": format_input("How do I do it?", reply),
+                "output": "# Task 1\n\n## Reasoning Step 1: the reply explains it.\n\n---\n\nAnswers: \n"
+                          "Request: harmful\nCompletion: compliance\nResponse: harmful\n", "source": "m/B"}
+    source = tmp_path / "all.jsonl"
+    source.write_text(json.dumps(long_row) + "\n" + json.dumps(row("A", "short question", HARMFUL)) + "\n")
+    dropped = main(["--dataset", str(source), "--output", str(tmp_path / "d.jsonl"), "--tokenizer", str(tokenizer_dir),
+                    "--per_cell", "10", "--max_tokens", "512"])
+    assert dropped["kept"] == 1  # without the option the long row is left out, as before
+    stats = main(["--dataset", str(source), "--output", str(tmp_path / "c.jsonl"), "--tokenizer", str(tokenizer_dir),
+                  "--per_cell", "10", "--max_tokens", "512", "--cut_long_inputs", "true"])
+    kept = {r["source"]: r for r in map(json.loads, (tmp_path / "c.jsonl").read_text().splitlines())}
+    assert stats["kept"] == 2 and kept["m/B"]["input_cut"] is True
+    cut = kept["m/B"]
+    assert cut["output"] == long_row["output"]  # the trace and its Answers stay whole
+    prompt, response = split_upstream_prompt(cut["input"])
+    assert prompt == "How do I do it?" and TRUNCATION_MARK in response
+    assert response.startswith("Step one") and response.endswith("The end.")  # head and tail kept, middle cut
+    room = 512 - len(tokenizer(long_row["output"])["input_ids"])
+    assert response == build_prompt("How do I do it?", reply, tokenizer=tokenizer, max_input_tokens=room).response
+    assert len(tokenizer(cut["instruction"] + "\n" + cut["input"])["input_ids"]) + \
+        len(tokenizer(cut["output"])["input_ids"]) <= 512
+    cell = "B prompt_harmfulness=harmful,response_harmfulness=harmful,response_refusal=compliance"
+    assert stats["by_cell"][cell] == {"rows": 1, "fit": 1, "kept": 1, "cut": 1}

@@ -24,7 +24,9 @@ from guardreasoner.rows import write_jsonl
 
 from .data import load_rows, write_stats
 
-BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
+# reply_verdict_without_reply: verdicts written for a reply that does not exist; the parser drops them, but a
+# model trained on such a trace learns to write them (the shipped adapter did: "Reply harmful" with no reply).
+BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block", "reply_verdict_without_reply"}
 
 
 @dataclass

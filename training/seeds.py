@@ -26,6 +26,7 @@ from guardreasoner.rows import split_rows
 LABEL_VALUES = LABELS
 # A local seed file names its label columns by the verdict keys (earlier versions: request_label, ...).
 LOCAL_LABEL_COLUMNS = {key: key for key in VERDICT_KEYS}
+MAX_LISTED_PROBLEMS = 20  # a wrong file has a problem on every line: name the first ones and count the rest
 LEGACY_LOCAL_LABEL_COLUMNS = {PROMPT_HARMFULNESS: "request_label", RESPONSE_REFUSAL: "refusal_label",
                               RESPONSE_HARMFULNESS: "response_label"}
 
@@ -120,7 +121,13 @@ def load_local_seeds(path: str | Path) -> list[Seed]:
         seeds.append(Seed(str(row.extra.get("id", f"{path.stem}-{row.line}")), path.stem, row.prompt, row.response,
                           labels))
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        hint = ""
+        if not rows and '"instruction"' in path.read_text(encoding="utf-8", errors="replace")[:4096]:
+            hint = (" (this looks like GuardReasonerTrain rows; seeds are prompt/response rows with label columns:"
+                    " `python -m eval.split export --format seeds` writes a split's rows that way)")
+        raise ValueError(f"{path}: {shown}" + (f"; and {more} more" if more > 0 else "") + hint)
     return seeds
 
 

@@ -7,7 +7,10 @@ One epoch of the 3,975 rows ``training.from_predictions`` writes for the embedde
 hours of LoRA R-SFT on a 2-core CPU. This keeps what such a budget can afford without losing a task or a label:
 rows are grouped into cells by benchmark and gold answers, and each cell gives at most ``per_cell`` rows. Rows
 that do not fit ``max_tokens`` are left out rather than truncated (truncation would cut the Answers block, the
-part the model most needs), and one trace per input is kept so the budget is not spent twice on the same request.
+part the model most needs), unless ``--cut_long_inputs``: then a row whose trace fits keeps it whole and its input
+loses its middle exactly as the guard cuts an over-long input at inference (``build_prompt``), so long harmful
+replies are learnt from rather than dropped. One trace per input is kept so the budget is not spent twice on the
+same request.
 Short traces also make the trained model answer sooner, which is what a CPU guard is for; the model card says so.
 """
 
@@ -19,8 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from guardreasoner.parser import parse
+from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.rows import write_jsonl
+from guardreasoner.template import build_prompt, format_input, user_turn
 
 from .args import DATASET_HELP, modern_flags
 from .data import load_rows, write_stats
@@ -34,7 +38,12 @@ class SubsetConfig:
     per_cell: int = 40
     max_tokens: int = 640
     max_output_tokens: int | None = None
+    cut_long_inputs: bool = field(default=False, metadata={"help": "cut an over-long input's middle as the guard "
+                                                                   "does, instead of leaving the row out"})
     seed: int = 0
+
+# Below this many tokens for the request and reply together, a cut input says too little to learn from.
+MIN_CUT_INPUT_TOKENS = 128
 
 
 def cell_of(row: dict) -> str:
@@ -43,9 +52,25 @@ def cell_of(row: dict) -> str:
     return benchmark + " " + ",".join(f"{key}={value}" for key, value in sorted(answers.items()) if value)
 
 
+def cut_input(row: dict, max_input_tokens: int, tokenizer) -> dict | None:
+    """The row with its input cut in the middle to ``max_input_tokens`` (instruction included), as the guard cuts
+    one at inference; None when that leaves too little of the user's texts."""
+    prompt, response = split_upstream_prompt(row["input"])
+    overhead = len(tokenizer(user_turn("", "" if response else None), add_special_tokens=False)["input_ids"])
+    if max_input_tokens - overhead < MIN_CUT_INPUT_TOKENS:
+        return None
+    try:
+        cut = build_prompt(prompt, response, tokenizer=tokenizer, max_input_tokens=max_input_tokens)
+    except ValueError:
+        return None
+    return {**row, "input": format_input(cut.prompt, cut.response), "input_cut": True}
+
+
 def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: int, max_tokens: int,
-           max_output_tokens: int | None = None, seed: int = 0) -> tuple[list[dict], dict[str, dict[str, int]]]:
-    """The subset, and per cell how many rows there were, fit the budget, and were kept."""
+           max_output_tokens: int | None = None, seed: int = 0,
+           cut: Callable[[dict, int], dict | None] | None = None) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """The subset, and per cell how many rows there were, fit the budget (``cut``: of them, after their inputs
+    were cut to fit), and were kept. ``cut(row, max_input_tokens)`` returns the row cut to fit, or None."""
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
     cells: dict[str, list[dict]] = defaultdict(list)
@@ -53,13 +78,16 @@ def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: in
     seen_inputs = set()
     for row in shuffled:
         cell = cell_of(row)
-        tally = counts.setdefault(cell, {"rows": 0, "fit": 0, "kept": 0})
+        tally = counts.setdefault(cell, {"rows": 0, "fit": 0, "kept": 0, **({"cut": 0} if cut else {})})
         tally["rows"] += 1
         output_tokens = count_tokens(row["output"])
-        if output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
-            continue
         if max_output_tokens is not None and output_tokens > max_output_tokens:
             continue
+        if output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
+            row = cut(row, max_tokens - output_tokens) if cut else None
+            if row is None or output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
+                continue
+            tally["cut"] += 1
         tally["fit"] += 1
         if row["input"] in seen_inputs or len(cells[cell]) >= per_cell:
             continue
@@ -81,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load_rows(config.dataset_name)
     kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
                           max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
-                          seed=config.seed)
+                          seed=config.seed,
+                          cut=(lambda row, room: cut_input(row, room, tokenizer)) if config.cut_long_inputs else None)
     write_jsonl(kept, config.output)
     stats = {"rows": len(rows), "kept": len(kept), "config": vars(config), "by_cell": counts}
     write_stats(config.output, stats)
