@@ -10,7 +10,7 @@ from tests.servers import free_port
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT, teacher_seeds
 from training.data import load_rows
 from training.seeds import SOURCES, Seed, from_record, load_local_seeds
-from training.synthesize import SynthesisConfig, judge, synthesis_prompt, synthesize
+from training.synthesize import SynthesisConfig, ask, judge, synthesis_prompt, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,30 @@ def test_the_command_line_reads_a_local_seed_file(teacher_url, tmp_path, capsys)
     assert (stats["kept"], stats["rejected"]) == (2, 0)
     assert [row["id"] for row in lines(tmp_path / "out.jsonl")] in (["seeds-2", "seeds-3"], ["seeds-3", "seeds-2"])
     assert json.loads(capsys.readouterr().out)["file_kept"] == 2
+
+
+def test_rejection_sampling_asks_the_guards_own_question_until_an_answer_reaches_gold():
+    from guardreasoner.backends.base import Generation, SamplingConfig
+    from guardreasoner.template import user_turn
+
+    class Teacher:  # answers in turn: the wrong verdict twice, then the right one
+        def __init__(self, texts):
+            self.texts, self.prompts = list(texts), []
+
+        def generate(self, prompts, sampling):
+            self.prompts += prompts
+            return [Generation(self.texts.pop(0), prompt_tokens=5, completion_tokens=5, finish_reason="stop")]
+
+    seed = Seed("s-0", "taught", HARMFUL_REQUEST, None, {"prompt_harmfulness": "harmful"})
+    teacher = Teacher([TAUGHT[SAFE_REQUEST], TAUGHT[SAFE_REQUEST], TAUGHT[HARMFUL_REQUEST], TAUGHT[HARMFUL_REQUEST]])
+    config = SynthesisConfig(seeds=[], base_url="-", prompt="guard", samples=4, temperature=0.7)
+    generation, drawn = ask(teacher, seed, SamplingConfig(64, 0.7), config)
+    assert (generation.text, drawn) == (TAUGHT[HARMFUL_REQUEST], 3)  # stopped at the first that reached gold
+    assert teacher.prompts == [user_turn(HARMFUL_REQUEST)] * 3  # the guard's own input: no answers given
+    assert "ground truth" not in teacher.prompts[0]
+    stubborn = Teacher([TAUGHT[SAFE_REQUEST]] * 2)
+    generation, drawn = ask(stubborn, seed, SamplingConfig(64, 0.7), SynthesisConfig(
+        seeds=[], base_url="-", prompt="guard", samples=2, temperature=0.7))
+    assert drawn == 2 and judge(seed, generation.text)[1] == "prompt_harmfulness: unharmful != harmful"
+    with pytest.raises(ValueError, match="needs --temperature"):
+        synthesize(SynthesisConfig(seeds=[], base_url="-", samples=3), [seed])

@@ -10,6 +10,11 @@ the gold answers from it, after leaked "The ground truth is ..." text is cut. Ke
 rows (``instruction``/``input``/``output``) that ``training.rsft`` reads as they are; the others go to
 ``<output>.rejected.jsonl`` with the reason. Every finished seed is appended at once, so a rerun resumes after
 it; a seed whose request failed after the backend's retries is in neither file and is tried again next run.
+
+A teacher too small to follow the label-conditioned instructions (the embedded 135M guard wrote no Answers block
+or ignored the given answers on every one of the seeds tried) can still teach by rejection sampling:
+``--prompt guard`` sends the guard's own input without the answers, ``--samples K`` draws up to K answers at
+``--temperature`` and keeps the first that reaches gold (STaR without rationalisation).
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ class SynthesisConfig:
                                                                "max_tokens (the openai backend's policy)"})
     temperature: float = 0.0
     max_tokens: int = 2048
+    prompt: str = field(default="label-conditioned", metadata={
+        "help": "label-conditioned (the teacher is told the gold answers) or guard (the guard's own input: "
+                "rejection sampling, for a teacher that is itself a guard)"})
+    samples: int = field(default=1, metadata={"help": "answers drawn per seed until one reaches gold"})
     max_rows_per_source: int | None = None
 
 
@@ -86,6 +95,19 @@ def synthesis_prompt(seed: Seed) -> str:
         value = expected[key] if key in expected else "(not given: decide from the content)"
         lines.append(f"{name}: {value if value is not None else 'None'}")
     return (user_turn(seed.prompt, seed.response) + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
+
+
+PROMPTS = {"label-conditioned": synthesis_prompt, "guard": lambda seed: user_turn(seed.prompt, seed.response)}
+
+
+def ask(teacher, seed: Seed, sampling: SamplingConfig, config: SynthesisConfig):
+    """The first of up to ``samples`` generations whose trace is kept, else the last; with how many were drawn."""
+    prompt = PROMPTS[config.prompt](seed)
+    for drawn in range(1, config.samples + 1):
+        generation = teacher.generate([prompt], sampling)[0]
+        if judge(seed, generation.text)[1] is None and generation.finish_reason != "length":
+            break
+    return generation, drawn
 
 
 def judge(seed: Seed, text: str) -> tuple[str, str | None]:
@@ -116,6 +138,11 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
 
     from guardreasoner.backends.openai_backend import OpenAIBackend
 
+    if config.prompt not in PROMPTS:
+        raise ValueError(f"--prompt {config.prompt!r}: choose one of {', '.join(PROMPTS)}")
+    if config.samples < 1 or (config.samples > 1 and config.temperature == 0):
+        raise ValueError("--samples must be at least 1, and more than 1 needs --temperature above 0 (greedy answers "
+                         "repeat)")
     if seeds is None:
         seeds = [seed for spec in config.seeds for seed in load_seeds(spec)[: config.max_rows_per_source]]
     kept_path, rejected_path = Path(config.output), Path(config.output + ".rejected.jsonl")
@@ -127,7 +154,7 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
                             timeout=config.timeout, max_retries=config.max_retries, concurrency=1)
     sampling = SamplingConfig(config.max_tokens, config.temperature, top_logprobs=0)
     stats = {"seeds": len(seeds), "already_done": len(seeds) - len(todo), "kept": 0, "rejected": 0, "failed": 0,
-             "input_tokens": 0, "output_tokens": 0}
+             "samples_drawn": 0, "input_tokens": 0, "output_tokens": 0}
     kept, rejected = kept_path, rejected_path
     with ThreadPoolExecutor(max_workers=config.concurrency) as pool, tqdm(total=len(todo), desc="synthesize") as bar:
         pending: dict = {}
@@ -142,7 +169,7 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
         for seed in todo:
             if len(pending) >= config.concurrency:
                 record_finished(FIRST_COMPLETED)
-            pending[pool.submit(teacher.generate, [synthesis_prompt(seed)], sampling)] = seed
+            pending[pool.submit(ask, teacher, seed, sampling, config)] = seed
         if pending:
             record_finished(ALL_COMPLETED)
     teacher.close()
@@ -155,12 +182,13 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
 def _record(seed: Seed, future, kept: Path, rejected: Path, stats: dict) -> None:
     """Write one seed's outcome, synced: a row said to be kept survives an interruption."""
     try:
-        generation = future.result()[0]
+        generation, drawn = future.result()
     except Exception as error:  # noqa: BLE001 - one failed seed must not stop the run; it is retried next run
         logger.warning("%s: the teacher failed after retries (%s); it will be tried again next run", seed.id, error)
         stats["failed"] += 1
         return
-    stats["input_tokens"] += generation.prompt_tokens
+    stats["samples_drawn"] += drawn
+    stats["input_tokens"] += generation.prompt_tokens  # of the generation judged: earlier draws are not counted
     stats["output_tokens"] += generation.completion_tokens
     trace, reason = judge(seed, generation.text)
     if generation.finish_reason == "length" and reason is None:
