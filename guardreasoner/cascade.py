@@ -19,6 +19,7 @@ from .backends.base import Generation
 from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, Verdict
 
 REASONING_MODES = ("full", "auto", "off")
+RECOMMENDED = "recommended"  # load_guard and the CLI: the model's measured best mode (screen.recommended_reasoning)
 SCREEN_FLAG = "screen"  # a result some of whose verdicts the screen decided
 
 

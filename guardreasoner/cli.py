@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .cascade import REASONING_MODES
+from .cascade import REASONING_MODES, RECOMMENDED
 from .models import DEFAULT_MODEL, ModelUnavailable
 from .results import VERDICT_KEYS
 from .screen import ScreenError
@@ -26,9 +26,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--no-fallback", action="store_true",
                         help="fail instead of using the embedded model when the hub model cannot be loaded")
-    parser.add_argument("--reasoning", choices=REASONING_MODES, default="full",
+    parser.add_argument("--reasoning", choices=(*REASONING_MODES, RECOMMENDED), default=RECOMMENDED,
                         help="full: reason on every item; off: the screen's verdicts only; auto: the screen "
-                        "where it is sure, reasoning for the rest")
+                        "where it is sure, reasoning for the rest; recommended (default): the mode measured best "
+                        "for the model (off for the embedded guard, full for models without a screen)")
     parser.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's own)")
 
 
@@ -38,7 +39,7 @@ def _load(args, **options):
     guard = load_guard(
         args.model, args.backend, mode=args.mode, fallback=not args.no_fallback,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
-        reasoning=getattr(args, "reasoning", "full"), screen=getattr(args, "screen", None), **options,
+        reasoning=getattr(args, "reasoning", RECOMMENDED), screen=getattr(args, "screen", None), **options,
     )
     if guard.fallback_reason:
         print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)

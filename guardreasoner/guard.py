@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from . import cascade
 from .backends.base import Backend, SamplingConfig
-from .cascade import check_mode
+from .cascade import RECOMMENDED, check_mode
 from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, logger, model_folder, resolve_model
 from .parser import parse_for
@@ -285,9 +285,17 @@ def load_guard(
     ``reasoning``: full (reason on every item), off (the screen alone) or auto (the screen where it is sure,
     reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model). With
     ``reasoning="full"`` a ``screen`` given is loaded too, so that ``with_reasoning`` can switch modes later;
-    ``screen="shipped"`` loads the model's shipped screen where there is one (the app does this)."""
-    check_mode(reasoning)  # before loading anything; the screen is found below
+    ``screen="shipped"`` loads the model's shipped screen where there is one (the app does this).
+    ``reasoning="recommended"`` takes the mode measured best for the model (``off`` for the embedded guard,
+    ``full`` for models without a screen; see ``screen.recommended_reasoning``): the CLI's and the service's
+    default."""
+    if reasoning != RECOMMENDED:
+        check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
+    if reasoning == RECOMMENDED:
+        from .screen import recommended_reasoning
+
+        reasoning = recommended_reasoning(spec.name)
     chosen_screen = None
     if screen == "shipped":
         from .screen import shipped_screen_folder

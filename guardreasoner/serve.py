@@ -11,10 +11,11 @@ __all__ = ["ServiceSettings", "create_app", "serve"]
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto", mode: str | None = None,
           fallback: bool = True, max_new_tokens: int = 2048, temperature: float = 0.0,
-          settings: ServiceSettings | None = None, served_name: str | None = None, reasoning: str = "full",
+          settings: ServiceSettings | None = None, served_name: str | None = None, reasoning: str = "recommended",
           screen: str | None = "shipped") -> None:
     """Load the guard once and serve it. Refuses a non-loopback ``host`` unless ``settings`` has API keys.
-    ``reasoning`` is the mode of requests that name none; ``screen`` (default: the model's shipped one, where
+    ``reasoning`` is the mode of requests that name none (default: the one measured best for the model, see
+    ``screen.recommended_reasoning``); ``screen`` (default: the model's shipped one, where
     there is one) lets requests ask for auto or off."""
     import uvicorn
 

@@ -499,6 +499,8 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
     try:
         page = browser.new_page(viewport=DESKTOP)
         page.goto(f"http://127.0.0.1:{port}/")
+        # The embedded guard starts in the mode measured best for it: its screen alone.
+        assert page.locator("#reasoning-mode input[value='off']").is_checked()
         page.locator("#reasoning-mode").get_by_text("auto", exact=False).first.click()
         page.locator("#request-box textarea").fill("What's a good way to learn Python?")
         page.locator("#analyze-button").click()

@@ -222,6 +222,16 @@ def test_the_embedded_guard_ships_a_default_screen_with_three_heads():
         default_screen_folder("GuardReasoner-8B")
 
 
+def test_the_recommended_mode_is_the_measured_best_where_a_screen_ships_and_full_elsewhere(tiny_model_dir):
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import recommended_reasoning
+
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "off"  # its screen beat its reasoning on the same rows
+    assert recommended_reasoning("GuardReasoner-8B") == "full"
+    guard = load_guard(str(tiny_model_dir), reasoning="recommended")  # no screen for it: it reasons
+    assert guard.reasoning == "full" and guard.screen is None
+
+
 def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
     from eval.modes import decided_accuracy
 
