@@ -22,13 +22,13 @@ import gradio as gr  # noqa: E402
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard  # noqa: E402
 from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME  # noqa: E402
 from guardreasoner.parser import task_sections  # noqa: E402
-from guardreasoner.screen import recommended_reasoning  # noqa: E402
 from guardreasoner.results import (  # noqa: E402
     PROMPT_HARMFULNESS,
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
     VERDICT_KEYS,
 )
+from guardreasoner.screen import recommended_reasoning  # noqa: E402
 from webapp import batch, benchmarks, charts, flags, views  # noqa: E402  # noqa: E402
 from webapp.runs import StopSignals  # noqa: E402
 
