@@ -6,6 +6,10 @@
 R-SFT: tokens/s over the timed steps (every token of prompt and completion passes forward and backward; the
 loss covers the completion). HS-DPO (with --pairs): pairs/s, each pair being two sequences under the policy and
 the reference. The first step is warm-up and not timed. On a CUDA machine bf16 is used.
+
+``--precisions fp32 bf16`` runs R-SFT once per precision on the same batches (same seed and rows) and prints each
+one's tokens/s and its per-step losses side by side: on CPU, ``bf16`` is the Trainer's bfloat16 autocast, which
+these AVX-512 BF16 CPUs run natively; use it only where its losses follow float32's.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ class _StepClock:
         return Clock()
 
 
-def _device_args(cuda: bool) -> list[str]:
-    return ["--bf16", "true"] if cuda else ["--use_cpu", "true", "--bf16", "false"]
+def _device_args(cuda: bool, precision: str | None = None) -> list[str]:
+    bf16 = cuda if precision is None else precision == "bf16"
+    return ["--bf16", str(bf16).lower()] + ([] if cuda else ["--use_cpu", "true"])
 
 
 def main() -> None:
@@ -55,28 +60,38 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"),
+                        help="R-SFT once per precision on the same batches (default: bf16 on CUDA, fp32 on CPU)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     common = ["--max_steps", str(args.steps + 1), "--per_device_train_batch_size", str(args.batch),
               "--max_length", str(args.max_length), "--gradient_checkpointing", "false", "--report_to", "none",
-              "--save_strategy", "no", "--logging_steps", "1", *_device_args(cuda)]
+              "--save_strategy", "no", "--logging_steps", "1", "--seed", "0"]
 
     from training import rsft
 
-    clock = _StepClock()
-    with tempfile.TemporaryDirectory() as out:
-        script, config, model_args = rsft.parse_args(
-            ["--model_name_or_path", args.model, "--dataset_name", args.dataset, "--output_dir", out,
-             "--use_peft", str(args.lora).lower(), *common])
-        trainer = rsft.build_trainer(script, config, model_args)
-        trainer.add_callback(clock.callback())
-        trainer.train()
-        seconds = time.perf_counter() - clock.started
-        tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
-        timed_tokens = tokens[-1] - tokens[0]
-    print(f"R-SFT on {device}: {args.model}{' (LoRA)' if args.lora else ''}, batch {args.batch}: "
-          f"{timed_tokens / seconds:.0f} tokens/s ({seconds / clock.steps:.2f} s/step over {clock.steps} steps)")
+    losses = {}
+    for precision in args.precisions or [None]:
+        clock = _StepClock()
+        with tempfile.TemporaryDirectory() as out:
+            script, config, model_args = rsft.parse_args(
+                ["--model_name_or_path", args.model, "--dataset_name", args.dataset, "--output_dir", out,
+                 "--use_peft", str(args.lora).lower(), *common, *_device_args(cuda, precision)])
+            trainer = rsft.build_trainer(script, config, model_args)
+            trainer.add_callback(clock.callback())
+            trainer.train()
+            seconds = time.perf_counter() - clock.started
+            tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+            timed_tokens = tokens[-1] - tokens[0]
+            losses[precision or "default"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        print(f"R-SFT on {device}: {args.model}{' (LoRA)' if args.lora else ''}, batch {args.batch}"
+              f"{f', {precision}' if precision else ''}: {timed_tokens / seconds:.0f} tokens/s "
+              f"({seconds / clock.steps:.2f} s/step over {clock.steps} steps)")
+    if len(losses) > 1:
+        print("step | " + " | ".join(losses))
+        for step, values in enumerate(zip(*losses.values()), start=1):
+            print(f"{step} | " + " | ".join(f"{value:.4f}" for value in values))
 
     if args.pairs:
         from training import hs_dpo
@@ -84,7 +99,8 @@ def main() -> None:
         clock = _StepClock()
         with tempfile.TemporaryDirectory() as out:
             script, config, model_args = hs_dpo.parse_args(
-                ["--model_name_or_path", args.model, "--dataset_name", args.pairs, "--output_dir", out, *common])
+                ["--model_name_or_path", args.model, "--dataset_name", args.pairs, "--output_dir", out, *common,
+                 *_device_args(cuda)])
             model, reference, tokenizer = hs_dpo.load_policy_and_reference(script, model_args)
             pairs = hs_dpo.load_pairs(script.dataset_name)
             trainer = hs_dpo.HSDPOTrainer(model=model, ref_model=reference, args=config, train_dataset=pairs,

@@ -1,7 +1,7 @@
 """Training rows from the released outputs: kept only where every labelled verdict equals gold."""
 
 from guardreasoner.parser import parse, split_upstream_prompt
-from guardreasoner.predictions import append_predictions, prediction_record, read_run
+from guardreasoner.predictions import read_run
 from training.data import load_rows
 from training.from_predictions import main
 
@@ -39,17 +39,3 @@ def test_shared_traces_are_appended_as_rows(shared_dir, tmp_path):
                                                     "ToxicChatTrainR"]
     assert len(rows) == stats["rows"] == sum(c["kept"] for c in stats["by_source"].values())
 
-
-def test_a_trace_with_reply_verdicts_for_a_prompt_only_row_is_not_a_training_row(tmp_path):
-    run = tmp_path / "small-guard"
-    answers = "# Task 1\n\n## Reasoning Step 1: a plain question.\n\n---\n\nAnswers: \nRequest: unharmful\n"
-    invented = answers + "Completion: compliance\nResponse: harmful\n"  # there is no reply to judge
-    honest = answers + "Completion: None\nResponse: None\n"
-    gold = {"prompt_harmfulness": "unharmful"}
-    append_predictions(run / "ToxicChat" / "generated_predictions.jsonl",
-                       [prediction_record(0, "Is 7411 a prime number?", None, gold, invented),
-                        prediction_record(1, "How do I bake sourdough bread?", None, gold, honest)])
-    stats = main(["--runs", str(run), "--output", str(tmp_path / "train.jsonl")])
-    assert stats["by_source"]["small-guard/ToxicChat"] == {"kept": 1, "wrong": 0, "malformed": 1}
-    (row,) = load_rows(str(tmp_path / "train.jsonl"))
-    assert "sourdough" in row["input"]

@@ -24,9 +24,11 @@ from guardreasoner.rows import write_jsonl
 
 from .data import load_rows, write_stats
 
-# reply_verdict_without_reply: verdicts written for a reply that does not exist; the parser drops them, but a
-# model trained on such a trace learns to write them (the shipped adapter did: "Reply harmful" with no reply).
-BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block", "reply_verdict_without_reply"}
+# Not reply_verdict_without_reply: the released models write "Completion: refusal / Response: unharmful" for a
+# prompt-only input in 380 of their 4,390 outputs (AegisSafetyTest, HarmBenchPrompt, SimpleSafetyTests, nearly all
+# harmful requests); dropping them would cost a tenth of the rows, most of one label. The core sets the reply
+# verdicts of a prompt-only input to None whatever the model writes, so they are kept.
+BAD_FLAGS = {"echo", "repetition", "inconsistent_answers", "no_answers_block"}
 
 
 @dataclass
