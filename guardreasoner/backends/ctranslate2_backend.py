@@ -23,6 +23,7 @@ from pathlib import Path
 from ..models import cache_dir, write_folder_atomically
 from ..template import render, user_turn
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
+from .heap import bound_heap_growth
 
 logger = logging.getLogger("guardreasoner")
 
@@ -176,6 +177,7 @@ class CTranslate2Backend(Backend):
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens  # long rows go in smaller groups (see length_groups)
         self.length_spread = length_spread  # prompts batched together differ by at most this many tokens
+        bound_heap_growth()  # CTranslate2's buffers come from the same malloc (see heap.py)
         self.generator = ctranslate2.Generator(
             str(self.converted), device="cpu", compute_type=compute_type,
             inter_threads=self.inter_threads, intra_threads=intra_threads,

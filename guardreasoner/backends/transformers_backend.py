@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
+from .heap import bound_heap_growth
 
 
 def _torch():
@@ -75,6 +76,8 @@ class TransformersBackend(Backend):
         super().__init__(model_id or getattr(model, "name_or_path", "model"), mode, tokenizer)
         self.model = model
         self.device = model.device
+        if self.device.type == "cpu":
+            bound_heap_growth()  # the growing key/value cache would otherwise fragment the heap (see heap.py)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens  # long rows go in smaller groups (see length_groups)
         # Left padding keeps every prompt's last token next to its first generated token.
