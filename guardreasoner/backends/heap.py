@@ -4,10 +4,11 @@ Each decoding step reallocates the key/value cache a little larger (transformers
 tokens are ~21 MB a layer). glibc serves blocks over its mmap threshold with mmap and returns them on free, but it
 raises that threshold to the size of each mmapped block freed (up to 32 MiB), so after the first steps the cache
 comes from the heap, where ever-larger blocks cannot reuse the holes the smaller ones left. Measured with
-``eval run --model embedded --backend transformers --benchmarks OpenAIModeration --sample 40 --batch-size 8``:
-resident memory grew to 4.3 GiB after 10 minutes and passed 6.7 GiB at 12.7 (killed), against 2.1 GiB after 11
-minutes with the threshold fixed at 1 MiB (``MALLOC_MMAP_THRESHOLD_=1048576``). Setting it with ``mallopt`` also
-switches the dynamic raise off. A threshold the user set (``MALLOC_MMAP_THRESHOLD_``, as the training scripts do
+``eval run --model embedded --backend transformers --benchmarks OpenAIModeration --sample 40 --batch-size 8``
+(2,048 new tokens at most): resident memory reached 4.2 GiB after 10 minutes and 6.7 GiB at 12.7, in the second
+batch of 8, when it was killed; with the threshold fixed at 1 MiB the same rows peaked at 2.1 GiB
+(``MALLOC_MMAP_THRESHOLD_=1048576``) and 2.6 GiB (this module's ``mallopt``) and fell back to 1.1-1.3 GiB between
+batches. Setting it with ``mallopt`` also switches the dynamic raise off. A threshold the user set (``MALLOC_MMAP_THRESHOLD_``, as the training scripts do
 to keep their step buffers in the heap) is left alone.
 """
 
