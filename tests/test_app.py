@@ -1,8 +1,8 @@
 """The app through gradio_client (API, streaming, 8 concurrent users) and through Chromium with Playwright."""
 
 import json
-import re
 import os
+import re
 import shutil
 from pathlib import Path
 

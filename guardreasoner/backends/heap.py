@@ -8,8 +8,8 @@ comes from the heap, where ever-larger blocks cannot reuse the holes the smaller
 (2,048 new tokens at most): resident memory reached 4.2 GiB after 10 minutes and 6.7 GiB at 12.7, in the second
 batch of 8, when it was killed; with the threshold fixed at 1 MiB the same rows peaked at 2.1 GiB
 (``MALLOC_MMAP_THRESHOLD_=1048576``) and 2.6 GiB (this module's ``mallopt``) and fell back to 1.1-1.3 GiB between
-batches. Setting it with ``mallopt`` also switches the dynamic raise off. A threshold the user set (``MALLOC_MMAP_THRESHOLD_``, as the training scripts do
-to keep their step buffers in the heap) is left alone.
+batches. Setting it with ``mallopt`` also switches the dynamic raise off. A threshold the user set
+(``MALLOC_MMAP_THRESHOLD_``, as the training scripts do to keep their step buffers in the heap) is left alone.
 """
 
 from __future__ import annotations
