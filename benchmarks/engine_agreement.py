@@ -16,7 +16,6 @@ rows/s over its whole wall time (loading included) and the share of rows that re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from eval.report import compare_markdown  # noqa: E402
 from eval.score import score_run  # noqa: E402
 from guardreasoner.cascade import needed_keys  # noqa: E402
 from guardreasoner.parser import parse  # noqa: E402
-from guardreasoner.predictions import read_run  # noqa: E402
+from guardreasoner.predictions import PREDICTIONS_FILE, read_run  # noqa: E402
+from guardreasoner.rows import read_jsonl  # noqa: E402
 
 
 def verdicts_by_row(run: Path) -> dict[tuple[str, str, str | None], dict[str, str | None]]:
@@ -55,13 +55,9 @@ def agreement(reference: dict, other: dict) -> dict:
 
 def reasoning_share(run: Path) -> tuple[int, int]:
     """(rows the reasoning model decided some verdict of, rows); rows without ``decided_by`` were all reasoned."""
-    reasoned = total = 0
-    for path in sorted(run.glob("*/generated_predictions.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            decided_by = json.loads(line).get("decided_by")
-            reasoned += decided_by is None or "reasoning" in decided_by.values()
-            total += 1
-    return reasoned, total
+    records = [record for path in sorted(run.glob(f"*/{PREDICTIONS_FILE}")) for record in read_jsonl(path)]
+    reasoned = sum(r.get("decided_by") is None or "reasoning" in r["decided_by"].values() for r in records)
+    return reasoned, len(records)
 
 
 def wall_times(path: Path) -> dict[str, float]:

@@ -3,6 +3,7 @@ OpenAI-compatible routes) on uvicorn. The app itself lives in ``guardreasoner.se
 
 from __future__ import annotations
 
+from .cascade import RECOMMENDED
 from .service import ServiceSettings, create_app
 from .service.security import check_exposure
 
@@ -11,7 +12,7 @@ __all__ = ["ServiceSettings", "create_app", "serve"]
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto", mode: str | None = None,
           fallback: bool = True, max_new_tokens: int = 2048, temperature: float = 0.0,
-          settings: ServiceSettings | None = None, served_name: str | None = None, reasoning: str = "recommended",
+          settings: ServiceSettings | None = None, served_name: str | None = None, reasoning: str = RECOMMENDED,
           screen: str | None = "shipped") -> None:
     """Load the guard once and serve it. Refuses a non-loopback ``host`` unless ``settings`` has API keys.
     ``reasoning`` is the mode of requests that name none (default: the one measured best for the model, see

@@ -38,4 +38,3 @@ def test_shared_traces_are_appended_as_rows(shared_dir, tmp_path):
     assert [row["source"] for row in rows[-4:]] == ["WildGuardTrainR", "AegisTrainR", "BeaverTailsTrainR",
                                                     "ToxicChatTrainR"]
     assert len(rows) == stats["rows"] == sum(c["kept"] for c in stats["by_source"].values())
-

@@ -162,13 +162,14 @@ def test_rejection_sampling_asks_the_guards_own_question_until_an_answer_reaches
     seed = Seed("s-0", "taught", HARMFUL_REQUEST, None, {"prompt_harmfulness": "harmful"})
     teacher = Teacher([TAUGHT[SAFE_REQUEST], TAUGHT[SAFE_REQUEST], TAUGHT[HARMFUL_REQUEST], TAUGHT[HARMFUL_REQUEST]])
     config = SynthesisConfig(seeds=[], base_url="-", prompt="guard", samples=4, temperature=0.7)
-    generation, drawn = ask(teacher, seed, SamplingConfig(64, 0.7), config)
+    generation, trace, reason, drawn = ask(teacher, seed, SamplingConfig(64, 0.7), config)
     assert (generation.text, drawn) == (TAUGHT[HARMFUL_REQUEST], 3)  # stopped at the first that reached gold
+    assert (trace, reason) == judge(seed, generation.text)
     assert teacher.prompts == [user_turn(HARMFUL_REQUEST)] * 3  # the guard's own input: no answers given
     assert "ground truth" not in teacher.prompts[0]
     stubborn = Teacher([TAUGHT[SAFE_REQUEST]] * 2)
-    generation, drawn = ask(stubborn, seed, SamplingConfig(64, 0.7), SynthesisConfig(
+    generation, trace, reason, drawn = ask(stubborn, seed, SamplingConfig(64, 0.7), SynthesisConfig(
         seeds=[], base_url="-", prompt="guard", samples=2, temperature=0.7))
-    assert drawn == 2 and judge(seed, generation.text)[1] == "prompt_harmfulness: unharmful != harmful"
+    assert drawn == 2 and reason == judge(seed, generation.text)[1] == "prompt_harmfulness: unharmful != harmful"
     with pytest.raises(ValueError, match="needs --temperature"):
         synthesize(SynthesisConfig(seeds=[], base_url="-", samples=3), [seed])

@@ -101,13 +101,15 @@ PROMPTS = {"label-conditioned": synthesis_prompt, "guard": lambda seed: user_tur
 
 
 def ask(teacher, seed: Seed, sampling: SamplingConfig, config: SynthesisConfig):
-    """The first of up to ``samples`` generations whose trace is kept, else the last; with how many were drawn."""
+    """The first of up to ``samples`` generations whose trace is kept, else the last: (generation, its trace, why
+    it is rejected or None, how many were drawn)."""
     prompt = PROMPTS[config.prompt](seed)
     for drawn in range(1, config.samples + 1):
         generation = teacher.generate([prompt], sampling)[0]
-        if judge(seed, generation.text)[1] is None and generation.finish_reason != "length":
+        trace, reason = judge_generation(seed, generation)
+        if reason is None:
             break
-    return generation, drawn
+    return generation, trace, reason, drawn
 
 
 def judge(seed: Seed, text: str) -> tuple[str, str | None]:
@@ -121,6 +123,14 @@ def judge(seed: Seed, text: str) -> tuple[str, str | None]:
     wrong = [f"{key}: {parsed.labels.get(key)} != {value}" for key, value in expected_answers(seed).items()
              if parsed.labels.get(key) != value]
     return trace, ("; ".join(wrong) or None)
+
+
+def judge_generation(seed: Seed, generation) -> tuple[str, str | None]:
+    """``judge`` for a whole generation: a trace cut at max_tokens is rejected even where its verdicts are right."""
+    trace, reason = judge(seed, generation.text)
+    if generation.finish_reason == "length" and reason is None:
+        reason = "cut at max_tokens"
+    return trace, reason
 
 
 def seed_training_row(seed: Seed, trace: str) -> dict:
@@ -182,7 +192,7 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
 def _record(seed: Seed, future, kept: Path, rejected: Path, stats: dict) -> None:
     """Write one seed's outcome, synced: a row said to be kept survives an interruption."""
     try:
-        generation, drawn = future.result()
+        generation, trace, reason, drawn = future.result()
     except Exception as error:  # noqa: BLE001 - one failed seed must not stop the run; it is retried next run
         logger.warning("%s: the teacher failed after retries (%s); it will be tried again next run", seed.id, error)
         stats["failed"] += 1
@@ -190,9 +200,6 @@ def _record(seed: Seed, future, kept: Path, rejected: Path, stats: dict) -> None
     stats["samples_drawn"] += drawn
     stats["input_tokens"] += generation.prompt_tokens  # of the generation judged: earlier draws are not counted
     stats["output_tokens"] += generation.completion_tokens
-    trace, reason = judge(seed, generation.text)
-    if generation.finish_reason == "length" and reason is None:
-        reason = "cut at max_tokens"
     if reason is None:
         append_lines(kept, [json.dumps(seed_training_row(seed, trace), ensure_ascii=False)])
         stats["kept"] += 1
