@@ -525,3 +525,11 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
         page.close()
     finally:
         demo.close()
+
+
+def test_only_a_verdict_with_a_label_is_said_to_be_decided_by_the_screen():
+    from webapp.views import verdict_note
+
+    assert verdict_note({"decided_by": "screen", "label": "unharmful", "confidence": 0.66}) == \
+        "decided by the screen, p=0.66"
+    assert verdict_note({"decided_by": "screen", "label": None}) == ""  # no reply: n/a, not a screen's call

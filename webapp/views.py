@@ -52,7 +52,8 @@ def chip(key: str, label: str | None = None, note: str = "", state: str | None =
 def verdict_note(verdict: dict) -> str:
     if verdict.get("fail_closed"):
         return "fail-closed: the model gave no verdict"
-    notes = ["decided by the screen"] if verdict.get("decided_by") == "screen" else []
+    # Only a label is a decision: a reply verdict without a reply is n/a, whoever filled the result in.
+    notes = ["decided by the screen"] if verdict.get("decided_by") == "screen" and verdict.get("label") else []
     if verdict.get("recovered"):
         notes.append(f"recovered from {verdict['source'].replace('_', ' ')}")
     if verdict.get("confidence") is not None:
