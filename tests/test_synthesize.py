@@ -10,7 +10,15 @@ from tests.servers import free_port
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT, teacher_seeds
 from training.data import load_rows
 from training.seeds import SOURCES, Seed, from_record, load_local_seeds
-from training.synthesize import SynthesisConfig, ask, judge, synthesis_prompt, synthesize
+from training.synthesize import (
+    WELL_FORMED_ANSWERS,
+    SynthesisConfig,
+    ask,
+    hinted_guard_prompt,
+    judge,
+    synthesis_prompt,
+    synthesize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +98,21 @@ def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
     says_compliance = aegis["output"].replace("Completion: None", "Completion: compliance")
     assert judge(seed_of(aegis, prompt_harmfulness=gold), says_compliance)[1] == \
         "reply verdicts written though there is no reply"
+    # Seen from the embedded guard: a name written twice, or one missing, reads as gold to the lenient parser.
+    doubled = row["output"].rstrip() + "\nResponse: harmful"
+    assert judge(seed_of(row, response_harmfulness="harmful"), doubled)[1] == "malformed Answers block"
+    missing = row["output"].replace("Request: harmful\n", "")
+    assert judge(seed_of(row, response_harmfulness="harmful"), missing)[1] == "malformed Answers block"
+
+
+def test_the_hinted_prompt_is_the_guards_input_with_the_gold_answers_after_it():
+    from guardreasoner.template import user_turn
+
+    reply = Seed("s", "src", "How to pick a lock?", "Sorry, I can't.", {"response_harmfulness": "unharmful"})
+    assert hinted_guard_prompt(reply) == (user_turn("How to pick a lock?", "Sorry, I can't.")
+                                          + "Hint: the correct Answers are\nResponse: unharmful\n\n")
+    no_reply = hinted_guard_prompt(Seed("s", "src", "Hi", None, {"prompt_harmfulness": "unharmful"}))
+    assert no_reply.endswith("Hint: the correct Answers are\nRequest: unharmful\nCompletion: None\nResponse: None\n\n")
 
 
 def lines(path):
@@ -121,7 +144,9 @@ def test_synthesis_against_a_served_teacher_keeps_gold_traces_and_resumes(teache
         assert parse(row["output"]).labels["prompt_harmfulness"] == gold[row["id"]]
     for record in rejected:
         said = parse(record["output"]).labels["prompt_harmfulness"]
-        assert record["reason"] == f"prompt_harmfulness: {said} != unharmful"
+        well_formed = WELL_FORMED_ANSWERS.search(record["output"])
+        assert record["reason"] == (f"prompt_harmfulness: {said} != unharmful" if well_formed
+                                    else "malformed Answers block")
     assert json.loads((tmp_path / "traces.jsonl.stats.json").read_text())["file_kept"] == len(kept)
 
 

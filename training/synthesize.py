@@ -14,13 +14,17 @@ it; a seed whose request failed after the backend's retries is in neither file a
 A teacher too small to follow the label-conditioned instructions (the embedded 135M guard wrote no Answers block
 or ignored the given answers on every one of the seeds tried) can still teach by rejection sampling:
 ``--prompt guard`` sends the guard's own input without the answers, ``--samples K`` draws up to K answers at
-``--temperature`` and keeps the first that reaches gold (STaR without rationalisation).
+``--temperature`` and keeps the first that reaches gold (STaR without rationalisation). ``--prompt guard-hint``
+appends the gold answers to that input (STaR's rationalisation): in a pilot on 16 train-half seeds (the embedded guard
+served on CTranslate2, 512 new tokens) it kept 9 in one draw each (14 before the malformed-block check below),
+against 0 for label-conditioned and 4 after 59 draws for ``guard`` (both measured before that check).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ from guardreasoner.results import (
     REPLY_VERDICT_KEYS,
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
+    VERDICT_KEYS,
     answers_block,
 )
 from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
@@ -74,10 +79,18 @@ class SynthesisConfig:
     temperature: float = 0.0
     max_tokens: int = 2048
     prompt: str = field(default="label-conditioned", metadata={
-        "help": "label-conditioned (the teacher is told the gold answers) or guard (the guard's own input: "
-                "rejection sampling, for a teacher that is itself a guard)"})
+        "help": "label-conditioned (the teacher is told the gold answers), guard (the guard's own input: "
+                "rejection sampling, for a teacher that is itself a guard) or guard-hint (the guard's input with "
+                "the gold answers after it: STaR's rationalisation)"})
     samples: int = field(default=1, metadata={"help": "answers drawn per seed until one reaches gold"})
     max_rows_per_source: int | None = None
+
+
+# The parser is lenient with a model's Answers block (it reads the first line of each name); a training trace
+# must not be: the embedded guard writes blocks with a name twice or one missing (5 of 14 hinted pilot traces that
+# the parser read as gold), and training on them teaches that.
+WELL_FORMED_ANSWERS = re.compile(
+    r"Answers: ?\n" + r"\n".join(f"{ANSWER_NAMES[key]}: [a-z]+" for key in VERDICT_KEYS) + r"\s*\Z", re.IGNORECASE)
 
 
 def expected_answers(seed: Seed) -> dict[str, str | None]:
@@ -97,7 +110,16 @@ def synthesis_prompt(seed: Seed) -> str:
     return (user_turn(seed.prompt, seed.response) + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
 
 
-PROMPTS = {"label-conditioned": synthesis_prompt, "guard": lambda seed: user_turn(seed.prompt, seed.response)}
+def hinted_guard_prompt(seed: Seed) -> str:
+    """The guard's own input with the gold answers after it: STaR's rationalisation. A small guard that ignores
+    the label-conditioned instructions still continues its own format, and the hint pulls its verdicts to gold.
+    The kept row's input is the plain guard input (``seed_training_row``), so the hint is never trained on."""
+    hint = "\n".join(f"{ANSWER_NAMES[key]}: {value or 'None'}" for key, value in expected_answers(seed).items())
+    return user_turn(seed.prompt, seed.response) + "Hint: the correct Answers are\n" + hint + "\n\n"
+
+
+PROMPTS = {"label-conditioned": synthesis_prompt, "guard": lambda seed: user_turn(seed.prompt, seed.response),
+           "guard-hint": hinted_guard_prompt}
 
 
 def ask(teacher, seed: Seed, sampling: SamplingConfig, config: SynthesisConfig):
@@ -118,6 +140,8 @@ def judge(seed: Seed, text: str) -> tuple[str, str | None]:
     parsed = parse_for(trace, seed.prompt, seed.response)
     if "no_answers_block" in parsed.flags:
         return trace, "no Answers block"
+    if not WELL_FORMED_ANSWERS.search(trace):
+        return trace, "malformed Answers block"
     if "reply_verdict_without_reply" in parsed.flags:  # the parser drops them; a training trace must not have them
         return trace, "reply verdicts written though there is no reply"
     wrong = [f"{key}: {parsed.labels.get(key)} != {value}" for key, value in expected_answers(seed).items()
