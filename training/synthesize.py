@@ -101,21 +101,24 @@ def expected_answers(seed: Seed) -> dict[str, str | None]:
     return expected
 
 
-def synthesis_prompt(seed: Seed) -> str:
+def gold_answer_lines(seed: Seed, not_given: str | None = None) -> str:
+    """The expected answers as Answers-block lines, in the block's order; a task the seed does not label reads
+    ``not_given``, or is left out where that is None."""
     expected = expected_answers(seed)
-    lines = []
-    for key, name in ANSWER_NAMES.items():
-        value = expected[key] if key in expected else "(not given: decide from the content)"
-        lines.append(f"{name}: {value if value is not None else 'None'}")
-    return (user_turn(seed.prompt, seed.response) + "The ground truth is\n" + "\n".join(lines) + "\n\n" + FORMAT_RULES)
+    return "\n".join(f"{name}: {expected[key] or 'None'}" if key in expected else f"{name}: {not_given}"
+                     for key, name in ANSWER_NAMES.items() if key in expected or not_given is not None)
+
+
+def synthesis_prompt(seed: Seed) -> str:
+    lines = gold_answer_lines(seed, not_given="(not given: decide from the content)")
+    return user_turn(seed.prompt, seed.response) + "The ground truth is\n" + lines + "\n\n" + FORMAT_RULES
 
 
 def hinted_guard_prompt(seed: Seed) -> str:
     """The guard's own input with the gold answers after it: STaR's rationalisation. A small guard that ignores
     the label-conditioned instructions still continues its own format, and the hint pulls its verdicts to gold.
     The kept row's input is the plain guard input (``seed_training_row``), so the hint is never trained on."""
-    hint = "\n".join(f"{ANSWER_NAMES[key]}: {value or 'None'}" for key, value in expected_answers(seed).items())
-    return user_turn(seed.prompt, seed.response) + "Hint: the correct Answers are\n" + hint + "\n\n"
+    return user_turn(seed.prompt, seed.response) + "Hint: the correct Answers are\n" + gold_answer_lines(seed) + "\n\n"
 
 
 PROMPTS = {"label-conditioned": synthesis_prompt, "guard": lambda seed: user_turn(seed.prompt, seed.response),
