@@ -83,7 +83,8 @@ def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path |
         for index in split.part(part):
             row = rows[index]
             if form == "seeds":
-                out.append({"id": f"{benchmark}/{index}", "prompt": row.prompt, "response": row.response,
+                out.append({"id": f"{benchmark}/{index}", "source": benchmark, "prompt": row.prompt,
+                            "response": row.response,
                             **{key: label for key, label in row.labels.items() if label is not None}})
                 continue
             out.append(training_row(row.prompt, row.response,

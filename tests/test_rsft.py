@@ -88,3 +88,33 @@ def test_rerunning_an_interrupted_run_resumes_from_its_last_checkpoint(shared_di
     losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
     assert sorted(losses) == [1, 2, 3] and losses[1] == 123.0  # steps 1-2 came from the checkpoint
     assert trainer.state.global_step == 3
+
+
+def test_training_goes_on_from_a_given_adapter_and_the_result_is_an_adapter_of_the_same_base(
+        shared_dir, tmp_path, tokenizer_dir):
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+
+    from tests.tiny_models import random_llama
+    from training.rsft import main as rsft
+
+    base = random_llama(tmp_path / "base", tokenizer_dir)
+    data = str(shared_dir / "traces" / "guardreasonertrain_sample.json")
+
+    def run(out, learning_rate, *extra):
+        rsft(["--model_name_or_path", str(base), "--dataset_name", data, "--output_dir", str(out), "--max_steps", "1",
+              "--per_device_train_batch_size", "2", "--learning_rate", learning_rate, "--use_cpu", "true",
+              "--gradient_checkpointing", "false", "--save_strategy", "no", "--report_to", "none", "--max_length",
+              "256", *extra])
+        return load_file(out / "adapter_model.safetensors")
+
+    first = run(tmp_path / "first", "1e-2", "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16")
+    unmoved = run(tmp_path / "unmoved", "0", "--adapter", str(tmp_path / "first"))
+    moved = run(tmp_path / "moved", "1e-2", "--adapter", str(tmp_path / "first"))
+    assert first.keys() == unmoved.keys() == moved.keys()
+    # A step of size 0 leaves the given adapter as it was (a new one would start with B = 0): it is what trains.
+    assert all((first[name] == unmoved[name]).all() for name in first)
+    assert any((first[name] != moved[name]).any() for name in first)
+    assert any(name.endswith("lora_B.weight") and first[name].abs().sum() > 0 for name in first)
+    saved = PeftConfig.from_pretrained(tmp_path / "moved")
+    assert (saved.r, saved.base_model_name_or_path) == (8, str(base))

@@ -14,8 +14,10 @@ from training.synthesize import (
     WELL_FORMED_ANSWERS,
     SynthesisConfig,
     ask,
+    balanced,
     hinted_guard_prompt,
     judge,
+    length_sorted_windows,
     synthesis_prompt,
     synthesize,
 )
@@ -99,10 +101,32 @@ def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
     assert judge(seed_of(aegis, prompt_harmfulness=gold), says_compliance)[1] == \
         "reply verdicts written though there is no reply"
     # Seen from the embedded guard: a name written twice, or one missing, reads as gold to the lenient parser.
-    doubled = row["output"].rstrip() + "\nResponse: harmful"
-    assert judge(seed_of(row, response_harmfulness="harmful"), doubled)[1] == "malformed Answers block"
+    # A block whose lines agree is rewritten one line per task in order; one that disagrees or lacks a task is not.
+    harmful = seed_of(row, response_harmfulness="harmful")
+    repeated = row["output"].rstrip() + "\nresponse: harmful"
+    assert judge(harmful, repeated) == (row["output"].strip(), None)
+    reordered = row["output"].replace("Request: harmful\nCompletion: compliance",
+                                      "Completion: compliance\nRequest: harmful")
+    assert reordered != row["output"] and judge(harmful, reordered) == (row["output"].strip(), None)
+    doubled = row["output"].rstrip() + "\nResponse: unharmful"
+    assert judge(harmful, doubled)[1] == "malformed Answers block"
     missing = row["output"].replace("Request: harmful\n", "")
-    assert judge(seed_of(row, response_harmfulness="harmful"), missing)[1] == "malformed Answers block"
+    assert judge(harmful, missing)[1] == "malformed Answers block"
+    assert judge(harmful, row["output"].rstrip() + "\nI hope this helps.")[1] == "malformed Answers block"
+
+
+def test_balanced_order_interleaves_cells_and_windows_sort_by_length():
+    seeds = [Seed(f"{source}-{i}", source, "x" * (10 - i), None, {"prompt_harmfulness": label})
+             for source, label, count in (("A", "harmful", 5), ("A", "unharmful", 2), ("B", "harmful", 4))
+             for i in range(count)]
+    order = balanced(seeds, per_cell=3, seed=1)
+    cells = [(seed.source, seed.labels["prompt_harmfulness"]) for seed in order]
+    assert len(order) == 8 and cells.count(("A", "harmful")) == 3 and cells.count(("A", "unharmful")) == 2
+    assert sorted(cells[:3]) == [("A", "harmful"), ("A", "unharmful"), ("B", "harmful")]  # one of each cell first
+    assert balanced(seeds, per_cell=3, seed=1) == order != balanced(seeds, per_cell=3, seed=2)
+    windows = length_sorted_windows(order, 4)
+    assert sorted(windows[:4], key=id) == sorted(order[:4], key=id)  # a window keeps its seeds
+    assert [len(seed.prompt) for seed in windows[:4]] == sorted(len(seed.prompt) for seed in order[:4])
 
 
 def test_the_hinted_prompt_is_the_guards_input_with_the_gold_answers_after_it():
@@ -182,19 +206,55 @@ def test_rejection_sampling_asks_the_guards_own_question_until_an_answer_reaches
 
         def generate(self, prompts, sampling):
             self.prompts += prompts
-            return [Generation(self.texts.pop(0), prompt_tokens=5, completion_tokens=5, finish_reason="stop")]
+            return [Generation(self.texts.pop(0), prompt_tokens=5, completion_tokens=5, finish_reason="stop")
+                    for _ in prompts]
 
     seed = Seed("s-0", "taught", HARMFUL_REQUEST, None, {"prompt_harmfulness": "harmful"})
     teacher = Teacher([TAUGHT[SAFE_REQUEST], TAUGHT[SAFE_REQUEST], TAUGHT[HARMFUL_REQUEST], TAUGHT[HARMFUL_REQUEST]])
     config = SynthesisConfig(seeds=[], base_url="-", prompt="guard", samples=4, temperature=0.7)
-    generation, trace, reason, drawn = ask(teacher, seed, SamplingConfig(64, 0.7), config)
+    [(generation, trace, reason, drawn)] = ask(teacher, [seed], SamplingConfig(64, 0.7), config)
     assert (generation.text, drawn) == (TAUGHT[HARMFUL_REQUEST], 3)  # stopped at the first that reached gold
     assert (trace, reason) == judge(seed, generation.text)
     assert teacher.prompts == [user_turn(HARMFUL_REQUEST)] * 3  # the guard's own input: no answers given
     assert "ground truth" not in teacher.prompts[0]
     stubborn = Teacher([TAUGHT[SAFE_REQUEST]] * 2)
-    generation, trace, reason, drawn = ask(stubborn, seed, SamplingConfig(64, 0.7), SynthesisConfig(
+    [(generation, trace, reason, drawn)] = ask(stubborn, [seed], SamplingConfig(64, 0.7), SynthesisConfig(
         seeds=[], base_url="-", prompt="guard", samples=2, temperature=0.7))
     assert drawn == 2 and reason == judge(seed, generation.text)[1] == "prompt_harmfulness: unharmful != harmful"
     with pytest.raises(ValueError, match="needs --temperature"):
         synthesize(SynthesisConfig(seeds=[], base_url="-", samples=3), [seed])
+
+
+def test_a_batch_redraws_only_its_rejected_seeds_and_an_in_process_teacher_writes_the_same_files(
+        taught_model_dir, tmp_path):
+    """The taught tiny guard answers its two requests correctly with the guard's own input: run in this process on
+    CTranslate2 (no --base_url), both are kept, and a rerun resumes."""
+    from guardreasoner.backends.base import Generation, SamplingConfig
+    from guardreasoner.template import user_turn
+
+    class Teacher:  # the safe request's first answer is wrong: only it is drawn again
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompts, sampling):
+            self.calls.append(prompts)
+            right = {user_turn(request): text for request, text in TAUGHT.items()}
+            wrong = len(self.calls) == 1 and TAUGHT[HARMFUL_REQUEST]
+            return [Generation(wrong if SAFE_REQUEST in prompt and wrong else right[prompt], finish_reason="stop")
+                    for prompt in prompts]
+
+    seeds = teacher_seeds()
+    teacher = Teacher()
+    outcomes = ask(teacher, seeds, SamplingConfig(64, 0.7), SynthesisConfig(seeds=[], prompt="guard", samples=3,
+                                                                           temperature=0.7))
+    assert [(reason, drawn) for _, _, reason, drawn in outcomes] == [(None, 1), (None, 2)]
+    assert teacher.calls == [[user_turn(HARMFUL_REQUEST), user_turn(SAFE_REQUEST)], [user_turn(SAFE_REQUEST)]]
+
+    config = SynthesisConfig(seeds=[], teacher=str(taught_model_dir), backend="ctranslate2", compute_type="float32",
+                             prompt="guard", max_tokens=200, output=str(tmp_path / "kept.jsonl"))
+    stats = synthesize(config, seeds)
+    assert (stats["kept"], stats["rejected"], stats["failed"]) == (2, 0, 0)
+    rows = {row["id"]: row for row in load_rows(config.output)}
+    assert parse(rows["taught-0"]["output"]).labels["prompt_harmfulness"] == "harmful"
+    assert rows["taught-1"]["output"].strip() == TAUGHT[SAFE_REQUEST].strip()
+    assert synthesize(config, seeds)["already_done"] == 2  # resumes: nothing is generated twice

@@ -29,6 +29,9 @@ class RSFTScriptArguments:
         "help": "hub splits, or the rows' own source values, to train on (default: all)"})
     prompt_mode: str = field(default="raw", metadata={"help": "raw or chat: must match inference"})
     max_rows: int | None = None
+    adapter: str | None = field(default=None, metadata={
+        "help": "a LoRA adapter of --model_name_or_path to train on from where it is (e.g. assets/embedded-guard with "
+                "--model_name_or_path smollm2), instead of a new one; the result is again an adapter of that base"})
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RSFTScriptArguments, SFTConfig, ModelConfig]:
@@ -53,8 +56,15 @@ def build_trainer(script: RSFTScriptArguments, config: SFTConfig, model_args: Mo
     # An adapter names its base; the embedded weights' cache path would tie it to this machine.
     model.name_or_path = EMBEDDED_HUB_ID if spec.kind == "embedded" else spec.name
     config.completion_only_loss = True
+    peft_config = get_peft_config(model_args)
+    if script.adapter:
+        from peft import PeftModel
+
+        # The adapter's own LoRA settings hold; merging it instead would tie the result to the merged weights.
+        model = PeftModel.from_pretrained(model, script.adapter, is_trainable=True)
+        peft_config = None
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=get_peft_config(model_args))
+                      peft_config=peft_config)
 
 
 def main(argv: list[str] | None = None) -> SFTTrainer:

@@ -118,8 +118,9 @@ def load_local_seeds(path: str | Path) -> list[Seed]:
         if not labels:
             columns = list(LOCAL_LABEL_COLUMNS.values())
             problems.append(f"line {row.line}: no gold label (give at least one of {columns})")
-        seeds.append(Seed(str(row.extra.get("id", f"{path.stem}-{row.line}")), path.stem, row.prompt, row.response,
-                          labels))
+        # A "source" column (eval.split writes the benchmark) names the seed's source; else the file does.
+        seeds.append(Seed(str(row.extra.get("id", f"{path.stem}-{row.line}")), str(row.extra.get("source", path.stem)),
+                          row.prompt, row.response, labels))
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
         more = len(problems) - MAX_LISTED_PROBLEMS
