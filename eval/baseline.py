@@ -17,10 +17,11 @@ from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
 from guardreasoner.results import PROMPT_HARMFULNESS, VERDICT_KEYS, answers_block
 from guardreasoner.rows import read_jsonl
+from guardreasoner.splits import PARTS
 
 from .data import load_benchmark
 from .registry import BENCHMARKS
-from .run import sample_rows
+from .run import sample_rows, split_part
 
 
 def _text(key: str, prompt: str, response: str | None) -> str:
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--benchmarks", nargs="+", choices=list(BENCHMARKS), required=True)
     parser.add_argument("--sample", type=int, help="a seeded random N rows of each benchmark")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=PARTS, help="only this part of the committed split (as eval run --split); "
+                                                       "OpenAIModeration and SafeRLHF are wholly test")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     fit_s = time.perf_counter() - began
     summary = {"train_examples": sizes, "fit_s": round(fit_s, 1), "benchmarks": {}}
     for benchmark in args.benchmarks:
-        eval_rows = load_benchmark(benchmark, Path(args.data_dir) if args.data_dir else None)
+        eval_rows = split_part(load_benchmark(benchmark, Path(args.data_dir) if args.data_dir else None), benchmark,
+                               args.split)
         if args.sample is not None:
             eval_rows = sample_rows(eval_rows, args.sample, args.seed)
         out = Path(args.out) / benchmark / PREDICTIONS_FILE

@@ -255,6 +255,14 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
     toxic = cells[("ToxicChat", "prompt_harmfulness")]
     assert toxic["n"] == 10 and toxic["parse_failures"] == 0
     assert cells[("XSTestResponseRefusal", "response_refusal")]["n"] == 10
+    # --split test scores the rows eval run --split test scores: only the test half of a split benchmark.
+    from guardreasoner.splits import load_split
+
+    tested = tmp_path / "minilm-test"
+    main(["--train", str(subset), "--data-dir", str(shared_dir / "benchmarks" / "guardreasoner"), "--benchmarks",
+          "ToxicChat", "--split", "test", "--sample", "30", "--out", str(tested)])
+    indices = {json.loads(line)["index"] for line in (tested / "ToxicChat" / "generated_predictions.jsonl").open()}
+    assert len(indices) == 30 and indices <= set(load_split("ToxicChat").test)
 
 
 def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, capsys):
