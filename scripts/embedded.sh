@@ -34,13 +34,7 @@ else
   MINE=(--chunk_rows 4)  # 16 samples, one batch, appended to the samples file at a time: an interruption loses little
 fi
 COMMON=(--max_length 1024 --logging_steps 10 --save_steps 20 --save_total_limit 2 --report_to none --seed 0)
-# A stage with a line in times.txt finished in an earlier run and is skipped; an interrupted one reruns and resumes
-# inside itself. Changed settings need a fresh OUT.
-timed() {
-  local name=$1; shift
-  if grep -q "^$name: " "$OUT/times.txt" 2>/dev/null; then echo "$name: done in an earlier run"; return; fi
-  local began=$SECONDS; "$@"; echo "$name: $((SECONDS - began)) s" | tee -a "$OUT/times.txt"
-}
+source scripts/stages.sh  # timed: skips a stage done in an earlier run
 mkdir -p "$OUT"
 
 # 1. Training rows: released outputs that reach the gold label (the held-out benchmarks are not among them),

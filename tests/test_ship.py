@@ -71,6 +71,12 @@ def test_main_ships_the_winner_in_float16_and_fills_the_card(tmp_path):
     assert "- rsft: mean strict F1 70.00 over 1 cells (shipped)" in card and "- hs-dpo: mean strict F1 65.00" in card
     assert "| rsft | 70.00 |" in card and "- eval rsft: 50 s" in card and "prose stays" in card
     assert "<!-- begin hs-dpo -->\n- 1 pairs (deciding task: prompt_harmfulness 1)\n" in card
+    # The shipped adapter as a candidate against a retrained one: when it stays the best, it stays as it was.
+    (tmp_path / "shipped.json").write_text(json.dumps(report(75.0)))
+    assert main(["--candidates", f"shipped={target}", f"rsft={rsft}", "--reports", str(tmp_path / "shipped.json"),
+                 str(tmp_path / "rsft.json"), "--to", str(target)]) == "shipped"
+    assert torch.all(load_file(target / "adapter_model.safetensors")["base_model.lora_A.weight"] == 0.25)
+    assert "- shipped: mean strict F1 75.00 over 1 cells (shipped)" in (target / "README.md").read_text()
 
 
 def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> str:
     reports = {Path(path).stem: json.loads(Path(path).read_text()) for path in config.reports}
     chosen = winner(candidates, reports)
     target = Path(config.to)
-    copy_adapter(Path(candidates[chosen]), target)
+    if Path(candidates[chosen]).resolve() != target.resolve():  # the shipped adapter may stay the winner
+        copy_adapter(Path(candidates[chosen]), target)
     card_path = target / "README.md"
     card = card_path.read_text(encoding="utf-8")
     scores = "\n".join(f"- {name}: mean strict F1 {mean_f1(reports[name]):.2f} over {len(reports[name]['cells'])} "

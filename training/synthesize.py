@@ -108,6 +108,7 @@ class SynthesisConfig:
         "help": "at most this many seeds of each source and gold answers, taken cell by cell in a seeded order so "
                 "that a run stopped early is still balanced"})
     seed: int = field(default=0, metadata={"help": "the order --per_cell draws seeds in"})
+    max_seeds: int | None = field(default=None, metadata={"help": "only the first N seeds (after --per_cell)"})
 
 
 # The parser is lenient with a model's Answers block (it reads the first line of each name); a training trace
@@ -250,6 +251,7 @@ def synthesize(config: SynthesisConfig, seeds: list[Seed] | None = None) -> dict
         seeds = [seed for spec in config.seeds for seed in load_seeds(spec)[: config.max_rows_per_source]]
     if config.per_cell is not None:
         seeds = balanced(seeds, config.per_cell, config.seed)
+    seeds = seeds[: config.max_seeds]
     kept_path, rejected_path = Path(config.output), Path(config.output + ".rejected.jsonl")
     kept_path.parent.mkdir(parents=True, exist_ok=True)
     kept_before, rejected_before = _ids_in(kept_path), _ids_in(rejected_path)
