@@ -5,14 +5,14 @@
 # adapter on from there, with a few released-output traces replayed. Then every system is scored on the same
 # seeded test-half rows (and OpenAIModeration, SafeRLHF, never trained on) and the better adapter ships.
 # Every stage resumes when the command is rerun; a stage with a line in times.txt is skipped.
-#   bash scripts/retrain.sh          # OUT=runs/retrain, SAMPLE=40 rows a benchmark, SEEDS=384 synthesis seeds
+#   bash scripts/retrain.sh          # OUT=runs/retrain, SAMPLE=40 rows a benchmark, SEEDS=256 synthesis seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=${OUT:-runs/retrain}
 SHARED=${SHARED:-../shared}
 SAMPLE=${SAMPLE:-40}
-SEEDS=${SEEDS:-384}   # the first N of the balanced order (120 a cell at most); a multiple of 128 keeps whole windows
+SEEDS=${SEEDS:-256}   # the first N of the balanced order (120 a cell at most); a multiple of 128 keeps whole windows
 DATA="$SHARED/benchmarks/guardreasoner"
 HELD_OUT=(ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF)
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
