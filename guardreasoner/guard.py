@@ -303,9 +303,11 @@ def load_guard(
         screen = shipped_screen_folder(spec.name)
         screen = str(screen) if screen else None
     if reasoning != "full" or screen:
+        from .models import weights_id
         from .screen import default_screen_folder, load_screen
 
-        chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name)
+        chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name,
+                                    weights=weights_id(spec))
         if chosen_screen.feature_kind == "guard-state" and backend == "auto":
             backend = "transformers"  # the screen reads the model's hidden states, which only transformers exposes
     # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).

@@ -144,18 +144,33 @@ def base_folder(base_id: str) -> Path:
     return Path(model_folder(resolve_model(base_id)))
 
 
+def adapter_weights_id(adapter: Path) -> str:
+    """The first 16 hex digits of the sha256 of an adapter's weights: the merge cache's key, and what a screen
+    fit on a guard's hidden states records of the weights it read."""
+    import hashlib
+
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelUnavailable(f"{adapter} has adapter_config.json but no adapter_model.safetensors")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def weights_id(spec: ModelSpec) -> str | None:
+    """Which weights a model name stands for, where they change under one name (the embedded guard's adapter,
+    an adapter folder retrained in place); None for released checkpoints, local folders and endpoints."""
+    if spec.kind in ("embedded", "adapter") and spec.location:
+        return adapter_weights_id(Path(spec.location))
+    return None
+
+
 def merged_adapter_dir(adapter: Path) -> Path:
     """A LoRA adapter merged into its base model once and cached, so every backend loads one plain folder.
 
     The base is the adapter's ``base_model_name_or_path``; SmolLM2-135M-Instruct comes from the embedded
     weights. The cache key is the adapter's weights, so a retrained adapter is merged again."""
-    import hashlib
     import json
 
-    weights = adapter / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise ModelUnavailable(f"{adapter} has adapter_config.json but no adapter_model.safetensors")
-    target = cache_dir() / f"merged-{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+    target = cache_dir() / f"merged-{adapter_weights_id(adapter)}"
     if (target / "config.json").is_file():
         return target
     try:

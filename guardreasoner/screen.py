@@ -221,8 +221,10 @@ class Screen:
         return folder
 
 
-def load_screen(folder: str | Path, model: str | None = None) -> Screen:
-    """Read a screen folder; with ``model``, heads trained for another guard model are refused."""
+def load_screen(folder: str | Path, model: str | None = None, weights: str | None = None) -> Screen:
+    """Read a screen folder; with ``model``, heads trained for another guard model are refused, and with
+    ``weights`` (``models.weights_id``), guard-state heads fit on other weights of that model (a retrained
+    adapter under the same name): their features would come from hidden states they never saw."""
     folder = Path(folder)
     card_path, heads_path = folder / CARD_FILE, folder / HEADS_FILE
     if not card_path.is_file():
@@ -241,6 +243,11 @@ def load_screen(folder: str | Path, model: str | None = None) -> Screen:
     if model is not None and card["model"] != model:
         raise ScreenError(f"{card_path}: these heads were trained for the model {card['model']!r}, not {model!r}; "
                           "train heads for this model with python -m training.screen")
+    fit_on = card.get("weights")
+    if card["features"] == "guard-state" and weights is not None and fit_on is not None and fit_on != weights:
+        raise ScreenError(f"{card_path}: these guard-state heads were fit on the hidden states of {card['model']!r} "
+                          f"weights {fit_on}, and this guard's are {weights} (retrained since); fit them again "
+                          "with python -m training.screen, or use the MiniLM screen")
     if not heads_path.is_file():
         raise ScreenError(f"{heads_path}: missing (the card {card_path.name} lists {len(card['heads'])} heads)")
     try:

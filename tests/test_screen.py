@@ -243,3 +243,44 @@ def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
     (tmp_path / "ToxicChat").mkdir()
     (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert decided_accuracy(tmp_path, "ToxicChat", stub) == {PROMPT_KEY: {"labelled": 3, "decided": 2, "correct": 1}}
+
+
+def _tiny_adapter(folder, base_dir, seed: int):
+    """A LoRA adapter of the tiny model with weights drawn from ``seed`` (a retrained one: another seed)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), config).save_pretrained(folder)
+    return folder
+
+
+def test_guard_state_heads_are_refused_once_the_adapter_they_read_is_retrained(tmp_path, tiny_model_dir,
+                                                                               monkeypatch):
+    """Guard-state heads read one set of weights' hidden states; an adapter retrained in place keeps its name,
+    so the card records the weights (the merge cache's key) and loading on other weights fails, naming both."""
+    from guardreasoner.models import adapter_weights_id
+
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    adapter = _tiny_adapter(tmp_path / "adapter", tiny_model_dir, seed=1)
+    rows, out = _train_rows(tmp_path / "train.jsonl"), tmp_path / "screen"
+    arguments = ["--model", str(adapter), "--features", "guard-state", "--train", str(rows), "--out", str(out),
+                 "--cache", str(tmp_path / "features")]
+    train_screen.main(arguments)
+    first = adapter_weights_id(adapter)
+    assert json.loads((out / CARD_FILE).read_text())["weights"] == first
+    assert load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out)).screen is not None
+
+    _tiny_adapter(adapter, tiny_model_dir, seed=2)  # retrained: same folder, same name, other weights
+    second = adapter_weights_id(adapter)
+    assert second != first
+    with pytest.raises(ScreenError, match=rf"weights {first}, and this guard's are {second}"):
+        load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out))
+    # fit again with the same feature cache: the new weights' states, not the cached ones of the old
+    before = np.load(out / HEADS_FILE)["coef_0"]
+    train_screen.main(arguments)
+    assert json.loads((out / CARD_FILE).read_text())["weights"] == second
+    assert not np.allclose(np.load(out / HEADS_FILE)["coef_0"], before)
+    assert load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out)).screen is not None

@@ -201,11 +201,15 @@ def _column(rows: list[Labelled], key: str) -> tuple[list[int], np.ndarray]:
 
 
 def fit_screen(rows: list[Labelled], validation: list[Labelled], rates: dict[str, Rates], *, kind: str, guard,
-               model_name: str, seed: int = 0, c: float = 1.0, cache: Path | None = None) -> Fitted:
-    """Fit one head per verdict on ``rows`` and choose its thresholds on ``validation``."""
+               model_name: str, seed: int = 0, c: float = 1.0, cache: Path | None = None,
+               weights: str | None = None) -> Fitted:
+    """Fit one head per verdict on ``rows`` and choose its thresholds on ``validation``. ``weights``
+    (``models.weights_id``) tells apart retrained weights under one model name: guard-state heads record it, and
+    cached guard-state features are keyed by it."""
     from sklearn.linear_model import LogisticRegression
 
-    features = _features(kind, guard, cache, model_name)
+    reads_weights = kind == "guard-state" and weights is not None
+    features = _features(kind, guard, cache, f"{model_name}@{weights}" if reads_weights else model_name)
     began = time.perf_counter()
     vectors = features.vectors([(row.prompt, row.response) for row in rows])
     validation_vectors = features.vectors([(row.prompt, row.response) for row in validation]) if validation else {}
@@ -246,6 +250,8 @@ def fit_screen(rows: list[Labelled], validation: list[Labelled], rates: dict[str
     report.update(rows=len(rows), validation_rows=len(validation), sources=sources,
                   train_s=round(time.perf_counter() - began, 1))
     card = {"trained": report, "encoder": "sentence-transformers/all-MiniLM-L6-v2" if kind == "minilm" else None}
+    if reads_weights:  # the heads read these weights' hidden states; load_screen refuses them on others
+        card["weights"] = weights
     return Fitted(Screen(model_name, kind, heads, card), report)
 
 
@@ -280,12 +286,13 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("choosing auto's thresholds needs the reasoning guard's rates on validation rows: "
                      "--reasoning-run (eval run --split validation) or --reasoning-rates")
     from guardreasoner import load_guard
-    from guardreasoner.models import resolve_model
+    from guardreasoner.models import resolve_model, weights_id
 
     guard = load_guard(args.model, "transformers", fallback=False) if args.features == "guard-state" else None
-    model_name = guard.model_name if guard else resolve_model(args.model).name
-    fitted = fit_screen(rows, validation, rates, kind=args.features, guard=guard, model_name=model_name,
-                        seed=args.seed, c=args.c, cache=Path(args.cache) if args.cache else None)
+    spec = resolve_model(args.model)
+    fitted = fit_screen(rows, validation, rates, kind=args.features, guard=guard, model_name=spec.name,
+                        seed=args.seed, c=args.c, cache=Path(args.cache) if args.cache else None,
+                        weights=weights_id(spec))
     fitted.screen.card["trained"].update(train_files=args.train, runs=args.runs, validation_files=args.validation,
                                          removed_as_validation=len(overlap), seed=args.seed, c=args.c)
     fitted.screen.save(args.out)
