@@ -28,7 +28,8 @@ def _run(args) -> int:
     for benchmark in benchmarks:
         try:
             made = run_benchmark(guard, benchmark, data_dir, out, limit=args.limit, batch_size=args.batch_size,
-                                 sample=args.sample, seed=args.seed, part=args.split)
+                                 sample=args.sample, seed=args.seed, part=args.split,
+                                 reuse=[Path(folder) for folder in args.reuse])
         except (FileNotFoundError, ValueError) as error:  # one missing source does not stop the others
             skipped.append(benchmark)
             print(f"{benchmark}: skipped: {error}", file=sys.stderr)
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--split", choices=PARTS, help="only this part of the committed split (assets/splits); "
                      "'test' keeps OpenAIModeration and SafeRLHF whole, as they are never trained on")
     run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--reuse", nargs="*", default=[], metavar="RUN",
+                     help="run folders of the same model and settings: rows of this sample found there are copied, "
+                          "not generated again (e.g. a smaller --sample run grown to a larger one)")
     run.add_argument("--reasoning", choices=REASONING_MODES, default="full",
                      help="full: reason on every row; off: the screen alone; auto: the screen where it is sure")
     run.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's shipped one)")

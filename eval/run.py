@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from guardreasoner.cascade import SCREEN_FLAG
 from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
 from guardreasoner.results import answers_block
-from guardreasoner.rows import done_lines
+from guardreasoner.rows import done_lines, read_jsonl
 from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import EvalRow, load_benchmark
@@ -61,9 +61,32 @@ def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[Ev
     return [row for row in rows if row.index in chosen]
 
 
+def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[Path]) -> list[dict]:
+    """Records of ``rows`` already generated in other run folders (``--reuse``: the same model and settings
+    on an overlapping sample, e.g. an earlier, smaller ``--sample``), each checked to have read exactly the
+    input this guard builds for its row; the first folder holding a row wins."""
+    wanted = {row.index: guard.model_input(row.prompt, row.response) for row in rows}
+    found: dict[int, dict] = {}
+    for folder in folders:
+        path = Path(folder) / benchmark / PREDICTIONS_FILE
+        if not path.is_file():
+            continue
+        for line, record in enumerate(read_jsonl(path), 1):
+            index = record.get("index")
+            if index not in wanted or index in found:
+                continue
+            if record.get("model_input") != wanted[index]:
+                raise ValueError(f"{path}: line {line} (row {index}) was generated from another input than this "
+                                 "guard builds for it: reuse only runs of the same model and settings")
+            found[index] = record
+    return [found[row.index] for row in rows if row.index in found]
+
+
 def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
-                  batch_size: int = 32, sample: int | None = None, seed: int = 0, part: str | None = None) -> int:
-    """Generate the rows of one benchmark that are not yet in ``out``; returns how many were generated."""
+                  batch_size: int = 32, sample: int | None = None, seed: int = 0, part: str | None = None,
+                  reuse: list[Path] | None = None) -> int:
+    """Generate the rows of one benchmark that are not yet in ``out`` (copying those found in ``reuse``
+    folders); returns how many were generated."""
     rows = split_part(load_benchmark(benchmark, data_dir), benchmark, part)[:limit]
     if sample is not None:
         rows = sample_rows(rows, sample, seed)
@@ -71,6 +94,12 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
     path.parent.mkdir(parents=True, exist_ok=True)
     done = done_lines(path, key="index")
     todo = [row for row in rows if row.index not in done]
+    if reuse and todo:
+        copied = reusable_records(guard, benchmark, todo, reuse)
+        if copied:
+            append_predictions(path, copied)
+        done |= {record["index"] for record in copied}
+        todo = [row for row in todo if row.index not in done]
     if not todo:
         return 0
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:

@@ -6,6 +6,10 @@
 # seeded test-half rows (and OpenAIModeration, SafeRLHF, never trained on) and the better adapter ships.
 # Every stage resumes when the command is rerun; a stage with a line in times.txt is skipped.
 #   bash scripts/retrain.sh          # OUT=runs/retrain, SAMPLE=40 rows a benchmark, SEEDS=256 synthesis seeds
+#   SAMPLE=200 EVAL=runs/retrain/eval200 REUSE=runs/retrain/eval bash scripts/retrain.sh
+#                                    # the same systems on 200 rows a benchmark, the 40 already made reused
+# The adapter retrained from is the one shipped at PREVIOUS (a commit), taken from git, so the run reproduces
+# whatever ships now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -13,17 +17,23 @@ OUT=${OUT:-runs/retrain}
 SHARED=${SHARED:-../shared}
 SAMPLE=${SAMPLE:-40}
 SEEDS=${SEEDS:-256}   # the first N of the balanced order (120 a cell at most); a multiple of 128 keeps whole windows
+PREVIOUS=${PREVIOUS:-4dbeb1c}  # the commit that shipped the adapter this run starts from and compares against
+EVAL=${EVAL:-$OUT/eval}
+REUSE=${REUSE:-}      # an earlier EVAL folder of the same settings: its rows of this sample are copied
 DATA="$SHARED/benchmarks/guardreasoner"
 HELD_OUT=(ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF)
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 source scripts/stages.sh
-mkdir -p "$OUT/eval"
+mkdir -p "$EVAL" "$OUT/previous"
+for file in adapter_config.json adapter_model.safetensors; do
+  [[ -s "$OUT/previous/$file" ]] || git show "$PREVIOUS:assets/embedded-guard/$file" > "$OUT/previous/$file"
+done
 
 # 1. Seeds: the committed training halves, one row per line with its gold labels.
 timed seeds $PY -m eval.split export --data-dir "$DATA" --part train --format seeds --out "$OUT/seeds-train.jsonl"
 # 2. Traces from the shipped guard in this process (CTranslate2 int8: the judge checks every verdict anyway).
 timed synthesize $PY -m training.synthesize --seeds "$OUT/seeds-train.jsonl" --per_cell 120 --max_seeds "$SEEDS" \
-  --teacher embedded --backend ctranslate2 --compute_type int8 --prompt guard-hint --max_tokens 512 --batch_size 8 \
+  --teacher "$OUT/previous" --backend ctranslate2 --compute_type int8 --prompt guard-hint --max_tokens 512 --batch_size 8 \
   --output "$OUT/hint.jsonl"
 # 3. Training rows: the kept traces (long inputs cut as the guard cuts them) and a few released-output traces per
 #    benchmark and label, so the six benchmarks the shipped adapter learnt are not forgotten.
@@ -39,7 +49,7 @@ training_rows() {
 }
 timed subset training_rows
 # 4. R-SFT on from the shipped adapter: bfloat16 autocast (1.8x float32 on this CPU, same losses), LoRA kept as is.
-timed rsft $PY -m training.rsft --model_name_or_path smollm2 --adapter assets/embedded-guard \
+timed rsft $PY -m training.rsft --model_name_or_path smollm2 --adapter "$OUT/previous" \
   --dataset_name "$OUT/train.jsonl" --output_dir "$OUT/rsft" --use_cpu true --bf16 true \
   --gradient_checkpointing false --per_device_train_batch_size 4 --learning_rate 2e-4 --warmup_steps 5 \
   --num_train_epochs 1 --max_length 1024 --logging_steps 5 --save_steps 20 --save_total_limit 2 --report_to none \
@@ -48,23 +58,24 @@ timed rsft $PY -m training.rsft --model_name_or_path smollm2 --adapter assets/em
 #    run (float32: what the embedded guard runs in; int8 flipped a third of its verdicts).
 evaluate() {
   local name=$1 model=$2; shift 2
-  timed "eval $name" $PY -m eval run --model "$model" --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" --split test \
+  timed "$(basename "$EVAL") $name" $PY -m eval run --model "$model" --data-dir "$DATA" \
+    --benchmarks "${HELD_OUT[@]}" --split test \
     --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 --backend ctranslate2 --compute-type float32 \
-    --out "$OUT/eval/$name" "$@"
+    --out "$EVAL/$name" ${REUSE:+--reuse "$REUSE/$name"} "$@"
 }
 evaluate retrained "$OUT/rsft" --mode raw
-evaluate shipped embedded
-evaluate screen embedded --reasoning off
-timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" \
-  --split test --sample "$SAMPLE" --out "$OUT/eval/minilm"
+evaluate shipped "$OUT/previous" --mode raw
+evaluate screen embedded --reasoning off  # the shipped MiniLM screen alone: no adapter is read
+timed "$(basename "$EVAL") minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
+  --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --out "$EVAL/minilm"
 # 6. Strict scores, one table, and the better adapter ships with its card refilled.
 names=(retrained shipped screen minilm)
 for name in "${names[@]}"; do
-  $PY -m eval score "$OUT/eval/$name" --mode strict --data-dir "$DATA" --name "$name" \
-    --json "$OUT/eval/$name.json" --markdown "$OUT/eval/$name.md" > /dev/null
+  $PY -m eval score "$EVAL/$name" --mode strict --data-dir "$DATA" --name "$name" \
+    --json "$EVAL/$name.json" --markdown "$EVAL/$name.md" > /dev/null
 done
-$PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$OUT/eval/$name.json"; done) \
-  --markdown "$OUT/eval/comparison.md"
-$PY -m training.ship --candidates shipped=assets/embedded-guard retrained="$OUT/rsft" \
-  --reports "$OUT/eval/shipped.json" "$OUT/eval/retrained.json"
-echo "comparison in $OUT/eval/comparison.md; stage times in $OUT/times.txt"
+$PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$EVAL/$name.json"; done) \
+  --markdown "$EVAL/comparison.md"
+$PY -m training.ship --candidates shipped="$OUT/previous" retrained="$OUT/rsft" \
+  --reports "$EVAL/shipped.json" "$EVAL/retrained.json"
+echo "comparison in $EVAL/comparison.md; stage times in $OUT/times.txt"

@@ -119,6 +119,33 @@ def test_batch_size_reaches_the_transformers_backend_when_auto_picks_it(shared_d
     assert sizes == [3]
 
 
+def test_a_larger_sample_reuses_the_rows_a_smaller_run_generated(shared_dir, tmp_path, taught_model_dir, capsys):
+    """--reuse copies the rows of this sample that another run of the same settings made (a 40-row run grown to
+    200 generates only the rest); a reused row must have read the very input this guard builds."""
+    from eval.run import sample_rows, split_part
+
+    data = shared_dir / "benchmarks/guardreasoner"
+    base = ["run", "--model", str(taught_model_dir), "--backend", "transformers", "--data-dir", str(data),
+            "--benchmarks", "ToxicChat", "--max-new-tokens", "8", "--batch-size", "4"]
+    small, large = tmp_path / "small", tmp_path / "large"
+    assert eval_main([*base, "--sample", "4", "--out", str(small)]) == 0
+    capsys.readouterr()
+    assert eval_main([*base, "--sample", "9", "--out", str(large), "--reuse", str(small)]) == 0
+    rows = load_benchmark("ToxicChat", data)
+    overlap = {r.index for r in sample_rows(rows, 4)} & {r.index for r in sample_rows(rows, 9)}
+    assert overlap and f"ToxicChat: {9 - len(overlap)} rows generated" in capsys.readouterr().err
+    made = [json.loads(x) for x in (large / "ToxicChat" / "generated_predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in made) == [r.index for r in sample_rows(split_part(rows, "ToxicChat", None), 9)]
+    before = {json.loads(x)["index"]: x for x in (small / "ToxicChat" / "generated_predictions.jsonl").read_text()
+              .splitlines()}
+    assert all(json.dumps(r, ensure_ascii=False) == before[r["index"]] for r in made if r["index"] in overlap)
+
+    path = small / "ToxicChat" / "generated_predictions.jsonl"  # a run of other settings: another input
+    path.write_text(path.read_text().replace("Human user:", "Human:"))
+    assert eval_main([*base, "--sample", "9", "--out", str(tmp_path / "again"), "--reuse", str(small)]) == 1
+    assert "from another input than this guard builds" in capsys.readouterr().err
+
+
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
     assert eval_main(["score", str(tmp_path / "nope")]) == 2
     assert "no run folder" in capsys.readouterr().err
