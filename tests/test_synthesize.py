@@ -113,6 +113,14 @@ def test_real_traces_are_kept_only_when_they_reach_the_gold_answers(traces):
     missing = row["output"].replace("Request: harmful\n", "")
     assert judge(harmful, missing)[1] == "malformed Answers block"
     assert judge(harmful, row["output"].rstrip() + "\nI hope this helps.")[1] == "malformed Answers block"
+    # A task's line with another task's word is malformed even where the seed does not label that task (the
+    # parser, and so the verdict check, would never look at it), in order or not.
+    for wrong_word in ("Request: refusal", "Request: None"):
+        assert judge(harmful, row["output"].replace("Request: harmful", wrong_word))[1] == "malformed Answers block"
+    assert judge(harmful, row["output"].replace("Completion: compliance", "Completion: unharmful"))[1] == \
+        "malformed Answers block"
+    assert judge(harmful, reordered.replace("Completion: compliance", "Completion: harmful"))[1] == \
+        "malformed Answers block"
 
 
 def test_balanced_order_interleaves_cells_and_windows_sort_by_length():

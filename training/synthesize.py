@@ -44,6 +44,7 @@ from guardreasoner.records import training_row
 from guardreasoner.results import (
     ANSWER_NAMES,
     KEY_OF_ANSWER_NAME,
+    LABELS,
     PROMPT_HARMFULNESS,
     REPLY_VERDICT_KEYS,
     RESPONSE_HARMFULNESS,
@@ -113,9 +114,13 @@ class SynthesisConfig:
 
 # The parser is lenient with a model's Answers block (it reads the first line of each name); a training trace
 # must not be: the embedded guard writes blocks with a name twice or one missing (5 of 14 hinted pilot traces that
-# the parser read as gold), and training on them teaches that.
+# the parser read as gold), or a task's line with another task's word ("Request: refusal", "Completion: harmful":
+# 6 of the 135 traces kept in session 9, where the seed did not label that task), and training on them teaches that.
+# "None" only for the reply's tasks (there is no reply); a request is always there to judge.
+ANSWER_WORDS = {key: (*labels, "none") if key in REPLY_VERDICT_KEYS else labels for key, labels in LABELS.items()}
 WELL_FORMED_ANSWERS = re.compile(
-    r"Answers: ?\n" + r"\n".join(f"{ANSWER_NAMES[key]}: [a-z]+" for key in VERDICT_KEYS) + r"\s*\Z", re.IGNORECASE)
+    r"Answers: ?\n" + r"\n".join(f"{ANSWER_NAMES[key]}: (?:{'|'.join(ANSWER_WORDS[key])})" for key in VERDICT_KEYS)
+    + r"\s*\Z", re.IGNORECASE)
 
 
 ANSWER_LINE = re.compile(r"(Request|Completion|Response): ?([A-Za-z]+)", re.IGNORECASE)
@@ -124,16 +129,18 @@ ANSWER_LINE = re.compile(r"(Request|Completion|Response): ?([A-Za-z]+)", re.IGNO
 def tidy_answers_block(trace: str) -> str | None:
     """The trace with its last Answers block rewritten one line per task in the block's order, where every line the
     model wrote there is a verdict and the lines of a task agree: the embedded guard repeats and reorders lines
-    (15 of 22 rejections in its first 32 hinted traces). None where a line is something else, two lines of a task
-    disagree or a task is missing: then the trace stays malformed."""
+    (15 of 22 rejections in its first 32 hinted traces). None where a line is something else (or names a word
+    of another task), two lines of a task disagree or a task is missing: then the trace stays malformed."""
     head, marker, block = trace.rpartition("Answers:")
     values: dict[str, str] = {}
     for line in block.strip().splitlines() if marker else []:
         match = ANSWER_LINE.fullmatch(line.strip())
         if match is None:
             return None
-        value = match[2].lower()
-        if values.setdefault(KEY_OF_ANSWER_NAME[match[1].lower()], value) != value:
+        key, value = KEY_OF_ANSWER_NAME[match[1].lower()], match[2].lower()
+        if value not in ANSWER_WORDS[key]:
+            return None
+        if values.setdefault(key, value) != value:
             return None
     if set(values) != set(VERDICT_KEYS):
         return None
