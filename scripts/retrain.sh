@@ -20,6 +20,8 @@ SEEDS=${SEEDS:-256}   # the first N of the balanced order (120 a cell at most); 
 PREVIOUS=${PREVIOUS:-4dbeb1c}  # the commit that shipped the adapter this run starts from and compares against
 EVAL=${EVAL:-$OUT/eval}
 REUSE=${REUSE:-}      # an earlier EVAL folder of the same settings: its rows of this sample are copied
+HINT_PER_CELL=${HINT_PER_CELL:-100000}  # kept traces per benchmark and gold answers (all, by default)
+RELEASED_PER_CELL=${RELEASED_PER_CELL:-6}
 DATA="$SHARED/benchmarks/guardreasoner"
 HELD_OUT=(ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF)
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
@@ -41,9 +43,10 @@ timed released $PY -m training.from_predictions --runs "$SHARED/predictions/Guar
   "$SHARED/predictions/GuardReasoner-8B" --extra "$SHARED/traces/guardreasonertrain_sample.json" \
   --output "$OUT/released-all.jsonl"
 training_rows() {
-  $PY -m training.subset --dataset_name "$OUT/hint.jsonl" --output "$OUT/hint-fit.jsonl" --per_cell 100000 \
-    --max_tokens 1024 --cut_long_inputs true
-  $PY -m training.subset --dataset_name "$OUT/released-all.jsonl" --output "$OUT/released.jsonl" --per_cell 6 \
+  $PY -m training.subset --dataset_name "$OUT/hint.jsonl" --output "$OUT/hint-fit.jsonl" \
+    --per_cell "$HINT_PER_CELL" --max_tokens 1024 --cut_long_inputs true --well_formed_only true
+  $PY -m training.subset --dataset_name "$OUT/released-all.jsonl" --output "$OUT/released.jsonl" \
+    --per_cell "$RELEASED_PER_CELL" \
     --max_tokens 768 --max_output_tokens 320 --cut_long_inputs true
   cat "$OUT/hint-fit.jsonl" "$OUT/released.jsonl" > "$OUT/train.jsonl"
 }

@@ -91,3 +91,18 @@ def test_cut_long_inputs_keeps_a_long_reply_row_with_its_middle_cut_as_the_guard
         len(tokenizer(cut["output"])["input_ids"]) <= 512
     cell = "B prompt_harmfulness=harmful,response_harmfulness=harmful,response_refusal=compliance"
     assert stats["by_cell"][cell] == {"rows": 1, "fit": 1, "kept": 1, "cut": 1}
+
+
+def test_well_formed_only_leaves_out_traces_an_older_judge_kept(tokenizer_dir, tmp_path):
+    """Traces kept before the judge checked each line's word (session 9's hint.jsonl) are left out and counted."""
+    source = tmp_path / "hint.jsonl"
+    rows = [row("A", "fine", HARMFUL), row("A", "other word", "Request: refusal\nCompletion: None\nResponse: None"),
+            row("A", "twice", HARMFUL + "\nResponse: None")]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for flag, expected in (("false", 3), ("true", 1)):
+        stats = main(["--dataset", str(source), "--output", str(tmp_path / f"{flag}.jsonl"), "--tokenizer",
+                      str(tokenizer_dir), "--per_cell", "10", "--max_tokens", "400", "--well_formed_only", flag])
+        assert stats["kept"] == expected
+    assert [json.loads(x)["input"] for x in (tmp_path / "true.jsonl").read_text().splitlines()] == [
+        format_input("fine")]
+    assert sum(cell.get("refused", 0) for cell in stats["by_cell"].values()) == 2

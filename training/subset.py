@@ -40,6 +40,9 @@ class SubsetConfig:
     max_output_tokens: int | None = None
     cut_long_inputs: bool = field(default=False, metadata={"help": "cut an over-long input's middle as the guard "
                                                                    "does, instead of leaving the row out"})
+    well_formed_only: bool = field(default=False, metadata={
+        "help": "leave out rows whose Answers block the synthesis judge calls malformed (traces kept by an older "
+                "judge)"})
     seed: int = 0
 
 # Below this many tokens for the request and reply together, a cut input says too little to learn from.
@@ -66,11 +69,19 @@ def cut_input(row: dict, max_input_tokens: int, tokenizer) -> dict | None:
     return {**row, "input": format_input(cut.prompt, cut.response), "input_cut": True}
 
 
+def well_formed(row: dict) -> bool:
+    from .synthesize import WELL_FORMED_ANSWERS
+
+    return WELL_FORMED_ANSWERS.search(row["output"]) is not None
+
+
 def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: int, max_tokens: int,
            max_output_tokens: int | None = None, seed: int = 0,
-           cut: Callable[[dict, int], dict | None] | None = None) -> tuple[list[dict], dict[str, dict[str, int]]]:
+           cut: Callable[[dict, int], dict | None] | None = None,
+           accept: Callable[[dict], bool] | None = None) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """The subset, and per cell how many rows there were, fit the budget (``cut``: of them, after their inputs
-    were cut to fit), and were kept. ``cut(row, max_input_tokens)`` returns the row cut to fit, or None."""
+    were cut to fit), and were kept. ``cut(row, max_input_tokens)`` returns the row cut to fit, or None; a row
+    ``accept`` refuses is counted as ``refused`` and left out."""
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
     cells: dict[str, list[dict]] = defaultdict(list)
@@ -80,6 +91,9 @@ def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: in
         cell = cell_of(row)
         tally = counts.setdefault(cell, {"rows": 0, "fit": 0, "kept": 0, **({"cut": 0} if cut else {})})
         tally["rows"] += 1
+        if accept is not None and not accept(row):
+            tally["refused"] = tally.get("refused", 0) + 1
+            continue
         output_tokens = count_tokens(row["output"])
         if max_output_tokens is not None and output_tokens > max_output_tokens:
             continue
@@ -110,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
                           max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
                           seed=config.seed,
-                          cut=(lambda row, room: cut_input(row, room, tokenizer)) if config.cut_long_inputs else None)
+                          cut=(lambda row, room: cut_input(row, room, tokenizer)) if config.cut_long_inputs else None,
+                          accept=well_formed if config.well_formed_only else None)
     write_jsonl(kept, config.output)
     stats = {"rows": len(rows), "kept": len(kept), "config": vars(config), "by_cell": counts}
     write_stats(config.output, stats)
