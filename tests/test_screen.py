@@ -278,9 +278,13 @@ def test_guard_state_heads_are_refused_once_the_adapter_they_read_is_retrained(t
     assert second != first
     with pytest.raises(ScreenError, match=rf"weights {first}, and this guard's are {second}"):
         load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out))
-    # fit again with the same feature cache: the new weights' states, not the cached ones of the old
+    # fit again with the same feature cache: the new weights' states, not the cached ones of the old; a section
+    # written into the card by hand stays
     before = np.load(out / HEADS_FILE)["coef_0"]
+    card = json.loads((out / CARD_FILE).read_text())
+    (out / CARD_FILE).write_text(json.dumps({**card, "how_made": "by hand"}))
     train_screen.main(arguments)
-    assert json.loads((out / CARD_FILE).read_text())["weights"] == second
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["weights"] == second and card["how_made"] == "by hand"
     assert not np.allclose(np.load(out / HEADS_FILE)["coef_0"], before)
     assert load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out)).screen is not None
