@@ -307,7 +307,7 @@ def load_guard(
         from .screen import default_screen_folder, load_screen
 
         chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name,
-                                    weights=weights_id(spec))
+                                    weights=lambda: weights_id(spec))
         if chosen_screen.feature_kind == "guard-state" and backend == "auto":
             backend = "transformers"  # the screen reads the model's hidden states, which only transformers exposes
     # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).

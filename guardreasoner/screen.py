@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,10 +222,12 @@ class Screen:
         return folder
 
 
-def load_screen(folder: str | Path, model: str | None = None, weights: str | None = None) -> Screen:
+def load_screen(folder: str | Path, model: str | None = None,
+                weights: Callable[[], str | None] | None = None) -> Screen:
     """Read a screen folder; with ``model``, heads trained for another guard model are refused, and with
-    ``weights`` (``models.weights_id``), guard-state heads fit on other weights of that model (a retrained
-    adapter under the same name): their features would come from hidden states they never saw."""
+    ``weights`` (returning ``models.weights_id``; called only for guard-state heads, as it hashes the adapter),
+    guard-state heads fit on other weights of that model (a retrained adapter under the same name): their features
+    would come from hidden states they never saw."""
     folder = Path(folder)
     card_path, heads_path = folder / CARD_FILE, folder / HEADS_FILE
     if not card_path.is_file():
@@ -244,10 +247,12 @@ def load_screen(folder: str | Path, model: str | None = None, weights: str | Non
         raise ScreenError(f"{card_path}: these heads were trained for the model {card['model']!r}, not {model!r}; "
                           "train heads for this model with python -m training.screen")
     fit_on = card.get("weights")
-    if card["features"] == "guard-state" and weights is not None and fit_on is not None and fit_on != weights:
-        raise ScreenError(f"{card_path}: these guard-state heads were fit on the hidden states of {card['model']!r} "
-                          f"weights {fit_on}, and this guard's are {weights} (retrained since); fit them again "
-                          "with python -m training.screen, or use the MiniLM screen")
+    if card["features"] == "guard-state" and weights is not None and fit_on is not None:
+        current = weights()
+        if current is not None and current != fit_on:
+            raise ScreenError(f"{card_path}: these guard-state heads were fit on the hidden states of "
+                              f"{card['model']!r} weights {fit_on}, and this guard's are {current} (retrained "
+                              "since); fit them again with python -m training.screen, or use the MiniLM screen")
     if not heads_path.is_file():
         raise ScreenError(f"{heads_path}: missing (the card {card_path.name} lists {len(card['heads'])} heads)")
     try:

@@ -296,10 +296,11 @@ def main(argv: list[str] | None = None) -> dict:
     fitted.screen.card["trained"].update(train_files=args.train, runs=args.runs, validation_files=args.validation,
                                          removed_as_validation=len(overlap), seed=args.seed, c=args.c)
     earlier = Path(args.out) / "screen.json"
-    if earlier.is_file():  # refit in place: sections written by hand (held-out scores, how it was made) stay
+    if earlier.is_file():  # refit in place: sections written by hand (held-out scores, how it was made) stay;
+        # what this fit writes overrides the rest, and "weights", written only for guard-state heads, never stays
         kept = json.loads(earlier.read_text(encoding="utf-8"))
-        fresh = {"trained", "encoder", "weights", "format", "model", "features", "heads"}
-        fitted.screen.card = {**{k: v for k, v in kept.items() if k not in fresh}, **fitted.screen.card}
+        kept.pop("weights", None)
+        fitted.screen.card = {**kept, **fitted.screen.card}
     fitted.screen.save(args.out)
     print(json.dumps({"out": args.out, **{k: v for k, v in fitted.report.items() if k != "sources"}}))
     return fitted.report
