@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--reuse", nargs="*", default=[], metavar="RUN",
                      help="run folders of the same model and settings: rows of this sample found there are copied, "
-                          "not generated again (e.g. a smaller --sample run grown to a larger one)")
+                          "not generated again (e.g. a smaller --sample run grown to a larger one); in another "
+                          "--reasoning mode their reasoning is replayed and the screen runs anew")
     run.add_argument("--reasoning", choices=REASONING_MODES, default="full",
                      help="full: reason on every row; off: the screen alone; auto: the screen where it is sure")
     run.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's shipped one)")

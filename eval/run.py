@@ -8,10 +8,12 @@ batch in flight and resumes after the rows already written.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from guardreasoner.backends.base import Generation
 from guardreasoner.cascade import SCREEN_FLAG
 from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
 from guardreasoner.results import answers_block
@@ -61,10 +63,10 @@ def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[Ev
     return [row for row in rows if row.index in chosen]
 
 
-def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[Path]) -> list[dict]:
-    """Records of ``rows`` already generated in other run folders (``--reuse``: the same model and settings
-    on an overlapping sample, e.g. an earlier, smaller ``--sample``), each checked to have read exactly the
-    input this guard builds for its row; the first folder holding a row wins."""
+def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[Path]) -> dict[int, dict]:
+    """Records of ``rows`` already made in other run folders (``--reuse``: the same model and settings on an
+    overlapping sample, e.g. an earlier, smaller ``--sample``), each checked to have read exactly the input this
+    guard builds for its row; the first folder holding a row wins."""
     wanted = {row.index: guard.model_input(row.prompt, row.response) for row in rows}
     found: dict[int, dict] = {}
     for folder in folders:
@@ -79,7 +81,45 @@ def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[P
                 raise ValueError(f"{path}: line {line} (row {index}) was generated from another input than this "
                                  "guard builds for it: reuse only runs of the same model and settings")
             found[index] = record
-    return [found[row.index] for row in rows if row.index in found]
+    return found
+
+
+def reasoned_alone(record: dict) -> bool:
+    """Whether the reasoning guard made the whole record (no screen decided a verdict): its ``predict`` is the
+    model's output, and the record is what a ``full`` run writes."""
+    return "reasoning_output" not in record and "screen" not in (record.get("decided_by") or {}).values()
+
+
+def recorded_generation(record: dict) -> Generation | None:
+    """The reasoning model's output kept in a record, or None where the screen decided every verdict."""
+    text = record["predict"] if reasoned_alone(record) else record.get("reasoning_output")
+    if not text:
+        return None
+    return Generation(text=text, prompt_tokens=record.get("input_tokens") or 0,
+                      completion_tokens=record.get("output_tokens") or 0, latency_s=record.get("latency_s") or 0.0,
+                      finish_reason=record.get("finish_reason"))
+
+
+class Replay:
+    """The guard's backend, answering the inputs another run already reasoned on with that run's output (the
+    reasoning model decodes greedily, so it would write the same) and the rest with the real backend: a run in
+    another reasoning mode (auto over a full run's rows) sends the screen's new calls through the same guard
+    code without generating again."""
+
+    def __init__(self, backend, generations: dict[str, Generation]):
+        self.backend, self.generations, self.replayed = backend, generations, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prompts: list[str], sampling, on_progress=None) -> list[Generation]:
+        kept = [self.generations.get(self.backend.render(prompt)) for prompt in prompts]
+        fresh = [position for position, generation in enumerate(kept) if generation is None]
+        made = self.backend.generate([prompts[p] for p in fresh], sampling, on_progress) if fresh else []
+        for position, generation in zip(fresh, made):
+            kept[position] = generation
+        self.replayed += len(prompts) - len(fresh)
+        return kept
 
 
 def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, limit: int | None = None,
@@ -94,18 +134,33 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
     path.parent.mkdir(parents=True, exist_ok=True)
     done = done_lines(path, key="index")
     todo = [row for row in rows if row.index not in done]
+    replay: dict[str, Generation] = {}
     if reuse and todo:
-        copied = reusable_records(guard, benchmark, todo, reuse)
+        found = reusable_records(guard, benchmark, todo, reuse)
+        # A whole record is copied only into a run that would have made it (full, from a record the reasoning
+        # guard made alone); otherwise its reasoning is replayed and the screen decides anew.
+        copied = [found.pop(row.index) for row in todo
+                  if guard.reasoning == "full" and row.index in found and reasoned_alone(found[row.index])]
         if copied:
             append_predictions(path, copied)
         done |= {record["index"] for record in copied}
         todo = [row for row in todo if row.index not in done]
+        replay = {record["model_input"]: generation for record in found.values()
+                  if (generation := recorded_generation(record)) is not None}
     if not todo:
         return 0
-    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
-            append_predictions(path, [_record(guard, row, result) for row, result in zip(chunk, results)])
-            bar.update(len(chunk))
+    backend = guard.backend
+    guard.backend = Replay(backend, replay)
+    try:
+        with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
+                append_predictions(path, [_record(guard, row, result) for row, result in zip(chunk, results)])
+                bar.update(len(chunk))
+    finally:
+        replayed, guard.backend = guard.backend.replayed, backend
+    if replayed:
+        print(f"{benchmark}: reasoning of {replayed} rows replayed from {', '.join(map(str, reuse))}",
+              file=sys.stderr)
     return len(todo)

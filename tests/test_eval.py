@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from eval.cli import main as eval_main
@@ -144,6 +145,70 @@ def test_a_larger_sample_reuses_the_rows_a_smaller_run_generated(shared_dir, tmp
     path.write_text(path.read_text().replace("Human user:", "Human:"))
     assert eval_main([*base, "--sample", "9", "--out", str(tmp_path / "again"), "--reuse", str(small)]) == 1
     assert "from another input than this guard builds" in capsys.readouterr().err
+
+
+class AlternatingScreen:
+    """Sure (p=0.97) of every other prompt it is asked about, unsure (0.5) of the rest: auto defers half."""
+
+    def __init__(self):
+        from guardreasoner.screen import Head, Thresholds
+
+        zero = np.zeros(1, dtype=np.float32)
+        self.heads = {"prompt_harmfulness": Head("prompt_harmfulness", "input", zero, zero + 1, zero, 0.0,
+                                                 Thresholds(cut=0.5, low=0.2, high=0.9))}
+        self.sure: dict[str, bool] = {}
+
+    def timed_probabilities(self, items):
+        for prompt, _ in items:
+            self.sure.setdefault(prompt, len(self.sure) % 2 == 0)
+        return [{"prompt_harmfulness": 0.97 if self.sure[prompt] else 0.5} for prompt, _ in items], 0.001
+
+
+def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(shared_dir, tmp_path,
+                                                                               taught_model_dir, monkeypatch):
+    """--reuse across reasoning modes: an auto run over a full run's rows calls the screen anew and takes the
+    reasoning of the rows it defers from the full run (never copying a full record whole, whose every verdict
+    the reasoning made); a full run over an auto run's rows regenerates only rows the screen decided whole."""
+    from eval.run import run_benchmark
+    from guardreasoner.backends.base import SamplingConfig
+    from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.guard import Guard
+
+    data = shared_dir / "benchmarks/guardreasoner"
+    backend = TransformersBackend(str(taught_model_dir))
+    sampling = SamplingConfig(max_new_tokens=8)
+    full, auto, again = tmp_path / "full", tmp_path / "auto", tmp_path / "again"
+    assert run_benchmark(Guard(backend, sampling=sampling), "ToxicChat", data, full, sample=6, batch_size=4) == 6
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated a row whose reasoning the reused run holds")
+
+    monkeypatch.setattr(backend, "generate", no_generation)
+    screen = AlternatingScreen()
+    auto_guard = Guard(backend, sampling=sampling, screen=screen, reasoning="auto", fail_closed=False)
+    assert run_benchmark(auto_guard, "ToxicChat", data, auto, sample=6, batch_size=4, reuse=[full]) == 6
+    assert auto_guard.backend is backend  # the replay is taken off again
+
+    def records(run):
+        lines = (run / "ToxicChat" / "generated_predictions.jsonl").read_text().splitlines()
+        return {record["index"]: record for record in map(json.loads, lines)}
+
+    made, reasoned = records(auto), records(full)
+    by_screen = {i for i, r in made.items() if r["decided_by"]["prompt_harmfulness"] == "screen"}
+    assert len(by_screen) == 3 and all("Request: harmful" in made[i]["predict"] for i in by_screen)
+    for index in set(made) - by_screen:  # deferred: the full run's reasoning, decided as it decided
+        assert made[index]["predict"] == reasoned[index]["predict"]
+        assert "reasoning_output" not in made[index]
+
+    calls = []
+    monkeypatch.undo()
+    real = backend.generate
+    monkeypatch.setattr(backend, "generate", lambda prompts, *rest, **options: calls.append(len(prompts))
+                        or real(prompts, *rest, **options))
+    assert run_benchmark(Guard(backend, sampling=sampling), "ToxicChat", data, again, sample=6, batch_size=6,
+                         reuse=[auto]) == 3  # the deferred rows' records are whole reasoning records: copied
+    assert calls == [3]  # the rows the screen decided alone had no reasoning to reuse
+    assert {i: r["predict"] for i, r in records(again).items()} == {i: r["predict"] for i, r in reasoned.items()}
 
 
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
