@@ -68,11 +68,6 @@ def wall_times(path: Path) -> dict[str, float]:
     return times
 
 
-def mean_f1(report: dict) -> float | None:
-    values = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
-    return sum(values) / len(values) if values else None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="NAME=RUN_FOLDER that the others are compared with")
@@ -94,10 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     reports = {name: score_run(Path(folder), "strict") for name, folder in runs.items()}
     print("\n## Strict F1 (%), 95% intervals\n")
     print(compare_markdown(reports))
-    print("| run | mean strict F1 over the cells |\n|---|---|")
-    for name, report in reports.items():
-        value = mean_f1(report)
-        print(f"| {name} | {'—' if value is None else f'{value:.2f}'} |")
     times = wall_times(args.times) if args.times else {}
     print("\n| run | rows | reached the reasoning model | wall s | rows/s |\n|---|---|---|---|---|")
     for name, folder in runs.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guardreasoner.reports import published_f1
+from guardreasoner.reports import mean_cell_f1, published_f1
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 from .registry import CELLS, TASKS
@@ -89,14 +89,15 @@ def to_html(report: dict, name: str = "this run") -> str:
 
 
 def compare_markdown(reports: dict[str, dict]) -> str:
-    """One table for several scored runs on the same rows: F1 (95% interval) per cell, then rows and ms/row.
+    """One table for several scored runs on the same rows: F1 (95% interval) per cell and the mean over the
+    cells, then rows and ms/row.
 
-    Cells scored in only some runs are shown with a dash; a cell whose row counts differ between runs is
-    marked, since its figures are then not comparable."""
+    Cells scored in only some runs are shown with a dash (and the mean says over how many cells it is); a cell
+    whose row counts differ between runs is marked, since its figures are then not comparable."""
     keys = [(c.benchmark, c.task) for c in CELLS if any((c.benchmark, c.task) in _cell_f1(r) for r in reports.values())]
     scored = {name: _cell_f1(report) for name, report in reports.items()}
     header = [f"{benchmark} ({task})" for benchmark, task in keys]
-    lines = ["| system | " + " | ".join(header) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = ["| system | " + " | ".join(header) + " | mean |", "|---" * (len(keys) + 2) + "|"]
     for name, cells in scored.items():
         row = []
         for key in keys:
@@ -105,6 +106,9 @@ def compare_markdown(reports: dict[str, dict]) -> str:
             if cell and cell.get("ci95"):
                 text += f" ({cell['ci95'][0]:.1f}–{cell['ci95'][1]:.1f})"
             row.append(text)
+        mean = _fmt(mean_cell_f1(reports[name]))
+        partial = sum(cells[key].get("f1") is not None for key in keys if key in cells)
+        row.append(mean if partial == len(keys) else f"{mean} ({partial} of {len(keys)} cells)")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     lines += ["", "| system | " + " | ".join(f"n / ms per row: {h}" for h in header) + " |",
               "|---" * (len(keys) + 1) + "|"]

@@ -18,6 +18,13 @@ def published_f1() -> dict[str, dict]:
     return json.loads(asset_path(_PUBLISHED_FILE).read_text(encoding="utf-8"))["systems"]
 
 
+def mean_cell_f1(report: dict) -> float | None:
+    """The mean F1 over the cells a report scored (each benchmark and task counted once, unweighted): the one
+    figure ``training.ship`` ranks candidates by and comparison tables show."""
+    values = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
+    return sum(values) / len(values) if values else None
+
+
 def current_report(report: dict, where: str = "a report") -> dict:
     """A scored report with task names as verdict keys (reports of earlier versions used prompt/response/refusal)."""
     if not any(cell.get("task") in LEGACY_TASK_KEYS for cell in report.get("cells", [])):

@@ -376,3 +376,14 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
     aegis = next(c for c in one["cells"] if c["benchmark"] == "AegisSafetyTest")
     assert lines[2].split(" | ")[2] == f"{aegis['f1']:.2f} ({aegis['ci95'][0]:.1f}–{aegis['ci95'][1]:.1f})"
     assert "Not comparable" not in table  # both folders hold the same rows
+    mean = sum(cell["f1"] for cell in one["cells"]) / len(one["cells"])
+    assert lines[0].endswith(" | mean |") and lines[2].split(" | ")[-1] == f"{mean:.2f} |"
+
+    eight = json.loads((tmp_path / "8B.json").read_text())  # a system missing a cell: its mean says so
+    eight["cells"] = eight["cells"][1:]
+    (tmp_path / "8B.json").write_text(json.dumps(eight))
+    capsys.readouterr()
+    assert main(["compare", f"one={tmp_path / '1B.json'}", str(tmp_path / "8B.json")]) == 0
+    partial = capsys.readouterr().out.splitlines()[3]
+    kept = sum(cell["f1"] for cell in eight["cells"]) / len(eight["cells"])
+    assert partial.endswith(f" | {kept:.2f} ({len(eight['cells'])} of {len(one['cells'])} cells) |")

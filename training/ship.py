@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
+from guardreasoner.reports import mean_cell_f1
 from guardreasoner.rows import read_jsonl
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
@@ -42,8 +43,8 @@ class ShipConfig:
 
 
 def mean_f1(report: dict) -> float:
-    scores = [cell["f1"] for cell in report["cells"] if cell.get("f1") is not None]
-    return sum(scores) / len(scores) if scores else float("-inf")
+    value = mean_cell_f1(report)
+    return float("-inf") if value is None else value
 
 
 def winner(candidates: Collection[str], reports: dict[str, dict]) -> str:
