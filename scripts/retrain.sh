@@ -3,7 +3,8 @@
 # BeaverTails (assets/splits) become seeds; the shipped guard itself writes their reasoning with the gold answers
 # as a hint (STaR's rationalisation), kept only where its Answers block reaches gold; R-SFT trains the shipped
 # adapter on from there, with a few released-output traces replayed. Then every system is scored on the same
-# seeded test-half rows (and OpenAIModeration, SafeRLHF, never trained on) and the better adapter ships.
+# seeded test-half rows (and OpenAIModeration, SafeRLHF, never trained on), the better adapter ships, and the
+# cascade (auto) with it joins the table once its screens are refit.
 # Every stage resumes when the command is rerun; a stage with a line in times.txt is skipped.
 #   bash scripts/retrain.sh          # OUT=runs/retrain, SAMPLE=40 rows a benchmark, SEEDS=256 synthesis seeds
 #   SAMPLE=200 EVAL=runs/retrain/eval200 REUSE=runs/retrain/eval bash scripts/retrain.sh
@@ -71,14 +72,25 @@ evaluate shipped "$OUT/previous" --mode raw
 evaluate screen embedded --reasoning off  # the shipped MiniLM screen alone: no adapter is read
 timed "$(basename "$EVAL") minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
   --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --out "$EVAL/minilm"
-# 6. Strict scores, one table, and the better adapter ships with its card refilled.
-names=(retrained shipped screen minilm)
-for name in "${names[@]}"; do
-  $PY -m eval score "$EVAL/$name" --mode strict --data-dir "$DATA" --name "$name" \
-    --json "$EVAL/$name.json" --markdown "$EVAL/$name.md" > /dev/null
-done
-$PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$EVAL/$name.json"; done) \
-  --markdown "$EVAL/comparison.md"
+# 6. Strict scores, and the better adapter ships with its card refilled.
+score() {
+  $PY -m eval score "$EVAL/$1" --mode strict --data-dir "$DATA" --name "$1" \
+    --json "$EVAL/$1.json" --markdown "$EVAL/$1.md" > /dev/null
+}
+for name in retrained shipped screen minilm; do score "$name"; done
 $PY -m training.ship --candidates shipped="$OUT/previous" retrained="$OUT/rsft" \
   --reports "$EVAL/shipped.json" "$EVAL/retrained.json"
+# 7. The cascade with the adapter that ships: its screens refit for it (auto's bands are chosen on its validation
+#    rates; guard-state heads read its hidden states), then auto on the same rows, the reasoning of the rows the
+#    screen defers replayed from that adapter's run above (greedy decoding: the same text).
+winner=shipped
+cmp -s "$OUT/rsft/adapter_model.safetensors" assets/embedded-guard/adapter_model.safetensors && winner=retrained
+[[ $winner == retrained ]] && OUT="$OUT/screens" bash scripts/screens.sh
+timed "$(basename "$EVAL") auto" $PY -m eval run --model embedded --reasoning auto --data-dir "$DATA" \
+  --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 \
+  --backend ctranslate2 --compute-type float32 --out "$EVAL/auto" --reuse "$EVAL/$winner" ${REUSE:+"$REUSE/auto"}
+score auto
+names=(retrained shipped auto screen minilm)
+$PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$EVAL/$name.json"; done) \
+  --markdown "$EVAL/comparison.md"
 echo "comparison in $EVAL/comparison.md; stage times in $OUT/times.txt"
