@@ -26,6 +26,8 @@ def test_cells_are_benchmark_and_gold_answers():
     refusal = "Request: harmful\nCompletion: refusal\nResponse: unharmful"
     assert cell_of(row("XSTest", "q", refusal)) == \
         "XSTest prompt_harmfulness=harmful,response_harmfulness=unharmful,response_refusal=refusal"
+    split_row = {**row("x", "q", HARMFUL), "source": "ToxicChat/train"}  # eval.split export names the part last
+    assert cell_of(split_row) == "ToxicChat prompt_harmfulness=harmful"
 
 
 def test_each_cell_gives_at_most_per_cell_rows_that_fit_and_no_input_twice():
@@ -106,3 +108,18 @@ def test_well_formed_only_leaves_out_traces_an_older_judge_kept(tokenizer_dir, t
     assert [json.loads(x)["input"] for x in (tmp_path / "true.jsonl").read_text().splitlines()] == [
         format_input("fine")]
     assert sum(cell.get("refused", 0) for cell in stats["by_cell"].values()) == 2
+
+
+def test_exclude_leaves_out_rows_whose_ids_another_file_holds(tokenizer_dir, tmp_path):
+    """Mining rows for HS-DPO leave out every seed the synthesis already read, kept or rejected."""
+    source = tmp_path / "gold.jsonl"
+    rows = [{**row("A", f"question {i}", HARMFUL), "id": f"A/{i}"} for i in range(6)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "kept.jsonl").write_text(json.dumps({"id": "A/1", "output": "..."}) + "\n")
+    (tmp_path / "rejected.jsonl").write_text(json.dumps({"id": "A/4", "reason": "wrong"}) + "\n")
+    stats = main(["--dataset", str(source), "--output", str(tmp_path / "mine.jsonl"), "--tokenizer",
+                  str(tokenizer_dir), "--per_cell", "10", "--max_tokens", "400",
+                  "--exclude", str(tmp_path / "kept.jsonl"), str(tmp_path / "rejected.jsonl")])
+    kept = [json.loads(x)["id"] for x in (tmp_path / "mine.jsonl").read_text().splitlines()]
+    assert sorted(kept) == ["A/0", "A/2", "A/3", "A/5"]
+    assert stats["rows"] == 6 and stats["excluded"] == 2 and stats["kept"] == 4

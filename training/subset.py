@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from guardreasoner.parser import parse, split_upstream_prompt
-from guardreasoner.rows import write_jsonl
+from guardreasoner.rows import read_jsonl, write_jsonl
 from guardreasoner.template import build_prompt, format_input, user_turn
 
 from .args import DATASET_HELP, modern_flags
@@ -43,14 +43,22 @@ class SubsetConfig:
     well_formed_only: bool = field(default=False, metadata={
         "help": "leave out rows whose Answers block the synthesis judge calls malformed (traces kept by an older "
                 "judge)"})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "files (.jsonl) whose rows' ids are left out: the seeds a synthesis already used, so hard samples "
+                "are mined from rows the model has not trained on"})
     seed: int = 0
 
 # Below this many tokens for the request and reply together, a cut input says too little to learn from.
 MIN_CUT_INPUT_TOKENS = 128
 
 
+# eval.split's rows name their source "<benchmark>/<part>"; released outputs "<model>/<benchmark>".
+SPLIT_PARTS = {"train", "fit", "validation", "test"}
+
+
 def cell_of(row: dict) -> str:
-    benchmark = row.get("source", "").rsplit("/", 1)[-1]
+    parts = row.get("source", "").split("/")
+    benchmark = parts[-2] if len(parts) > 1 and parts[-1] in SPLIT_PARTS else parts[-1]
     answers = parse(row["output"]).labels
     return benchmark + " " + ",".join(f"{key}={value}" for key, value in sorted(answers.items()) if value)
 
@@ -121,15 +129,19 @@ def main(argv: list[str] | None = None) -> dict:
     (config,) = HfArgumentParser(SubsetConfig).parse_args_into_dataclasses(modern_flags(argv))
     tokenizer = AutoTokenizer.from_pretrained(model_folder(resolve_model(config.tokenizer)))
     rows = load_rows(config.dataset_name)
+    excluded = {row["id"] for path in config.exclude for row in read_jsonl(path) if "id" in row}
+    before = len(rows)
+    rows = [row for row in rows if row.get("id") not in excluded]
     kept, counts = choose(rows, lambda text: len(tokenizer(text)["input_ids"]), per_cell=config.per_cell,
                           max_tokens=config.max_tokens, max_output_tokens=config.max_output_tokens,
                           seed=config.seed,
                           cut=(lambda row, room: cut_input(row, room, tokenizer)) if config.cut_long_inputs else None,
                           accept=well_formed if config.well_formed_only else None)
     write_jsonl(kept, config.output)
-    stats = {"rows": len(rows), "kept": len(kept), "config": vars(config), "by_cell": counts}
+    stats = {"rows": before, "excluded": before - len(rows), "kept": len(kept), "config": vars(config),
+             "by_cell": counts}
     write_stats(config.output, stats)
-    print(json.dumps({"rows": len(rows), "kept": len(kept)}))
+    print(json.dumps({"rows": before, "excluded": before - len(rows), "kept": len(kept)}))
     return stats
 
 
