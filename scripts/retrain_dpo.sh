@@ -16,7 +16,7 @@ MINE_PER_CELL=${MINE_PER_CELL:-10}  # rows a benchmark and gold answers give the
 BETA=${BETA:-0.1}                   # TRL's default; the paper's 0.01 left the preference term flat under LoRA
 EPOCHS=${EPOCHS:-1}                 # the paper runs 2; two here (38 steps, 73 s each) outlast a session
 LR=${LR:-1e-4}
-BF16=${BF16:-true}                  # false where the CPU lacks AVX-512 BF16: with autocast emulated, no step ended in 9 minutes
+BF16=${BF16:-true}                  # false where the CPU lacks AVX-512 BF16 (emulated: no step ended in 9 min)
 TRAIN_THREADS=${TRAIN_THREADS:-1}   # 2 with BF16=false on an AVX2 machine: 85-100 s a step
 DATA="$SHARED/benchmarks/guardreasoner"
 HELD_OUT=(ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF)
@@ -43,12 +43,13 @@ else
     --output "$DPO/pairs.jsonl" --backend ctranslate2 --max_new_tokens 384 --max_input_tokens 640 \
     --chunk_rows 2 --batch_size 8
 fi
-# 3. HS-DPO on the same LoRA adapter against the retrained model as reference (bfloat16 autocast, as R-SFT).
+# 3. HS-DPO on the same LoRA adapter against the retrained model as reference (bfloat16 autocast, as R-SFT,
+#    where the CPU has it).
 timed hs_dpo env OMP_NUM_THREADS="$TRAIN_THREADS" $PY -m training.hs_dpo --model_name_or_path "$OUT_RUN/rsft" \
-  --dataset_name "$DPO/pairs.jsonl"   --output_dir "$DPO/hs-dpo" --use_cpu true --bf16 "$BF16" --gradient_checkpointing false \
-  --per_device_train_batch_size 1 --gradient_accumulation_steps 4 --learning_rate "$LR" --beta "$BETA" \
-  --num_train_epochs "$EPOCHS" --max_length 1024 --logging_steps 1 --save_steps 10 --save_total_limit 2 \
-  --report_to none --seed 0
+  --dataset_name "$DPO/pairs.jsonl" --output_dir "$DPO/hs-dpo" --use_cpu true --bf16 "$BF16" \
+  --gradient_checkpointing false --per_device_train_batch_size 1 --gradient_accumulation_steps 4 \
+  --learning_rate "$LR" --beta "$BETA" --num_train_epochs "$EPOCHS" --max_length 1024 --logging_steps 1 \
+  --save_steps 10 --save_total_limit 2 --report_to none --seed 0
 # 4. The same seeded rows as retrain.sh's table, scored strictly beside the retrained adapter. The 200-row column:
 #    SAMPLE=200 EVAL=runs/retrain/eval200 BASELINE=runs/retrain/eval200/retrained.json REUSE=runs/retrain/dpo/eval
 EVAL=${EVAL:-$DPO/eval}
