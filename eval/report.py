@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from guardreasoner.reports import mean_cell_f1, published_f1
+from guardreasoner.reports import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells, published_f1
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 from .registry import CELLS, TASKS
+from .score import all_positive_interval
 
 PUBLISHED = published_f1()
 TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmfulness", RESPONSE_HARMFULNESS: "Response harmfulness",
@@ -110,13 +111,43 @@ def compare_markdown(reports: dict[str, dict]) -> str:
         partial = sum(cells[key].get("f1") is not None for key in keys if key in cells)
         row.append(mean if partial == len(keys) else f"{mean} ({partial} of {len(keys)} cells)")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    reference = _all_positive_row(keys, scored)
+    if reference:
+        lines.append(reference)
     lines += ["", "| system | " + " | ".join(f"n / ms per row: {h}" for h in header) + " |",
               "|---" * (len(keys) + 1) + "|"]
     for name, cells in scored.items():
         row = [f"{cells[k]['n']} / {_fmt(cells[k].get('mean_ms_per_row'))}" if k in cells else "—" for k in keys]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    if any(balanced_accuracy(cell) is not None for cells in scored.values() for cell in cells.values()):
+        lines += ["", "| system | " + " | ".join(f"balanced accuracy: {h}" for h in header) + " | mean |",
+                  "|---" * (len(keys) + 2) + "|"]
+        for name, cells in scored.items():
+            row = [_fmt(balanced_accuracy(cells[k])) if k in cells else "—" for k in keys]
+            row.append(_fmt(mean_over_cells(reports[name], balanced_accuracy)))
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
     counts = {key: {cells[key]["n"] for cells in scored.values() if key in cells} for key in keys}
     uneven = [f"{b} ({t})" for b, t in keys if len(counts[(b, t)]) > 1]
     if uneven:
         lines += ["", "Not comparable (different row counts): " + ", ".join(uneven)]
     return "\n".join(lines) + "\n"
+
+
+def _all_positive_row(keys: list[tuple[str, str]], scored: dict[str, dict]) -> str | None:
+    """The reference row: every labelled row called positive, on the rows of the first system that scored each
+    cell strictly (the systems compared share their rows)."""
+    row, values = [], []
+    for key in keys:
+        cell = next((cells[key] for cells in scored.values() if key in cells and cells[key].get("confusion")), None)
+        value = all_positive_f1(cell) if cell else None
+        values.append(value)
+        if value is None:
+            row.append("—")
+            continue
+        confusion = cell["confusion"]
+        low, high = all_positive_interval(confusion["tp"] + confusion["fn"], confusion["fp"] + confusion["tn"])
+        row.append(f"{value:.2f} ({low:.1f}–{high:.1f})")
+    if all(value is None for value in values):
+        return None
+    mean = _fmt(sum(values) / len(values)) if None not in values else "—"
+    return "| all positive (reference) | " + " | ".join(row) + f" | {mean} |"

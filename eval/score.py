@@ -90,6 +90,12 @@ def _bootstrap(gold_positive: np.ndarray, pred_positive: np.ndarray, seed: int =
     return float(low), float(high)
 
 
+def all_positive_interval(positives: int, negatives: int) -> tuple[float, float]:
+    """The 95% bootstrap interval of calling every row positive, resampled as the systems' rows are."""
+    gold = np.array([True] * positives + [False] * negatives, dtype=bool)
+    return _bootstrap(gold, np.ones_like(gold))
+
+
 def score_strict(cell: Cell, rows: list[dict], golds: list[str | None]) -> CellScore:
     allowed = {POSITIVE_OF_TASK[cell.task], NEGATIVE_OF_TASK[cell.task]}
     labels, predictions, failures = [], [], 0

@@ -25,6 +25,40 @@ def mean_cell_f1(report: dict) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _gold_counts(cell: dict) -> tuple[int, int] | None:
+    confusion = cell.get("confusion")
+    if not confusion:
+        return None  # paper-mode reports keep no confusion matrix
+    return confusion["tp"] + confusion["fn"], confusion["fp"] + confusion["tn"]
+
+
+def all_positive_f1(cell: dict) -> float | None:
+    """The F1 (x 100) of calling every labelled row of a strict cell positive (harmful, or refusal): 2P / (2P + N).
+    F1 of the positive label pays a guard that says "harmful" of nearly everything about this much, so a guard
+    has learnt something only where it beats it."""
+    counts = _gold_counts(cell)
+    if counts is None or not counts[0]:
+        return None if counts is None else 0.0
+    positives, negatives = counts
+    return 100.0 * 2 * positives / (2 * positives + negatives)
+
+
+def balanced_accuracy(cell: dict) -> float | None:
+    """The mean of the recall of both labels (x 100) of a strict cell: 50 is chance, and calling every row one
+    label scores 50 whatever the balance of labels, where F1 rewards it."""
+    counts = _gold_counts(cell)
+    if counts is None or not all(counts):
+        return None
+    confusion = cell["confusion"]
+    return 50.0 * (confusion["tp"] / counts[0] + confusion["tn"] / counts[1])
+
+
+def mean_over_cells(report: dict, measure) -> float | None:
+    """The unweighted mean of ``measure(cell)`` over a report's cells; None unless every cell has it."""
+    values = [measure(cell) for cell in report["cells"]]
+    return sum(values) / len(values) if values and None not in values else None
+
+
 def current_report(report: dict, where: str = "a report") -> dict:
     """A scored report with task names as verdict keys (reports of earlier versions used prompt/response/refusal)."""
     if not any(cell.get("task") in LEGACY_TASK_KEYS for cell in report.get("cells", [])):

@@ -378,6 +378,18 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
     assert "Not comparable" not in table  # both folders hold the same rows
     mean = sum(cell["f1"] for cell in one["cells"]) / len(one["cells"])
     assert lines[0].endswith(" | mean |") and lines[2].split(" | ")[-1] == f"{mean:.2f} |"
+    # The reference row: every labelled row called positive scores 2P / (2P + N) on the same rows.
+    confusion = aegis["confusion"]
+    positives, negatives = confusion["tp"] + confusion["fn"], confusion["fp"] + confusion["tn"]
+    assert lines[4].startswith("| all positive (reference) | ")
+    low, high = (float(x) for x in lines[4].split(" | ")[2].split(" (")[1].rstrip(")").split("–"))
+    assert lines[4].split(" | ")[2].startswith(f"{200 * positives / (2 * positives + negatives):.2f} (")
+    assert low < 200 * positives / (2 * positives + negatives) < high
+    # Balanced accuracy: the mean recall of both labels, 50 for a guard that calls every row one label.
+    balanced = table.split("\n\n")[-1].splitlines()  # the last table
+    assert balanced[0].startswith("| system | balanced accuracy: HarmBenchPrompt")
+    expected = 50 * (confusion["tp"] / positives + confusion["tn"] / negatives)
+    assert balanced[2].startswith("| one | ") and balanced[2].split(" | ")[2] == f"{expected:.2f}"
 
     eight = json.loads((tmp_path / "8B.json").read_text())  # a system missing a cell: its mean says so
     eight["cells"] = eight["cells"][1:]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from guardreasoner.reports import all_positive_f1, balanced_accuracy
 from training.ship import fill_section, hs_dpo_report, main, winner
 
 CARD = """# Card
@@ -107,3 +108,25 @@ def test_the_hs_dpo_section_shows_pairs_losses_and_margins(tmp_path):
     assert not any(line.startswith("| 2 | 1.375") for line in lines)  # the run summary is not a step
     # Without the training log (HS-DPO not run yet) the pair counts still show.
     assert hs_dpo_report(pairs, tmp_path / "missing").splitlines() == lines[:2]
+
+
+def strict_report(*cells):
+    """A strict report: each cell (f1, tp, fp, fn, tn)."""
+    return {"cells": [{"benchmark": f"B{i}", "task": "prompt", "f1": f1,
+                       "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+                      for i, (f1, tp, fp, fn, tn) in enumerate(cells)]}
+
+
+def test_a_candidate_that_gains_f1_by_calling_more_rows_harmful_does_not_ship():
+    # 10 harmful and 30 unharmful rows, then a second cell the same for all. The shipped guard finds 3 of the
+    # harmful and clears 27 of the rest (F1 37.5, balanced accuracy 60); calling every row harmful scores F1 40
+    # with balanced accuracy 50: a higher mean F1, and no better at telling rows apart.
+    same = (40.0, 2, 2, 4, 32)
+    shipped = strict_report((37.5, 3, 3, 7, 27), same)
+    everything_harmful = strict_report((40.0, 10, 30, 0, 0), same)
+    better = strict_report((66.67, 7, 4, 3, 26), same)
+    names = {"shipped": "a", "candidate": "b"}
+    assert winner(names, {"shipped": shipped, "candidate": everything_harmful}) == "shipped"
+    assert winner(names, {"shipped": shipped, "candidate": better}) == "candidate"
+    assert balanced_accuracy(shipped["cells"][0]) == 60.0 and balanced_accuracy(everything_harmful["cells"][0]) == 50.0
+    assert all_positive_f1(shipped["cells"][0]) == 40.0  # 2 x 10 / (2 x 10 + 30)

@@ -6,7 +6,11 @@
         --pairs runs/embedded/pairs.jsonl --dpo_run runs/embedded/hs-dpo
 
 The winner is the candidate with the highest mean strict F1 over the cells its report scored (the reports are
-``python -m eval score --json`` files, read as files: training does not import the evaluation). Its weights are
+``python -m eval score --json`` files, read as files: training does not import the evaluation), among those whose
+mean balanced accuracy is no lower than the first candidate's (the one shipped now): F1 of the positive label
+rises when a guard calls more rows harmful, skilled or not, and balanced accuracy does not, so a candidate that
+gains F1 while losing balanced accuracy only moved towards "harmful". Reports without confusion matrices (paper
+mode) are ranked by F1 alone. Its weights are
 stored in float16, half the size in git; the merge into the base upcasts them to float32. The card's sections
 between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` are replaced, so the table in the card is the one the
 commands produced, and the prose around it stays hand-written. The ``hs-dpo`` section shows what HS-DPO had to
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-from guardreasoner.reports import mean_cell_f1
+from guardreasoner.reports import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells
 from guardreasoner.rows import read_jsonl
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
@@ -48,10 +52,23 @@ def mean_f1(report: dict) -> float:
 
 
 def winner(candidates: Collection[str], reports: dict[str, dict]) -> str:
+    """The best mean strict F1 among the candidates that do not lose balanced accuracy to the first one."""
     missing = set(candidates) - set(reports)
     if missing:
         raise ValueError(f"no report for {sorted(missing)}: score every candidate before choosing")
-    return max(candidates, key=lambda name: mean_f1(reports[name]))
+    names = list(candidates)
+    floor = mean_over_cells(reports[names[0]], balanced_accuracy)
+    eligible = [name for name in names if floor is None or name == names[0]
+                or (mean_over_cells(reports[name], balanced_accuracy) or 0.0) >= floor]
+    return max(eligible, key=lambda name: mean_f1(reports[name]))
+
+
+def score_line(name: str, report: dict, shipped: bool) -> str:
+    line = f"- {name}: mean strict F1 {mean_f1(report):.2f} over {len(report['cells'])} cells"
+    accuracy = mean_over_cells(report, balanced_accuracy)
+    if accuracy is not None:
+        line += f", balanced accuracy {accuracy:.2f}"
+    return line + (" (shipped)" if shipped else "")
 
 
 def copy_adapter(adapter: Path, target: Path) -> None:
@@ -113,8 +130,10 @@ def main(argv: list[str] | None = None) -> str:
         copy_adapter(Path(candidates[chosen]), target)
     card_path = target / "README.md"
     card = card_path.read_text(encoding="utf-8")
-    scores = "\n".join(f"- {name}: mean strict F1 {mean_f1(reports[name]):.2f} over {len(reports[name]['cells'])} "
-                       f"cells" + (" (shipped)" if name == chosen else "") for name in candidates)
+    scores = "\n".join(score_line(name, reports[name], name == chosen) for name in candidates)
+    reference = mean_over_cells(reports[chosen], all_positive_f1)
+    if reference is not None:  # what calling every row harmful (or refusal) scores on the same rows
+        scores += f"\n- every row called positive: mean strict F1 {reference:.2f}"
     card = fill_section(card, "winner", scores)
     if config.comparison:
         card = fill_section(card, "comparison", Path(config.comparison).read_text(encoding="utf-8"))
