@@ -124,7 +124,8 @@ def compare_markdown(reports: dict[str, dict]) -> str:
                   "|---" * (len(keys) + 2) + "|"]
         for name, cells in scored.items():
             row = [_fmt(balanced_accuracy(cells[k])) if k in cells else "—" for k in keys]
-            row.append(_fmt(mean_over_cells(reports[name], balanced_accuracy)))
+            mean = _fmt(mean_over_cells(reports[name], balanced_accuracy))
+            row.append(mean if len(cells) >= len(keys) else f"{mean} ({len(cells)} of {len(keys)} cells)")
             lines.append(f"| {name} | " + " | ".join(row) + " |")
     counts = {key: {cells[key]["n"] for cells in scored.values() if key in cells} for key in keys}
     uneven = [f"{b} ({t})" for b, t in keys if len(counts[(b, t)]) > 1]
