@@ -37,10 +37,10 @@ def all_positive_f1(cell: dict) -> float | None:
     F1 of the positive label pays a guard that says "harmful" of nearly everything about this much, so a guard
     has learnt something only where it beats it."""
     counts = _gold_counts(cell)
-    if counts is None or not counts[0]:
-        return None if counts is None else 0.0
+    if counts is None:
+        return None
     positives, negatives = counts
-    return 100.0 * 2 * positives / (2 * positives + negatives)
+    return 100.0 * 2 * positives / (2 * positives + negatives) if positives else 0.0
 
 
 def balanced_accuracy(cell: dict) -> float | None:

@@ -10,12 +10,11 @@ The winner is the candidate with the highest mean strict F1 over the cells its r
 mean balanced accuracy is no lower than the first candidate's (the one shipped now): F1 of the positive label
 rises when a guard calls more rows harmful, skilled or not, and balanced accuracy does not, so a candidate that
 gains F1 while losing balanced accuracy only moved towards "harmful". Reports without confusion matrices (paper
-mode) are ranked by F1 alone. Its weights are
-stored in float16, half the size in git; the merge into the base upcasts them to float32. The card's sections
-between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` are replaced, so the table in the card is the one the
-commands produced, and the prose around it stays hand-written. The ``hs-dpo`` section shows what HS-DPO had to
-learn from and what its loss did (pairs, per-step preference and SFT losses, reward margins), so a card can say why
-it did or did not beat R-SFT.
+mode) are ranked by F1 alone. Its weights are stored in float16, half the size in git; the merge into the base
+upcasts them to float32. The card's sections between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` are
+replaced, so the table in the card is the one the commands produced, and the prose around it stays hand-written.
+The ``hs-dpo`` section shows what HS-DPO had to learn from and what its loss did (pairs, per-step preference and
+SFT losses, reward margins), so a card can say why it did or did not beat R-SFT.
 """
 
 from __future__ import annotations
