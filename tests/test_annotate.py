@@ -246,7 +246,7 @@ def test_push_review_pull_against_a_real_server(argilla, shared_dir, traces, tau
                       str(tmp_path / "review_pairs.jsonl"), "--output_dir", str(tmp_path / "dpo"),
                       "--per_device_train_batch_size", "2", "--max_steps", "1", "--logging_steps", "1",
                       "--report_to", "none", "--use_cpu", "true", "--gradient_checkpointing", "false",
-                      "--save_strategy", "no", "--max_length", "512"])
+                      "--save_strategy", "no", "--max_length", "512", "--bf16", "false"])
     assert [e["weight"] for e in trainer.state.log_history if "weight" in e] == [pytest.approx(1.7)]
 
 

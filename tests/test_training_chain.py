@@ -10,8 +10,9 @@ from training.mine import MiningConfig, mine
 from training.rsft import main as rsft
 from training.synthesize import SynthesisConfig, synthesize
 
+# float32: TRL's default bf16 autocast is emulated on CPUs without native bf16 (3.6x slower measured on AVX2).
 CPU = ["--use_cpu", "true", "--gradient_checkpointing", "false", "--report_to", "none", "--save_strategy", "no",
-       "--logging_steps", "1", "--max_length", "512"]
+       "--logging_steps", "1", "--max_length", "512", "--bf16", "false"]
 
 
 def test_synthesis_rsft_mining_and_weighted_dpo_chain(teacher_url, tokenizer_dir, tmp_path):
