@@ -52,9 +52,10 @@ training_rows() {
   cat "$OUT/hint-fit.jsonl" "$OUT/released.jsonl" > "$OUT/train.jsonl"
 }
 timed subset training_rows
-# 4. R-SFT on from the shipped adapter: bfloat16 autocast (1.8x float32 on this CPU, same losses), LoRA kept as is.
+# 4. R-SFT on from the shipped adapter: bfloat16 autocast where the CPU has it natively (1.8x float32 on an
+#    AVX-512 BF16 CPU, same losses; emulated elsewhere, so float32 there), LoRA kept as is.
 timed rsft $PY -m training.rsft --model_name_or_path smollm2 --adapter "$OUT/previous" \
-  --dataset_name "$OUT/train.jsonl" --output_dir "$OUT/rsft" --use_cpu true --bf16 true \
+  --dataset_name "$OUT/train.jsonl" --output_dir "$OUT/rsft" --use_cpu true --bf16 "$(native_bf16)" \
   --gradient_checkpointing false --per_device_train_batch_size 4 --learning_rate 2e-4 --warmup_steps 5 \
   --num_train_epochs 1 --max_length 1024 --logging_steps 5 --save_steps 20 --save_total_limit 2 --report_to none \
   --seed 0

@@ -16,12 +16,12 @@ MINE_PER_CELL=${MINE_PER_CELL:-10}  # rows a benchmark and gold answers give the
 BETA=${BETA:-0.1}                   # TRL's default; the paper's 0.01 left the preference term flat under LoRA
 EPOCHS=${EPOCHS:-1}                 # the paper runs 2; two here (38 steps, 73 s each) outlast a session
 LR=${LR:-1e-4}
-BF16=${BF16:-true}                  # false where the CPU lacks AVX-512 BF16 (emulated: no step ended in 9 min)
+source scripts/stages.sh
+BF16=${BF16:-$(native_bf16)}        # emulated bf16 on an AVX2-only CPU: no step ended in 9 min
 TRAIN_THREADS=${TRAIN_THREADS:-1}   # 2 with BF16=false on an AVX2 machine: 85-100 s a step
 DATA="$SHARED/benchmarks/guardreasoner"
 HELD_OUT=(ToxicChat WildGuardTest BeaverTails OpenAIModeration SafeRLHF)
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-source scripts/stages.sh
 mkdir -p "$DPO"
 OUT_RUN=$OUT; OUT=$DPO  # times.txt of this experiment lives in $DPO
 
