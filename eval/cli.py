@@ -59,13 +59,13 @@ def _score(args) -> int:
 def _compare(args) -> int:
     from guardreasoner.reports import current_report
 
-    from .report import compare_markdown
+    from .report import compare_markdown, joined_report
 
-    reports = {}
+    parts: dict[str, list[dict]] = {}
     for spec in args.reports:
         name, _, path = spec.rpartition("=")
-        reports[name or Path(path).stem] = current_report(json.loads(Path(path).read_text()), path)
-    markdown = compare_markdown(reports)
+        parts.setdefault(name or Path(path).stem, []).append(current_report(json.loads(Path(path).read_text()), path))
+    markdown = compare_markdown({name: joined_report(reports) for name, reports in parts.items()})
     sys.stdout.write(markdown)
     if args.markdown:
         Path(args.markdown).write_text(markdown)
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--markdown")
     score.add_argument("--html")
     compare = commands.add_parser("compare", help="one table for several `score --json` reports on the same rows")
-    compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file)")
+    compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file); a NAME "
+                         "given twice is one system whose reports score different benchmarks")
     compare.add_argument("--markdown")
     args = parser.parse_args(argv)
     try:

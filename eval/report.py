@@ -89,6 +89,19 @@ def to_html(report: dict, name: str = "this run") -> str:
     return figure.to_html(full_html=True, include_plotlyjs=True)
 
 
+def joined_report(parts: list[dict]) -> dict:
+    """One system's report from several scored on different benchmarks (e.g. two processes, one per core, each with
+    its own run folder): the union of their cells. A cell scored in two parts is refused, not picked from."""
+    cells: dict[tuple[str, str], dict] = {}
+    for part in parts:
+        for key, cell in _cell_f1(part).items():
+            if key in cells:
+                raise ValueError(f"{key[0]} ({key[1]}) is scored in more than one report of the same system")
+            cells[key] = cell
+    return {**parts[0], "run": [part["run"] for part in parts], "cells": list(cells.values()),
+            "missing": [m for m in parts[0]["missing"] if (m["benchmark"], m["task"]) not in cells]}
+
+
 def compare_markdown(reports: dict[str, dict]) -> str:
     """One table for several scored runs on the same rows: F1 (95% interval) per cell and the mean over the
     cells, then rows and ms/row.

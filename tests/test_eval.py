@@ -391,6 +391,17 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
     expected = 50 * (confusion["tp"] / positives + confusion["tn"] / negatives)
     assert balanced[2].startswith("| one | ") and balanced[2].split(" | ")[2] == f"{expected:.2f}"
 
+    # One system scored in two parts (two processes, two run folders): the same row as from one report.
+    for name, cells in (("first", one["cells"][:3]), ("rest", one["cells"][3:])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**one, "cells": cells}))
+    capsys.readouterr()
+    assert main(["compare", f"one={tmp_path / 'rest.json'}", f"one={tmp_path / 'first.json'}",
+                 str(tmp_path / "8B.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == lines[2]
+    assert main(["compare", f"one={tmp_path / '1B.json'}", f"one={tmp_path / 'first.json'}"]) == 2
+    first = one["cells"][0]
+    assert f"{first['benchmark']} ({first['task']}) is scored in more than one report" in capsys.readouterr().err
+
     eight = json.loads((tmp_path / "8B.json").read_text())  # a system missing a cell: its mean says so
     eight["cells"] = eight["cells"][1:]
     (tmp_path / "8B.json").write_text(json.dumps(eight))
