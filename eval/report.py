@@ -98,7 +98,8 @@ def joined_report(parts: list[dict]) -> dict:
             if key in cells:
                 raise ValueError(f"{key[0]} ({key[1]}) is scored in more than one report of the same system")
             cells[key] = cell
-    return {**parts[0], "run": [part["run"] for part in parts], "cells": list(cells.values()),
+    # Only what is derived from the joined cells: a part's own task means and overall would be stale here.
+    return {"mode": parts[0]["mode"], "run": [part["run"] for part in parts], "cells": list(cells.values()),
             "missing": [m for m in parts[0]["missing"] if (m["benchmark"], m["task"]) not in cells]}
 
 
