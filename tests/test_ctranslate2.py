@@ -217,3 +217,39 @@ def test_batches_hold_prompts_of_similar_length(tiny_model_dir):
     sampling = SamplingConfig(max_new_tokens=8, top_logprobs=0)
     batched = backend.generate(prompts, sampling)
     assert [g.text for g in batched] == [backend.generate([p], sampling)[0].text for p in prompts]
+
+
+class _SlowToRelease:
+    """A step callback whose release takes a while, as CTranslate2's worker releasing ours may under load."""
+
+    def __init__(self, inner, released: list):
+        self.inner, self.released = inner, released
+
+    def __call__(self, step):
+        return self.inner(step)
+
+    def __del__(self):
+        time.sleep(0.3)
+        self.released.append(True)
+
+
+class _GeneratorWithSlowRelease:
+    def __init__(self, generator, released: list):
+        self.generator, self.released = generator, released
+
+    def generate_batch(self, starts, *, callback, **options):
+        return self.generator.generate_batch(starts, callback=_SlowToRelease(callback, self.released), **options)
+
+
+def test_results_return_only_after_ctranslate2_let_go_of_the_callback(tiny_model_dir):
+    """A result arrives before CTranslate2's worker destroys the job holding the Python step callback; that
+    destructor takes the GIL, and at interpreter exit it aborted the process ("terminate called without an
+    active exception", seen in the wheel test). generate and stream return only after the release."""
+    backend = CTranslate2Backend(tiny_model_dir, compute_type="int8", inter_threads=2)
+    released: list = []
+    backend.generator = _GeneratorWithSlowRelease(backend.generator, released)
+    sampling = SamplingConfig(max_new_tokens=4, top_logprobs=0)
+    backend.generate([user_turn("hello"), user_turn("a much longer request " * 20)], sampling)
+    assert len(released) == 2  # two length groups, two jobs
+    list(backend.stream(user_turn("hello"), sampling))
+    assert len(released) == 3

@@ -5,6 +5,11 @@ Keeping the whole vocabulary's logits for every generated token (``return_logits
 steps x vocabulary floats per row (400 MB for a 2048-token answer of the 135M model), so the backend keeps
 only the chosen token's log-probability and computes a position's top-k when someone reads it: one extra
 one-token pass over the prompt and the text before that position (``_LazyTopLogprobs``).
+
+A generation's result arrives before CTranslate2's worker thread has destroyed the job holding our Python step
+callback; that destructor takes the GIL. If the interpreter is finalizing by then, Python ends the worker thread
+inside a noexcept C++ destructor and the process aborts ("terminate called without an active exception") after
+its work is done. So every generation waits until the worker has let go of its callback (``_Submitted``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -142,6 +148,26 @@ class _LazyTopLogprobs(Sequence):
         return self._chosen[index]
 
 
+class _Submitted:
+    """One ``generate_batch`` call in flight: its per-row results, the rows the step callback fills, and a signal
+    that CTranslate2 has dropped the callback (see the module docstring)."""
+
+    def __init__(self, results: list, rows: list[dict], callback):
+        self.results, self.rows = results, rows
+        self._released: queue.SimpleQueue = queue.SimpleQueue()
+        # SimpleQueue.put is C code called straight from the callback's deallocation: between this signal and
+        # the worker letting go of the GIL no Python bytecode runs, so the caller cannot get ahead of it.
+        self._watch = weakref.ref(callback, self._released.put)
+
+    def wait(self, timeout_s: float = 10.0) -> None:
+        for item in self.results:
+            item.result()
+        try:  # bounded: a CTranslate2 that kept the callback would only leave the exit race open
+            self._released.get(timeout=timeout_s)
+        except queue.Empty:
+            logger.debug("CTranslate2 still holds a step callback after %.0f s", timeout_s)
+
+
 class CTranslate2Backend(Backend):
     name = "ctranslate2"
 
@@ -247,9 +273,12 @@ class CTranslate2Backend(Backend):
             top_logprobs=top,
         )
 
-    def _collector(self, size: int, stop: threading.Event | None = None, on_token=None):
-        """A step callback gathering each row's token ids and log-probabilities; returns (callback, rows)."""
-        rows = [{"ids": [], "logprobs": [], "stopped": False} for _ in range(size)]
+    def _submit(self, starts: list[list[str]], options: dict, stop: threading.Event | None = None,
+                on_token=None) -> _Submitted:
+        """Start generating for ``starts``; a step callback gathers each row's token ids and log-probabilities.
+
+        The callback is referenced only by CTranslate2 once this returns, so its release marks the job's end."""
+        rows = [{"ids": [], "logprobs": [], "stopped": False} for _ in range(len(starts))]
         end = set(self._eos_ids)
 
         def callback(step) -> bool:
@@ -263,7 +292,8 @@ class CTranslate2Backend(Backend):
                     on_token(row["ids"])
             return stop is not None and stop.is_set()
 
-        return callback, rows
+        results = self.generator.generate_batch(starts, asynchronous=True, callback=callback, **options)
+        return _Submitted(results, rows, callback)
 
     def complete(
         self,
@@ -291,20 +321,15 @@ class CTranslate2Backend(Backend):
             # A static prompt is shared by the whole batch: use it only when every row starts with it.
             static = split[0][0] if all(s[0] is not None for s in split) else None
             starts = [rest for _, rest in split] if static else [tokens[i] for i in batch]
-            callback, rows = self._collector(len(batch))
-            pending = self.generator.generate_batch(
-                starts, asynchronous=True, callback=callback, **self._options(sampling, static)
-            )
-            submitted.append((batch, pending, rows))
+            submitted.append((batch, self._submit(starts, self._options(sampling, static))))
         results: list[Generation | None] = [None] * len(texts)
-        for batch, pending, rows in submitted:  # the groups run in parallel; report them in order
-            for item in pending:
-                item.result()
+        for batch, pending in submitted:  # the groups run in parallel; report them in order
+            pending.wait()
             if on_progress:
                 on_progress(len(batch))
         latency = (time.perf_counter() - began) / max(len(texts), 1)
-        for batch, _, rows in submitted:
-            for index, row in zip(batch, rows):
+        for batch, pending in submitted:
+            for index, row in zip(batch, pending.rows):
                 results[index] = self._finish(tokens[index], row["ids"], row["logprobs"], row["stopped"],
                                               sampling, latency)
         return results  # type: ignore[return-value]
@@ -321,22 +346,20 @@ class CTranslate2Backend(Backend):
         tokens = self._tokens(text, templated)
         static, rest = self._split(tokens)
         updates: queue.Queue = queue.Queue()
-        callback, rows = self._collector(1, stop, on_token=lambda ids: updates.put(len(ids)))
         began = time.perf_counter()
-        pending = self.generator.generate_batch(
-            [rest], asynchronous=True, callback=callback, **self._options(sampling, static)
-        )
+        pending = self._submit([rest], self._options(sampling, static), stop,
+                               on_token=lambda ids: updates.put(len(ids)))
 
         def wait():
             try:
-                pending[0].result()
+                pending.wait()
             except Exception as error:  # noqa: BLE001 (surfaced in the caller's thread below)
                 updates.put(error)
             updates.put(None)
 
         worker = threading.Thread(target=wait, daemon=True)
         worker.start()
-        ids = rows[0]["ids"]
+        ids = pending.rows[0]["ids"]
         sent = ""
         finished = False
         try:
@@ -354,7 +377,7 @@ class CTranslate2Backend(Backend):
             if not finished:  # the consumer stopped listening: stop the model rather than leave it busy
                 stop.set()
             worker.join()
-        generation = self._finish(tokens, ids, rows[0]["logprobs"], rows[0]["stopped"], sampling,
+        generation = self._finish(tokens, ids, pending.rows[0]["logprobs"], pending.rows[0]["stopped"], sampling,
                                   time.perf_counter() - began, interrupted=stop.is_set())
         if generation.text.startswith(sent) and len(generation.text) > len(sent):
             yield StreamChunk(generation.text[len(sent):])
