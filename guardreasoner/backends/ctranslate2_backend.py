@@ -359,7 +359,8 @@ class CTranslate2Backend(Backend):
 
         worker = threading.Thread(target=wait, daemon=True)
         worker.start()
-        ids = pending.rows[0]["ids"]
+        row = pending.rows[0]
+        ids = row["ids"]
         sent = ""
         finished = False
         try:
@@ -377,7 +378,7 @@ class CTranslate2Backend(Backend):
             if not finished:  # the consumer stopped listening: stop the model rather than leave it busy
                 stop.set()
             worker.join()
-        generation = self._finish(tokens, ids, pending.rows[0]["logprobs"], pending.rows[0]["stopped"], sampling,
+        generation = self._finish(tokens, ids, row["logprobs"], row["stopped"], sampling,
                                   time.perf_counter() - began, interrupted=stop.is_set())
         if generation.text.startswith(sent) and len(generation.text) > len(sent):
             yield StreamChunk(generation.text[len(sent):])
