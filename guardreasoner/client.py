@@ -8,10 +8,11 @@ from collections.abc import Iterable, Iterator
 
 import httpx
 
+from .errors import GuardReasonerError
 from .results import GuardResult
 
 
-class GuardServiceError(RuntimeError):
+class GuardServiceError(GuardReasonerError, RuntimeError):
     """The service refused or failed a request; ``status`` is the HTTP status, ``detail`` its message."""
 
     def __init__(self, status: int, detail: str):

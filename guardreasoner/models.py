@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import GuardReasonerError
 from .shipped import assets_dir
 
 logger = logging.getLogger("guardreasoner")
@@ -35,7 +36,7 @@ EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(GuardReasonerError, RuntimeError):
     """The model cannot be loaded here; the message is one line that says why and what to do."""
 
 

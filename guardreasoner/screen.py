@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import GuardReasonerError
 from .results import VERDICT_KEYS
 
 FORMAT = "guardreasoner-screen/1"
@@ -40,7 +41,7 @@ DEFAULT_EMBEDDED_SCREEN = "embedded-minilm"
 HEAD_ARRAYS = ("mean", "scale", "coef", "intercept")
 
 
-class ScreenError(ValueError):
+class ScreenError(GuardReasonerError, ValueError):
     """A screen folder that cannot serve this guard; the message names the file and what is wrong."""
 
 
@@ -291,7 +292,7 @@ def shipped_screen_folder(model_name: str) -> Path | None:
 
 def recommended_reasoning(model_name: str) -> str:
     """The mode a guard model is best used in by default: what the same-rows comparison of off, auto and full
-    measured best for it (README, *The screen and the three reasoning modes*); ``full`` for a model without one.
+    measured best for it (docs/screen-and-modes.md); ``full`` for a model without one.
 
     The embedded guard: ``off``. On 200 seeded held-out rows its screen alone had mean strict F1 66.1, ``auto``
     62.0 and its reasoning 29.8, at 46 s for the 200 rows against 1,035 s and 1,866 s (CTranslate2 float32)."""

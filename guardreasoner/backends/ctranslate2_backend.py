@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..errors import GuardReasonerError
 from ..models import cache_dir, write_folder_atomically
 from ..template import render, user_turn
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
@@ -34,8 +35,8 @@ from .heap import bound_heap_growth
 logger = logging.getLogger("guardreasoner")
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int8_bfloat16", "bfloat16", "float16", "int8_float16")
-DEFAULT_INTRA_THREADS = 1  # one thread per generation measured fastest on a 2-core machine (README, Backends)
-# int8 flipped verdicts of the 135M embedded guard (README, Backends), so models this small default to float32;
+DEFAULT_INTRA_THREADS = 1  # one thread per generation measured fastest on a 2-core machine (docs/engines-and-speed.md)
+# int8 flipped verdicts of the 135M embedded guard (docs/engines-and-speed.md), so models this small default to float32;
 # larger ones (GuardReasoner-1B has 2048) default to int8, CTranslate2's usual CPU choice.
 INT8_MIN_HIDDEN_SIZE = 1024
 
@@ -47,7 +48,7 @@ def default_compute_type(folder: str | Path) -> str:
     return "int8" if hidden >= INT8_MIN_HIDDEN_SIZE else "float32"
 
 
-class ConversionUnsupported(RuntimeError):
+class ConversionUnsupported(GuardReasonerError, RuntimeError):
     """CTranslate2 has no converter for this model's architecture; the message names it."""
 
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from ..errors import GuardReasonerError
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk
 
 MAX_LOGPROBS = 20  # vLLM's default ModelConfig.max_logprobs: SamplingParams asking for more are rejected
@@ -78,7 +79,7 @@ def free_gpu_memory() -> None:
         pass
 
 
-class RowTooLong(ValueError):
+class RowTooLong(GuardReasonerError, ValueError):
     """A model input with no room left for one new token in the engine's context."""
 
 
