@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -10,11 +11,12 @@ import pytest
 
 pytest.importorskip("ctranslate2")
 
+from guardreasoner import load_guard
 from guardreasoner.backends import ctranslate2_backend
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.backends.ctranslate2_backend import CTranslate2Backend, converted_dir
 from guardreasoner.backends.transformers_backend import TransformersBackend
-from guardreasoner.guard import Guard, choose_backend, load_guard, make_backend
+from guardreasoner.guard import Guard, choose_backend, make_backend
 from guardreasoner.models import ModelSpec, resolve_model
 from guardreasoner.template import user_turn
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST
@@ -253,3 +255,61 @@ def test_results_return_only_after_ctranslate2_let_go_of_the_callback(tiny_model
     assert len(released) == 2  # two length groups, two jobs
     list(backend.stream(user_turn("hello"), sampling))
     assert len(released) == 3
+
+
+@pytest.fixture(scope="module")
+def long_text():
+    """About 2,700 tokens of raw text: past the 256-token original context of tiny_models.LLAMA3_ROPE."""
+    return " ".join(f"word{i % 97} is here" for i in range(560))
+
+
+def _rope_model(tmp_path_factory, tokenizer_dir, name, rope_scaling):
+    from tests.tiny_models import rope_scaled_llama
+
+    return rope_scaled_llama(tmp_path_factory.mktemp(name), tokenizer_dir, rope_scaling)
+
+
+@pytest.mark.parametrize("rope", ["llama3", "linear"])
+def test_rope_scaling_matches_transformers_on_long_inputs(rope, tmp_path_factory, tokenizer_dir, long_text):
+    """GuardReasoner's Llama 3.x RoPE scaling survives conversion: CTranslate2's converter dropped its factor
+    and original length, so a long input ran with plain RoPE (the top-5 log-probabilities differed by ~13
+    nats). Linear scaling, which upstream converts itself, is checked the same way."""
+    from tests.tiny_models import LLAMA3_ROPE
+
+    scaling = LLAMA3_ROPE if rope == "llama3" else {"rope_type": "linear", "factor": 4.0}
+    folder = _rope_model(tmp_path_factory, tokenizer_dir, f"rope-{rope}", scaling)
+    sampling = SamplingConfig(max_new_tokens=2, top_logprobs=5)
+    ours = CTranslate2Backend(folder, compute_type="float32", inter_threads=1).complete([long_text], sampling)[0]
+    theirs = TransformersBackend(str(folder)).complete([long_text], sampling)[0]
+    assert theirs.prompt_tokens >= 2500
+    deltas = [abs(ours.top_logprobs[index].get(token, float("-inf")) - logprob)
+              for index in range(2) for token, logprob in theirs.top_logprobs[index].items()]
+    assert max(deltas) <= 0.01, f"max |delta| {max(deltas):.4f} nats"
+    assert ours.tokens == theirs.tokens
+
+
+def test_auto_avoids_ctranslate2_for_unverified_rope_scaling(monkeypatch, tmp_path, caplog):
+    """auto runs a model on CTranslate2 only where its RoPE scaling is known to convert (llama3 since our fix);
+    for another (YaRN here) it picks transformers, with one line saying why."""
+    from guardreasoner import guard as guard_module
+
+    monkeypatch.setattr(guard_module, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ctranslate2_backend, "ctranslate2_available", lambda: True)
+    scalings = {"plain": None, "llama3": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+                "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+                "dynamic-legacy": {"type": "dynamic", "factor": 2.0}}
+    chosen, lines = {}, {}
+    for name, scaling in scalings.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "llama", "rope_scaling": scaling}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="guardreasoner"):
+            chosen[name] = choose_backend(ModelSpec(name, str(tmp_path / name), "local", "raw"))
+        lines[name] = [record.getMessage() for record in caplog.records]
+    assert chosen == {"plain": "ctranslate2", "llama3": "ctranslate2", "yarn": "transformers",
+                      "dynamic-legacy": "transformers"}
+    assert lines["plain"] == lines["llama3"] == []
+    assert lines["yarn"] == ["yarn: CTranslate2's conversion of RoPE scaling 'yarn' is not verified against "
+                             "transformers; auto runs it on transformers"]
+    assert len(lines["dynamic-legacy"]) == 1 and "'dynamic'" in lines["dynamic-legacy"][0]

@@ -117,3 +117,30 @@ def teacher_llama(folder: Path, tokenizer_dir: Path, steps: int = 150) -> Path:
 
     lessons = {synthesis_prompt(seed): TAUGHT[seed.prompt] for seed in teacher_seeds()}
     return taught_llama(folder, tokenizer_dir, steps=steps, lessons=lessons, mode="chat")
+
+
+# Llama 3.x's RoPE scaling (GuardReasoner-1B/3B/8B's), with an original context short enough that the scaling
+# changes what a 2,500-token input sees; of the 8 frequency pairs of 16-dimensional heads it leaves 3 alone,
+# blends 1 and divides 4 by the factor.
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 256}
+
+
+def rope_scaled_llama(folder: Path, tokenizer_dir: Path, rope_scaling: dict | None = LLAMA3_ROPE) -> Path:
+    """A random tiny Llama with ``rope_scaling``, its weights drawn wide (std 0.5, not 0.02) so that attention
+    depends on positions: at 0.02 every next-token distribution is nearly flat and plain RoPE passes for llama3
+    scaling within 0.001 nats."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, rope_scaling=rope_scaling,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, initializer_range=0.5,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -48,6 +48,83 @@ def default_compute_type(folder: str | Path) -> str:
     return "int8" if hidden >= INT8_MIN_HIDDEN_SIZE else "float32"
 
 
+# Part of every conversion's cache key: bumped when our conversion changes what it writes, so that a stale copy
+# (before revision 2, Llama 3 models were cached with plain RoPE) is converted again rather than reused.
+CONVERSION_REVISION = 2
+# RoPE scalings whose conversion is checked against transformers (tests/test_ctranslate2.py: long inputs in
+# float32). CTranslate2's converter accepts others (longrope) that nobody here has checked, and refuses the rest.
+VERIFIED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def rope_scaling(config: dict) -> dict | None:
+    """A config.json's RoPE scaling: ``rope_scaling`` (transformers 4.x) or ``rope_parameters`` (5.x)."""
+    return config.get("rope_scaling") or config.get("rope_parameters") or None
+
+
+def rope_type(config: dict) -> str:
+    """The config's RoPE scaling type: "default" for none, "per-layer-type" for a dict of them (Gemma 3)."""
+    scaling = rope_scaling(config)
+    if not scaling:
+        return "default"
+    named = scaling.get("rope_type") or scaling.get("type")
+    if named:
+        return named
+    return "per-layer-type" if any(isinstance(value, dict) for value in scaling.values()) else "default"
+
+
+def why_not_ctranslate2(folder: str | Path) -> str | None:
+    """Why CTranslate2 may run the model in ``folder`` otherwise than transformers does, or None where its
+    conversion is verified. A folder without config.json gets None: loading it will say what is missing."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    kind = rope_type(json.loads(path.read_text()))
+    if kind not in VERIFIED_ROPE_TYPES:
+        return f"CTranslate2's conversion of RoPE scaling {kind!r} is not verified against transformers"
+    return None
+
+
+def _complete_llama3_rope(spec, scaling: dict) -> None:
+    """Write the llama3 RoPE scaling's factor and original context length into a converted decoder spec.
+
+    CTranslate2 4.8.5's converter drops both: converters/transformers.py, ``LlamaLoader.get_model_spec``, passes
+    the factor to ``TransformerDecoderModelSpec.from_config``, but ``MultiHeadAttentionSpec.__init__``
+    (specs/attention_spec.py) keeps ``rotary_scaling_factor`` for linear scaling only, and no loader passes
+    ``original_max_position_embeddings`` for Llama; only the low/high frequency factors are set (after
+    ``from_config``, "set extra RoPE parameters for Llama-3.1"). The C++ side reads all four
+    (layers/attention_layer.cc, ``make_rotary_embeddings``), so without the two it runs factor 1 over an
+    original length of 0, and the llama3 scaling becomes plain RoPE. Remove this once upstream writes both."""
+    import numpy as np
+    from ctranslate2.specs.attention_spec import RotaryScalingType
+
+    fields = {"rotary_scaling_factor": np.float32(scaling["factor"]),
+              "original_max_position_embeddings": np.int32(scaling["original_max_position_embeddings"]),
+              "rotary_low_freq_factor": np.float32(scaling["low_freq_factor"]),
+              "rotary_high_freq_factor": np.float32(scaling["high_freq_factor"])}
+    for layer in getattr(getattr(spec, "decoder", None), "layer", []):
+        attention = layer.self_attention
+        if getattr(attention, "rotary_scaling_type", None) == RotaryScalingType.Llama3:
+            for name, value in fields.items():
+                # Specs refuse attributes their __init__ did not declare (FrozenAttr); the C++ reads these.
+                object.__setattr__(attention, name, value)
+
+
+def _converter(folder: Path, config: dict):
+    """CTranslate2's transformers converter, with the RoPE fields it drops written in (``_complete_llama3_rope``).
+
+    The one place our conversion differs from upstream's."""
+    from ctranslate2.converters import TransformersConverter
+
+    class Converter(TransformersConverter):
+        def _load(self):
+            spec = super()._load()
+            if rope_type(config) == "llama3":
+                _complete_llama3_rope(spec, rope_scaling(config))
+            return spec
+
+    return Converter(str(folder))
+
+
 class ConversionUnsupported(GuardReasonerError, RuntimeError):
     """CTranslate2 has no converter for this model's architecture; the message names it."""
 
@@ -58,7 +135,7 @@ def ctranslate2_available() -> bool:
 
 def _conversion_key(folder: Path, quantization: str) -> str:
     """What a conversion depends on: the folder, its files' sizes and times, and the quantization."""
-    digest = hashlib.sha256(f"{folder.resolve()}|{quantization}".encode())
+    digest = hashlib.sha256(f"{folder.resolve()}|{quantization}|{CONVERSION_REVISION}".encode())
     for path in sorted(folder.iterdir()):
         if path.is_file():
             stat = path.stat()
@@ -70,8 +147,6 @@ def converted_dir(folder: str | Path, quantization: str = "int8") -> Path:
     """The CTranslate2 copy of a transformers model folder, converted once (atomically) and cached.
 
     Raises ConversionUnsupported for an architecture CTranslate2 cannot convert."""
-    from ctranslate2.converters import TransformersConverter
-
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     target = cache_dir() / "ctranslate2" / f"{folder.name}-{quantization}-{_conversion_key(folder, quantization)}"
@@ -80,7 +155,7 @@ def converted_dir(folder: str | Path, quantization: str = "int8") -> Path:
     logger.info("converting %s to CTranslate2 %s in %s (once)", folder, quantization, target)
     try:
         write_folder_atomically(
-            target, lambda staging: TransformersConverter(str(folder)).convert(str(staging), quantization=quantization)
+            target, lambda staging: _converter(folder, config).convert(str(staging), quantization=quantization)
         )
     except (ValueError, NotImplementedError, KeyError) as error:
         architecture = (config.get("architectures") or [config.get("model_type", "?")])[0]
@@ -196,6 +271,8 @@ class CTranslate2Backend(Backend):
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"unknown compute_type {compute_type!r}; choose one of {COMPUTE_TYPES}")
         self.folder = folder = Path(folder)
+        if doubt := why_not_ctranslate2(folder):
+            logger.warning("%s; its outputs may differ from transformers'", doubt)
         self.converted = converted_dir(folder, compute_type)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         super().__init__(model_id or str(folder), mode, tokenizer)
