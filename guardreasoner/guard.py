@@ -204,8 +204,8 @@ CT2_OPTIONS = ("compute_type", "inter_threads", "intra_threads", "static_prompt"
 
 def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
     """``auto``: openai for URLs; vLLM on CUDA where installed (not for the embedded model); CTranslate2 on
-    machines without CUDA where it is installed; transformers otherwise."""
-    from .backends.ctranslate2_backend import ctranslate2_available
+    machines without CUDA where it is installed and converts the model verifiably; transformers otherwise."""
+    from .backends.ctranslate2_backend import ctranslate2_available, why_not_ctranslate2
     from .backends.vllm_backend import vllm_available
 
     if backend != "auto":
@@ -216,7 +216,9 @@ def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
     if cuda and spec.kind != "embedded" and vllm_available():
         return "vllm"
     if not cuda and ctranslate2_available():
-        return "ctranslate2"
+        if (doubt := why_not_ctranslate2(model_folder(spec))) is None:
+            return "ctranslate2"
+        logger.warning("%s: %s; auto runs it on transformers", spec.name, doubt)
     return "transformers"
 
 
