@@ -64,12 +64,12 @@ def teacher_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def teacher_url(teacher_model_dir):
-    """The teacher behind our OpenAI-compatible server on 127.0.0.1, as synthesis would reach a real one."""
+    """The teacher behind the tests' OpenAI-compatible server on 127.0.0.1, as synthesis would reach a real one."""
     from guardreasoner.backends.transformers_backend import TransformersBackend
-    from guardreasoner.serve import create_app
+    from tests.openai_server import openai_app
     from tests.servers import running
 
-    with running(create_app(TransformersBackend(str(teacher_model_dir), mode="chat"), "teacher")) as url:
+    with running(openai_app(TransformersBackend(str(teacher_model_dir), mode="chat"), "teacher")) as url:
         yield url + "/v1"
 
 

@@ -202,9 +202,9 @@ def test_vllm_backend_says_how_to_install_when_missing(monkeypatch):
 
 @pytest.fixture(scope="module")
 def served(taught_model_dir):
-    from guardreasoner.serve import create_app
+    from tests.openai_server import openai_app
 
-    with running(create_app(TransformersBackend(str(taught_model_dir)), "taught")) as url:
+    with running(openai_app(TransformersBackend(str(taught_model_dir)), "taught")) as url:
         yield url
 
 
@@ -263,9 +263,9 @@ def test_openai_backend_retries_server_errors_with_backoff(taught_model_dir):
     from fastapi.responses import JSONResponse
 
     from guardreasoner.backends.openai_backend import OpenAIBackend
-    from guardreasoner.serve import create_app
+    from tests.openai_server import openai_app
 
-    app = create_app(TransformersBackend(str(taught_model_dir)), "taught")
+    app = openai_app(TransformersBackend(str(taught_model_dir)), "taught")
     failures = {"left": 2, "seen": 0}
 
     @app.middleware("http")

@@ -4,6 +4,7 @@ URL in front of another server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from guardreasoner.backends.base import Backend, Generation, StreamChunk
+from guardreasoner.cascade import Cascade
 from guardreasoner.client import GuardClient, GuardServiceError
 from guardreasoner.guard import Guard
 from guardreasoner.parser import split_upstream_prompt
+from guardreasoner.results import GuardResult, TaskReasoning, Verdict
 from guardreasoner.service import ServiceSettings, create_app
+from guardreasoner.service.generated import model_of
 from guardreasoner.service.security import check_exposure, load_keys
-from guardreasoner.template import user_turn
+from guardreasoner.stream_parser import ParseEvent
 from tests.servers import running
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST, TAUGHT, answer
 
@@ -57,12 +62,6 @@ class ScriptedBackend(Backend):
             self.calls.append(len(prompts))
         time.sleep(self.delay)
         return [Generation(self.output(p), 100, 50, finish_reason="stop") for p in prompts]
-
-    def complete(self, texts, sampling, templated=False):  # what the OpenAI-compatible routes call
-        return self.generate(texts, sampling)
-
-    def complete_stream(self, text, sampling, templated=False, stop=None):
-        return self.stream(text, sampling, stop)
 
     def stream(self, prompt, sampling, stop=None):
         text = self.output(prompt)
@@ -110,7 +109,7 @@ def test_a_key_is_required_and_checked(url, tmp_path):
     assert classify(url, body).status_code == 200
     assert classify(url, body, headers={"Authorization": f"bearer {OTHER_KEY}"}).status_code == 200
     assert httpx.get(url + "/metrics").status_code == 401
-    assert httpx.post(url + "/v1/completions", json={"prompt": "x"}).status_code == 401
+    assert httpx.post(url + "/v1/classify/stream", json=body).status_code == 401
     assert httpx.get(url + "/health").json()["auth"] is True  # open, for load balancers
 
     keys = tmp_path / "keys.txt"
@@ -151,10 +150,8 @@ def test_each_limit_answers_with_its_status_and_message(url):
     chunked = httpx.post(url + "/v1/classify", content=iter([b'{"items": [{"prompt": "'] + [b"y" * 8000] * 4),
                          headers=AUTH)
     assert chunked.status_code == 413
-    # The OpenAI routes keep the same limits.
-    assert httpx.post(url + "/v1/completions", json={"prompt": ["a"] * 5}, headers=AUTH).status_code == 413
-    over = httpx.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 65}, headers=AUTH)
-    assert over.status_code == 422 and "cap of 64" in over.json()["detail"]
+    streamed = httpx.post(url + "/v1/classify/stream", json={"items": [{"prompt": "hi"}] * 5}, headers=AUTH)
+    assert streamed.status_code == 413 and streamed.json()["detail"] == "5 items in one request; the limit is 4"
     assert metric(url, "guardreasoner_requests_total", route="/v1/classify", status="413") >= 4
 
 
@@ -183,19 +180,6 @@ def test_bad_input_gets_422_with_a_clear_message(url, body, message):
     assert reply.status_code == 422, reply.text
     assert message in reply.json()["detail"]
     assert "Traceback" not in reply.text
-
-
-def test_openai_routes_validate_their_bodies(url):
-    cases = [{"prompt": "hi", "temperature": -3}, {"prompt": 5}, {"prompt": "hi", "max_tokens": "abc"},
-             {"prompt": "hi", "top_p": 0}, {"prompt": []}, {"prompt": "hi", "logprobs": 99}]
-    for body in cases:
-        reply = httpx.post(url + "/v1/completions", json=body, headers=AUTH)
-        assert reply.status_code == 422, (body, reply.text)
-    bad_json = httpx.post(url + "/v1/completions", content=b"{bad", headers=AUTH | {"content-type": "application/json"})
-    assert bad_json.status_code == 422
-    chat = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]},
-                      headers=AUTH)
-    assert chat.status_code == 422
 
 
 def test_the_server_stays_up_after_bad_input_and_answers_correctly(url):
@@ -292,20 +276,59 @@ def test_client_returns_library_results_and_streams(url):
     assert finals == ["harmful", "unharmful"]
 
 
-def test_docs_describe_the_bodies(url):
+def test_docs_describe_the_bodies_and_each_result_as_the_library_writes_it(url):
     schema = httpx.get(url + "/openapi.json").json()
-    assert {"/v1/classify", "/v1/classify/stream", "/health", "/metrics", "/v1/completions"} <= set(schema["paths"])
-    assert {"ClassifyRequest", "Item", "ClassifyResponse", "Result"} <= set(schema["components"]["schemas"])
+    assert set(schema["paths"]) == {"/v1/classify", "/v1/classify/stream", "/health", "/metrics"}
+    components = schema["components"]["schemas"]
+    assert {"ClassifyRequest", "Item", "ClassifyResponse", "GuardResult", "Verdict", "TaskReasoning",
+            "ParseEvent", "Health"} <= set(components)
     assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
     assert httpx.get(url + "/docs").status_code == 200
+    # Exactly the keys the library writes: every dataclass field, and the properties to_dict() adds.
+    result = GuardClient(url, KEY).classify_one(HARMFUL_REQUEST, "Sure, here is how.")
+    written = {"GuardResult": result.to_dict(), "Verdict": result.verdicts["response_refusal"].to_dict(),
+               "TaskReasoning": result.to_dict()["reasoning"]["prompt_harmfulness"]}
+    for name, data in written.items():
+        assert set(components[name]["properties"]) == set(data), name
+    for cls in (GuardResult, Verdict, TaskReasoning, ParseEvent):
+        assert {field.name for field in dataclasses.fields(cls)} <= set(components[cls.__name__]["properties"])
+    results = components["ClassifyResponse"]["properties"]["results"]
+    assert results["items"] == {"$ref": "#/components/schemas/GuardResult"}
+    # The stream's events are documented under its media type, each a model of its own.
+    streamed = schema["paths"]["/v1/classify/stream"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    union = components[streamed["schema"]["$ref"].rsplit("/", 1)[1]]["anyOf"]
+    events = {ref["$ref"].rsplit("/", 1)[1] for ref in union}
+    assert events == {"ScreenEvent", "DeltaEvent", "ResultEvent", "DoneEvent", "ErrorEvent"}
+
+
+def test_a_field_added_to_a_result_class_reaches_the_response_model():
+    """The response models are generated: a later version's field is in the schema and the answers without
+    anyone restating it, and a to_dict() key the class does not declare is refused, not silently dropped."""
+
+    @dataclasses.dataclass
+    class NewerResult(GuardResult):
+        toxicity: float | None = None  # a field a later version might add
+
+    model = model_of(NewerResult)
+    properties = model.model_json_schema()["properties"]
+    assert "toxicity" in properties and {field.name for field in dataclasses.fields(GuardResult)} <= set(properties)
+    assert properties["verdicts"]["additionalProperties"] == {"$ref": "#/$defs/Verdict"}
+    result = Guard(ScriptedBackend()).classify_one(HARMFUL_REQUEST)
+    newer = NewerResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(GuardResult)}, toxicity=0.25)
+    assert model.model_validate(newer.to_dict()).model_dump() == newer.to_dict()
+    with pytest.raises(ValidationError, match="undeclared"):
+        model.model_validate(newer.to_dict() | {"undeclared": 1})
+    with pytest.raises(ValueError, match="does not have"):
+        model_of(dataclasses.make_dataclass("Other", [("a", int)]), {"b": "no such field"})
 
 
 @pytest.mark.slow
 def test_a_real_tiny_model_batched_and_behind_an_openai_url(taught_model_dir, tiny_model_dir):
     """The taught tiny Llama through the transformers backend: concurrent clients are batched and each gets
-    its own verdict; then a second service fronts the first through its OpenAI-compatible URL."""
+    its own verdict; then a service fronts the model through an OpenAI-compatible URL."""
     from guardreasoner.backends.openai_backend import OpenAIBackend
     from guardreasoner.backends.transformers_backend import TransformersBackend
+    from tests.openai_server import openai_app
 
     guard = Guard(TransformersBackend(str(taught_model_dir), batch_size=8), model_name="taught")
     guard.sampling.max_new_tokens = 200
@@ -318,26 +341,23 @@ def test_a_real_tiny_model_batched_and_behind_an_openai_url(taught_model_dir, ti
         assert [r.output for r in results] == [TAUGHT[p] for p in prompts]
         assert metric(url, "guardreasoner_batches_total") < 6
 
-        # Streams, batched classification and the OpenAI route at once share one model and tokenizer.
+        # Streams and batched classification at once share one model and tokenizer.
         def stream(prompt):
             return [data["result"]["labels"]["prompt_harmfulness"]
                     for kind, data in GuardClient(url, KEY).stream([prompt]) if kind == "result"]
 
-        def complete(prompt):
-            body = {"prompt": user_turn(prompt), "max_tokens": 200, "temperature": 0}
-            return httpx.post(url + "/v1/completions", json=body, headers=AUTH, timeout=300).json()
-        with ThreadPoolExecutor(6) as pool:
+        with ThreadPoolExecutor(4) as pool:
             streams = [pool.submit(stream, p) for p in (HARMFUL_REQUEST, SAFE_REQUEST)]
             batched = [pool.submit(lambda p: GuardClient(url, KEY).classify_one(p), p) for p in prompts[:2]]
-            completed = [pool.submit(complete, p) for p in (HARMFUL_REQUEST, SAFE_REQUEST)]
         assert [s.result() for s in streams] == [["harmful"], ["unharmful"]]
         assert [b.result().labels["prompt_harmfulness"] for b in batched] == ["harmful", "unharmful"]
-        assert [c.result()["choices"][0]["text"] for c in completed] == [TAUGHT[HARMFUL_REQUEST], TAUGHT[SAFE_REQUEST]]
 
-        with running(create_app(Guard(OpenAIBackend(url + "/v1", "taught", api_key=KEY)), settings=settings)) as front:
-            assert httpx.get(front + "/health").json()["batching"]["enabled"] is False  # the far side batches
-            remote = GuardClient(front, KEY).classify([HARMFUL_REQUEST, SAFE_REQUEST], max_new_tokens=200)
-            assert [r.labels["prompt_harmfulness"] for r in remote] == ["harmful", "unharmful"]
+    # A service fronting the model behind an OpenAI-compatible URL (as it would a vllm serve deployment).
+    with running(openai_app(guard.backend, "taught")) as llm, \
+            running(create_app(Guard(OpenAIBackend(llm + "/v1", "taught")), settings=settings)) as front:
+        assert httpx.get(front + "/health").json()["batching"]["enabled"] is False  # the far side batches
+        remote = GuardClient(front, KEY).classify([HARMFUL_REQUEST, SAFE_REQUEST], max_new_tokens=200)
+        assert [r.labels["prompt_harmfulness"] for r in remote] == ["harmful", "unharmful"]
 
     # A random model writes nonsense: whatever it says, planted text gives no verdict.
     with running(create_app(TransformersBackend(str(tiny_model_dir)), settings=ServiceSettings())) as url:
@@ -354,7 +374,7 @@ def test_requests_choose_the_reasoning_mode_and_each_verdict_names_its_decider()
     backend = ScriptedBackend()
     stub = StubScreen({HARMFUL_REQUEST: {"prompt_harmfulness": 0.97}, SAFE_REQUEST: {"prompt_harmfulness": 0.4}},
                       Thresholds(cut=0.5, low=0.2, high=0.9))
-    guard = Guard(backend, screen=stub)
+    guard = Cascade(Guard(backend), stub, "full")
     with running(create_app(guard, settings=ServiceSettings(api_keys=[KEY]))) as url:
         client = GuardClient(url, KEY)
         assert httpx.get(url + "/health").json()["reasoning"] == {"default": "full", "modes": ["full", "auto", "off"]}
@@ -365,6 +385,9 @@ def test_requests_choose_the_reasoning_mode_and_each_verdict_names_its_decider()
         assert unsure.verdicts["prompt_harmfulness"].decided_by == "reasoning" and "Answers" in unsure.output
         off = client.classify([SAFE_REQUEST], reasoning="off")[0]
         assert backend.calls == [1] and off.verdicts["prompt_harmfulness"].label == "unharmful"  # 0.4 < cut 0.5
+        # a request's own thresholds make a copy of the cascade; the screen still decides by its cut
+        (tuned,) = client.classify([SAFE_REQUEST], reasoning="off", thresholds={"prompt_harmfulness": 0.3})
+        assert backend.calls == [1] and tuned.verdicts["prompt_harmfulness"].decided_by == "screen"
         full = client.classify([HARMFUL_REQUEST])[0]  # the server's default: full
         assert full.verdicts["prompt_harmfulness"].decided_by == "reasoning" and backend.calls == [1, 1]
         events = list(client.stream([SAFE_REQUEST], reasoning="auto"))

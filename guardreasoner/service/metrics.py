@@ -43,9 +43,8 @@ class Metrics:
     def record_results(self, results) -> None:
         for result in results:
             self.items.inc()
-            data = result.to_dict()
-            self.tokens.inc(data.get("output_tokens") or 0)
-            if data["status"] == "failed":
+            self.tokens.inc(result.output_tokens or 0)
+            if result.status == "failed":
                 self.parse_failures.inc()
             self.fail_closed.inc(sum(1 for verdict in result.verdicts.values() if verdict.fail_closed))
 

@@ -1,14 +1,17 @@
-"""Request and response bodies of the service, as pydantic models (so /docs documents them and bad input
-gets a 422 that names the field)."""
+"""Request and response bodies of the service, one pair per endpoint, as pydantic models (so /docs documents
+them and bad input gets a 422 that names the field). The results inside the responses are generated from the
+library's dataclasses (see generated.py), never restated here."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from ..cascade import REASONING_MODES
-from ..results import VERDICT_KEYS
+from ..results import VERDICT_KEYS, GuardResult, TaskReasoning, Verdict
+from ..stream_parser import ParseEvent
+from .generated import model_of
 
 
 class Item(BaseModel):
@@ -58,53 +61,83 @@ class ClassifyRequest(BaseModel):
         return value
 
 
-class VerdictOut(BaseModel):
-    """One verdict, as ``Verdict.to_dict()`` writes it."""
+# --- Responses: the library's results, generated from its dataclasses ------------------------------------------
+# Only /docs text lives here; model_of refuses a description whose attribute the dataclass no longer has.
 
-    key: str = Field(description="prompt_harmfulness, response_refusal or response_harmfulness")
-    label: str | None = Field(description="harmful/unharmful or refusal/compliance; null where none applies")
-    source: str = Field(description="answers, earlier_answers, conclusion or none: where the label was read")
-    offset: int | None = None
-    p_positive: float | None = Field(None, description="probability of the positive label (harmful / refusal)")
-    fail_closed: bool = False
-    decided_by: str = Field("reasoning", description="reasoning (the model's written verdict) or screen")
-    recovered: bool = False
-    confidence: float | None = Field(None, description="probability of the label it chose")
-
-
-class ReasoningOut(BaseModel):
-    task: str
-    steps: list[str] = []
-    conclusion: str | None = None
-
-
-class Result(BaseModel):
-    """One item's result: exactly the library's ``GuardResult.to_dict()`` (keys = its attribute names)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    prompt: str = Field(description="the prompt as the caller sent it")
-    response: str | None = Field(None, description="the reply as the caller sent it; null for none")
-    model_input: str = Field("", description="the text the model read (cut in the middle when input_truncated)")
-    input_truncated: bool = False
-    verdicts: dict[str, VerdictOut]
-    labels: dict[str, str | None] = Field(description="per verdict key: its label")
-    is_harmful: bool = Field(description="the prompt or the reply was judged harmful")
-    status: str = Field(description="ok, recovered (some verdict read outside the final Answers) or failed")
-    fail_closed: bool = Field(description="the model gave no usable label somewhere and the guard assumed harmful")
-    reasoning: dict[str, ReasoningOut] = {}
-    flags: list[str] = []
-    output: str = Field("", description="the model's whole output")
-    model: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-    finish_reason: str | None = None
+VerdictModel = model_of(Verdict, {
+    "key": "prompt_harmfulness, response_refusal or response_harmfulness",
+    "label": "harmful/unharmful or refusal/compliance; null where none applies",
+    "source": "answers, earlier_answers, conclusion, screen or none: where the label was read",
+    "offset": "character offset of the label word in the output",
+    "p_positive": "probability of the positive label (harmful / refusal)",
+    "fail_closed": "the model gave no usable label and the guard assumed harmful",
+    "decided_by": "reasoning (the model's written verdict) or screen (the fast classifier)",
+    "recovered": "the label was read outside the final Answers block",
+})
+TaskReasoningModel = model_of(TaskReasoning, {"task": "the verdict key of the task", "steps": "the reasoning steps"})
+GuardResultModel = model_of(GuardResult, {
+    "prompt": "the prompt as the caller sent it",
+    "response": "the reply as the caller sent it; null for none",
+    "model_input": "the text the model read (cut in the middle when input_truncated)",
+    "output": "the model's whole output (empty where the screen decided every verdict)",
+    "verdicts": "per verdict key: the verdict, after fail-closed",
+    "labels": "per verdict key: its label",
+    "status": "ok, recovered (some verdict read outside the final Answers) or failed",
+    "fail_closed": "the model gave no usable label somewhere and the guard assumed harmful",
+    "model": "the model that answered",
+})
+ParseEventModel = model_of(ParseEvent, {
+    "kind": "step, conclusion or verdict",
+    "task": "the verdict key of the task it belongs to",
+    "provisional": "a verdict read from the reasoning, before the Answers block confirms it",
+})
 
 
 class ClassifyResponse(BaseModel):
     model: str = Field(description="the model that answered")
-    results: list[Result] = Field(description="one per item, in order")
+    results: list[GuardResultModel] = Field(description="one per item, in order: each `GuardResult.to_dict()`")
+
+
+# The data of each server-sent event of /v1/classify/stream (the event's name is in its `event:` line).
+
+class ScreenEvent(BaseModel):
+    """`screen` (modes auto and off): the screen's verdicts for an item, before any reasoning."""
+
+    index: int
+    result: GuardResultModel
+
+
+class DeltaEvent(BaseModel):
+    """`delta`: new text the model wrote for an item, and the steps, conclusions and verdicts it settled."""
+
+    index: int
+    delta: str
+    events: list[ParseEventModel]
+
+
+class ResultEvent(BaseModel):
+    """`result`: an item's whole result, as /v1/classify gives it."""
+
+    index: int
+    events: list[ParseEventModel]
+    result: GuardResultModel
+
+
+class DoneEvent(BaseModel):
+    """`done`: every item has its result."""
+
+    model: str
+
+
+class ErrorEvent(BaseModel):
+    """`error`: generation failed or ran over the time limit; the stream ends."""
+
+    index: int | None = Field(None, description="the item it happened on, where known")
+    detail: str
+
+
+class StreamEvent(RootModel[ScreenEvent | DeltaEvent | ResultEvent | DoneEvent | ErrorEvent]):
+    """The data of one event of /v1/classify/stream."""
 
 
 class ErrorResponse(BaseModel):
@@ -114,50 +147,30 @@ class ErrorResponse(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+class Batching(BaseModel):
+    enabled: bool = Field(description="false for a remote backend: the far side batches")
+    max_size: int = Field(description="items per generate call, at most")
+    wait_ms: float = Field(description="how long the first request waits for others to join it")
+
+
+class Limits(BaseModel):
+    max_items: int
+    max_item_chars: int
+    max_new_tokens: int
+    max_body_bytes: int
+    request_timeout_s: float
+
+
+class Reasoning(BaseModel):
+    default: Literal[REASONING_MODES]
+    modes: list[Literal[REASONING_MODES]]
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
     backend: str
-    batching: dict[str, Any]
-    limits: dict[str, Any]
+    batching: Batching
+    limits: Limits = Field(description="what a client must keep to")
     auth: bool = Field(description="whether requests need an API key")
-    reasoning: dict[str, Any] = Field(description="the default mode and the modes this server offers")
-
-
-# --- The OpenAI-compatible routes (the synthesis stage's teacher and the tests use them) -----------------------
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Sampling(BaseModel):
-    # Unknown OpenAI fields (n, user, echo, ...) are ignored rather than refused, as OpenAI clients send them.
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[str] = Field(description="one prompt, or a list of prompts")
-    logprobs: int | None = Field(None, ge=0, le=20)
-
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    reasoning: Reasoning = Field(description="the default mode and the modes this server offers")
