@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from guardreasoner.cli_support import debug_option, run_command
 from guardreasoner.rows import write_jsonl
 
 from . import items as sources
@@ -23,24 +24,29 @@ from .workspace import Target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m annotate", description=__doc__.split("\n\n")[0])
+    debug = debug_option()
+    parser = argparse.ArgumentParser(prog="python -m annotate", description=__doc__.split("\n\n")[0],
+                                     parents=[debug])
     parser.add_argument("--dataset", help="Argilla dataset name")
     parser.add_argument("--workspace", help="Argilla workspace (default: your first)")
     parser.add_argument("--outbox", type=Path, help=f"local outbox (default: $ANNOTATE_OUTBOX or {outbox_path()})")
     commands = parser.add_subparsers(dest="command", required=True)
-    send = commands.add_parser("push", help="queue items from the three sources and deliver the outbox")
+    send = commands.add_parser("push", parents=[debug],
+                               help="queue items from the three sources and deliver the outbox")
     send.add_argument("--flags", type=Path, help="the app's flag queue (JSONL)")
     send.add_argument("--eval-run", type=Path, help="an `eval run` folder: rows the model got wrong")
     send.add_argument("--mined", type=Path, help="a `training.mine` pairs file")
     send.add_argument("--model", help="model name for eval/mined items (default: the run folder's name)")
     send.add_argument("--report", type=Path, help="also write the push's outcome (a PushReport) to this JSON file")
-    receive = commands.add_parser("pull", help="submitted reviews -> preference pairs (+ SFT rows)")
+    receive = commands.add_parser("pull", parents=[debug], help="submitted reviews -> preference pairs (+ SFT rows)")
     receive.add_argument("--pairs", type=Path, required=True)
     receive.add_argument("--sft", type=Path, help="also write corrected reasoning as GuardReasonerTrain rows")
     receive.add_argument("--weight", type=float, default=DEFAULT_WEIGHT)
-    commands.add_parser("status", help="items waiting in the outbox")
-    args = parser.parse_args(argv)
+    commands.add_parser("status", parents=[debug], help="items waiting in the outbox")
+    return run_command(_command, parser.parse_args(argv))
 
+
+def _command(args) -> int:
     target = Target()
     target.dataset = args.dataset or target.dataset
     target.workspace = args.workspace or target.workspace

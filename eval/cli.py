@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from guardreasoner.cascade import REASONING_MODES
+from guardreasoner.cli_support import RenamedFlag, debug_option, run_command
 from guardreasoner.splits import PARTS
 
 from .registry import BENCHMARKS, cells_for
@@ -19,7 +20,7 @@ def _run(args) -> int:
     from .run import run_benchmark
 
     benchmarks = list(dict.fromkeys(cell.benchmark for cell in cells_for(args.benchmarks)))
-    guard = load_guard(args.model, args.backend, mode=args.mode, fallback=False, fail_closed=False,
+    guard = load_guard(args.model, args.backend, mode=args.prompt_format, fallback=False, fail_closed=False,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        compute_type=args.compute_type, reasoning=args.reasoning, screen=args.screen)
     out = Path(args.out)
@@ -35,7 +36,7 @@ def _run(args) -> int:
             print(f"{benchmark}: skipped: {error}", file=sys.stderr)
             continue
         print(f"{benchmark}: {made} rows generated", file=sys.stderr)
-    print(f"done: score it with  python -m eval score {out} --mode strict", file=sys.stderr)
+    print(f"done: score it with  python -m eval score {out} --scoring strict", file=sys.stderr)
     return 1 if skipped else 0
 
 
@@ -43,7 +44,7 @@ def _score(args) -> int:
     from .report import to_html, to_markdown
     from .score import score_run
 
-    report = score_run(args.run, args.mode, args.data_dir)
+    report = score_run(args.run, args.scoring, args.data_dir)
     name = args.name or Path(args.run).name
     markdown = to_markdown(report, name)
     sys.stdout.write(markdown)
@@ -73,12 +74,14 @@ def _compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    debug = debug_option()
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="generate predictions for the benchmark rows (resumable)")
+    run = commands.add_parser("run", parents=[debug], help="generate predictions for the benchmark rows (resumable)")
     run.add_argument("--model", required=True)
     run.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
-    run.add_argument("--mode", choices=["raw", "chat"])
+    run.add_argument("--prompt-format", "--mode", action=RenamedFlag, choices=["raw", "chat"],
+                     help="raw text or the chat template (default: the model's own; --mode is the old name)")
     run.add_argument("--compute-type", choices=["int8", "float32"],
                      help="CTranslate2: int8 or float32 (default by size)")
     run.add_argument("--data-dir", help="folder with the GuardReasoner benchmark files (default: the public hub "
@@ -99,21 +102,21 @@ def main(argv: list[str] | None = None) -> int:
                      help="full: reason on every row; off: the screen alone; auto: the screen where it is sure")
     run.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's shipped one)")
     run.add_argument("--max-new-tokens", type=int, default=2048)
-    score = commands.add_parser("score", help="F1 per cell and task for a run folder (ours or upstream's)")
+    score = commands.add_parser("score", parents=[debug],
+                                help="F1 per cell and task for a run folder (ours or upstream's)")
     score.add_argument("run")
-    score.add_argument("--mode", choices=["paper", "strict"], default="paper")
+    score.add_argument("--scoring", "--mode", action=RenamedFlag, choices=["paper", "strict"], default="paper",
+                       help="paper: upstream evaluate.py's reading and weights; strict: the core parser, rows as "
+                       "labelled, bootstrap intervals (--mode is the old name)")
     score.add_argument("--data-dir", help="benchmark files, for WildGuardTest labels of upstream folders")
     score.add_argument("--name", help="the run's name in the reports")
     score.add_argument("--json")
     score.add_argument("--markdown")
     score.add_argument("--html")
-    compare = commands.add_parser("compare", help="one table for several `score --json` reports on the same rows")
+    compare = commands.add_parser("compare", parents=[debug],
+                                  help="one table for several `score --json` reports on the same rows")
     compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file); a NAME "
                          "given twice is one system whose reports score different benchmarks")
     compare.add_argument("--markdown")
     args = parser.parse_args(argv)
-    try:
-        return {"run": _run, "score": _score, "compare": _compare}[args.command](args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command({"run": _run, "score": _score, "compare": _compare}[args.command], args)

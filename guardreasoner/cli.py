@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from .cascade import REASONING_MODES, RECOMMENDED
-from .models import DEFAULT_MODEL, ModelUnavailable
+from .cli_support import RenamedFlag, debug_option, run_command
+from .models import DEFAULT_MODEL
 from .results import VERDICT_KEYS
-from .screen import ScreenError
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', "
                              "or an OpenAI-compatible URL")
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
-    parser.add_argument("--mode", choices=["raw", "chat"], help="prompt mode (default: the model's own)")
+    parser.add_argument("--prompt-format", "--mode", action=RenamedFlag, choices=["raw", "chat"],
+                        help="raw text or the chat template (default: the model's own; --mode is the old name)")
     parser.add_argument("--compute-type", choices=["int8", "float32"],
                         help="CTranslate2: int8 (fastest; default for models of 1B and up) or float32 (smaller models)")
     parser.add_argument("--max-new-tokens", type=int, default=2048)
@@ -34,10 +35,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args, **options):
-    from .guard import load_guard
+    from .loading import load_guard
 
     guard = load_guard(
-        args.model, args.backend, mode=args.mode, fallback=not args.no_fallback,
+        args.model, args.backend, mode=args.prompt_format, fallback=not args.no_fallback,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
         reasoning=getattr(args, "reasoning", RECOMMENDED), screen=getattr(args, "screen", None), **options,
     )
@@ -102,19 +103,19 @@ def _prompt(args) -> int:
     from .template import build_prompt, render
 
     tokenizer = None
-    if args.mode == "chat":
+    if args.prompt_format == "chat":
         from transformers import AutoTokenizer
 
         from .models import model_folder, resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(model_folder(resolve_model(args.model, fallback=True)))
     built = build_prompt(args.prompt, args.response)
-    sys.stdout.write(render(built.text, args.mode, tokenizer))
+    sys.stdout.write(render(built.text, args.prompt_format, tokenizer))
     return 0
 
 
 def _parse(args) -> int:
-    from .parser import parse, user_texts_of
+    from .predictions import Prediction
 
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     bad = 0
@@ -129,13 +130,15 @@ def _parse(args) -> int:
                     text = row[args.field]
                     if not isinstance(text, str):
                         raise TypeError(f"'{args.field}' is not text")
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    # The user's texts as every reader of prediction files takes them (any of the file's shapes),
+                    # so a row parses here exactly as the scorer and training read it.
+                    prediction = Prediction.from_dict({**row, "predict": text}, line=number - 1, where=args.input)
+                except (KeyError, TypeError, ValueError) as error:  # ValueError: bad JSON or a bad record
                     bad += 1
                     print(f"{args.input}: line {number}: {error}", file=sys.stderr)
                     out.write(json.dumps(record) + "\n")
                     continue
-                user_texts, has_response = user_texts_of(row.get("prompt"))
-                parsed = parse(text, user_texts=user_texts, has_response=has_response)
+                parsed = prediction.parsed()
                 record = parsed.labels | {"parse_error": parsed.parse_error}
                 if args.details:
                     record |= {"status": parsed.status, "flags": parsed.flags,
@@ -151,26 +154,25 @@ def _serve(args) -> int:
     from .serve import ServiceSettings, serve
     from .service.security import load_keys
 
-    try:
-        keys = load_keys(args.api_key, args.api_key_file)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}")
+    keys = load_keys(args.api_key, args.api_key_file)  # a bad key or file: main's one-line error
     settings = ServiceSettings(
         api_keys=keys, max_items=args.max_items, max_item_chars=args.max_item_chars,
         max_new_tokens=args.max_new_tokens, max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.request_timeout, batch_max_size=args.batch_max_size, batch_wait_ms=args.batch_wait_ms,
     )
-    serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.mode,
+    serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.prompt_format,
           fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
           settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m guardreasoner", description=__doc__)
+    debug = debug_option()
+    parser = argparse.ArgumentParser(prog="python -m guardreasoner", description=__doc__, parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    classify = commands.add_parser("classify", help="classify a request (and reply), or a JSONL/CSV file")
+    classify = commands.add_parser("classify", parents=[debug],
+                                   help="classify a request (and reply), or a JSONL/CSV file")
     classify.add_argument("text", nargs="?", help="the user's request")
     classify.add_argument("--response", help="the AI reply to judge (optional)")
     classify.add_argument("--input", help="rows.jsonl or rows.csv with 'prompt' and optional 'response'")
@@ -179,21 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_options(classify)
 
-    prompt = commands.add_parser("prompt", help="print the exact model input")
+    prompt = commands.add_parser("prompt", parents=[debug], help="print the exact model input")
     prompt.add_argument("--prompt", required=True)
     prompt.add_argument("--response")
-    prompt.add_argument("--mode", choices=["raw", "chat"], default="raw")
-    prompt.add_argument("--model", default="embedded", help="whose chat template to use in chat mode")
+    prompt.add_argument("--prompt-format", "--mode", action=RenamedFlag, choices=["raw", "chat"], default="raw",
+                        help="raw text (default) or the chat template (--mode is the old name)")
+    prompt.add_argument("--model", default="embedded", help="whose chat template to use with --prompt-format chat")
 
-    parse = commands.add_parser("parse", help="parse existing generations (e.g. generated_predictions.jsonl)")
+    parse = commands.add_parser("parse", parents=[debug],
+                                help="parse existing generations (e.g. generated_predictions.jsonl)")
     parse.add_argument("input")
     parse.add_argument("--field", default="predict")
     parse.add_argument("--out")
     parse.add_argument("--details", action="store_true", help="add status, flags and verdict sources")
 
     serve = commands.add_parser(
-        "serve", help="serve the guard over HTTP: /v1/classify, /v1/classify/stream, /health, /metrics, and "
-        "the OpenAI-compatible routes; --max-new-tokens is also the cap a request may ask for")
+        "serve", parents=[debug], help="serve the guard over HTTP: /v1/classify, /v1/classify/stream, /health, "
+        "/metrics, and the OpenAI-compatible routes; --max-new-tokens is also the cap a request may ask for")
     _add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="beyond loopback only with an API key")
     serve.add_argument("--port", type=int, default=8000)
@@ -212,19 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(args) -> int:
+    if args.command == "classify":
+        if args.input:
+            if not args.output:
+                raise ValueError("--input needs --output")
+            return _classify_file(args)
+        if not args.text:
+            raise ValueError("give the request text, or --input FILE --output FILE")
+        return _classify_text(args)
+    return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 on success; on an error one line on stderr and status 2 (the traceback with --debug)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "classify":
-            if args.input:
-                if not args.output:
-                    raise SystemExit("--input needs --output")
-                return _classify_file(args)
-            if not args.text:
-                raise SystemExit("give the request text, or --input FILE --output FILE")
-            return _classify_text(args)
-        return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
-    except (ModelUnavailable, ScreenError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(_command, build_parser().parse_args(argv))

@@ -48,7 +48,7 @@ timed rsft $PY -m training.rsft --model_name_or_path smollm2 --dataset_name "$OU
   --output_dir "$OUT/rsft" "${TRAIN[@]}" "${RSFT[@]}" "${COMMON[@]}"
 # 3. The same seeded rows of each held-out benchmark for every model; the non-reasoning baseline on the same rows.
 evaluate() {
-  timed "eval $1" $PY -m eval run --model "$2" --mode raw --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" \
+  timed "eval $1" $PY -m eval run --model "$2" --prompt-format raw --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" \
     --sample "$SAMPLE" --max-new-tokens "$MAX_NEW" --batch-size 8 --out "$OUT/eval/$1"
 }
 evaluate rsft "$OUT/rsft"
@@ -67,7 +67,7 @@ evaluate hs-dpo "$OUT/hs-dpo"
 evaluate zero-shot smollm2
 # 5. Strict scores and one table.
 for name in zero-shot rsft hs-dpo minilm; do
-  $PY -m eval score "$OUT/eval/$name" --mode strict --data-dir "$DATA" --name "$name" \
+  $PY -m eval score "$OUT/eval/$name" --scoring strict --data-dir "$DATA" --name "$name" \
     --json "$OUT/eval/$name.json" --markdown "$OUT/eval/$name.md" > /dev/null
 done
 $PY -m eval compare zero-shot="$OUT/eval/zero-shot.json" rsft="$OUT/eval/rsft.json" hs-dpo="$OUT/eval/hs-dpo.json" \

@@ -68,14 +68,14 @@ evaluate() {
     --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 --backend ctranslate2 --compute-type float32 \
     --out "$EVAL/$name" ${REUSE:+--reuse "$REUSE/$name"} "$@"
 }
-evaluate retrained "$OUT/rsft" --mode raw
-evaluate shipped "$OUT/previous" --mode raw
+evaluate retrained "$OUT/rsft" --prompt-format raw
+evaluate shipped "$OUT/previous" --prompt-format raw
 evaluate screen embedded --reasoning off  # the shipped MiniLM screen alone: no adapter is read
 timed "$(basename "$EVAL") minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
   --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --out "$EVAL/minilm"
 # 6. Strict scores, and the better adapter ships with its card refilled.
 score() {
-  $PY -m eval score "$EVAL/$1" --mode strict --data-dir "$DATA" --name "$1" \
+  $PY -m eval score "$EVAL/$1" --scoring strict --data-dir "$DATA" --name "$1" \
     --json "$EVAL/$1.json" --markdown "$EVAL/$1.md" > /dev/null
 }
 for name in retrained shipped screen minilm; do score "$name"; done
@@ -91,6 +91,10 @@ timed "$(basename "$EVAL") auto" $PY -m eval run --model embedded --reasoning au
   --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 \
   --backend ctranslate2 --compute-type float32 --out "$EVAL/auto" --reuse "$EVAL/$winner" ${REUSE:+"$REUSE/auto"}
 score auto
+# 8. The three modes of the guard that ships, on the same rows: the best becomes the shipped screen's
+#    recommended_reasoning, the mode load_guard(reasoning="recommended"), the CLI, serve and the app start in.
+$PY -m training.screen recommend assets/screen/embedded-minilm off="$EVAL/screen.json" auto="$EVAL/auto.json" \
+  full="$EVAL/$winner.json"
 names=(retrained shipped auto screen minilm)
 $PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$EVAL/$name.json"; done) \
   --markdown "$EVAL/comparison.md"

@@ -54,10 +54,10 @@ timed hs_dpo env OMP_NUM_THREADS="$TRAIN_THREADS" $PY -m training.hs_dpo --model
 #    SAMPLE=200 EVAL=runs/retrain/eval200 BASELINE=runs/retrain/eval200/retrained.json REUSE=runs/retrain/dpo/eval
 EVAL=${EVAL:-$DPO/eval}
 BASELINE=${BASELINE:-$OUT_RUN/eval/retrained.json}
-timed "$(basename "$EVAL") hs-dpo" $PY -m eval run --model "$DPO/hs-dpo" --mode raw --data-dir "$DATA" \
+timed "$(basename "$EVAL") hs-dpo" $PY -m eval run --model "$DPO/hs-dpo" --prompt-format raw --data-dir "$DATA" \
   --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 \
   --backend ctranslate2 --compute-type float32 --out "$EVAL/hs-dpo" ${REUSE:+--reuse "$REUSE/hs-dpo"}
-$PY -m eval score "$EVAL/hs-dpo" --mode strict --data-dir "$DATA" --name hs-dpo \
+$PY -m eval score "$EVAL/hs-dpo" --scoring strict --data-dir "$DATA" --name hs-dpo \
   --json "$EVAL/hs-dpo.json" --markdown "$EVAL/hs-dpo.md" > /dev/null
 $PY -m eval compare retrained="$BASELINE" hs-dpo="$EVAL/hs-dpo.json" --markdown "$EVAL/comparison-hs-dpo.md"
 echo "comparison in $EVAL/comparison-hs-dpo.md; stage times in $DPO/times.txt"

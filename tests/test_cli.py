@@ -1,10 +1,19 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from guardreasoner.cli import main
+from guardreasoner import cli as cli_module
+from guardreasoner.cli import build_parser, main
+from guardreasoner.errors import GuardReasonerError
+from guardreasoner.models import ModelUnavailable
 from guardreasoner.parser import split_upstream_prompt
 from tests.tiny_models import HARMFUL_REQUEST, SAFE_REQUEST
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(capsys, *argv):
@@ -113,6 +122,79 @@ def test_unreachable_model_without_fallback_is_one_clear_line(capsys, monkeypatc
     assert err.strip().count("\n") == 0 and "yueliu1999/GuardReasoner-3B" in err
 
 
-def test_input_without_output_is_refused():
-    with pytest.raises(SystemExit, match="--output"):
-        main(["classify", "--input", "x.jsonl"])
+def test_input_without_output_is_refused(capsys):
+    code, _, err = run(capsys, "classify", "--input", "x.jsonl")
+    assert code == 2 and err == "error: --input needs --output\n"
+
+
+def cli(*argv, module="guardreasoner"):
+    """The command line as a user runs it: its own process, so stderr holds exactly what the user would see."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")} | {"PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("argv", [
+    ("parse", "/nonexistent/generations.jsonl"),                                  # a missing file
+    ("classify", "--input", "/nonexistent/rows.jsonl", "--output", "out.jsonl"),  # a missing input file
+    ("serve", "--api-key", "short"),                                               # a key under 16 characters
+])
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_status(argv):
+    done = cli(*argv)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    debug = cli(*argv, "--debug")  # after the subcommand's own options, or before the subcommand
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert "Traceback" in cli("--debug", *argv).stderr
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("eval", ("score", "/nonexistent/run", "--scoring", "strict")),
+    ("annotate", ("pull", "--pairs", "/nonexistent/pairs.jsonl")),  # no Argilla key set
+])
+def test_the_other_command_lines_say_bad_input_in_one_line_too(module, argv):
+    done = cli(*argv, module=module)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "Traceback" in cli(*argv, "--debug", module=module).stderr
+
+
+def test_an_unexpected_error_names_its_type_and_points_to_debug(capsys, monkeypatch):
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli_module, "_parse", broken)
+    code, _, err = run(capsys, "parse", "x.jsonl")
+    assert code == 2
+    assert err == "error: ZeroDivisionError: division by zero (run again with --debug for the traceback)\n"
+    with pytest.raises(ZeroDivisionError):
+        main(["parse", "x.jsonl", "--debug"])
+
+
+def test_old_mode_flags_still_work_and_say_the_new_name(capsys):
+    code, new, err = run(capsys, "prompt", "--prompt", "Hi", "--prompt-format", "raw")
+    assert code == 0 and err == ""
+    code, old, err = run(capsys, "prompt", "--prompt", "Hi", "--mode", "raw")
+    assert code == 0 and old == new and err == "warning: --mode is deprecated; use --prompt-format\n"
+    parsed = build_parser().parse_args(["classify", "hi", "--mode", "chat"])
+    assert parsed.prompt_format == "chat"
+    capsys.readouterr()
+    from eval.cli import main as eval_main
+
+    assert eval_main(["score", "/nonexistent/run", "--mode", "strict"]) == 2  # parsed, then the run is missing
+    assert "warning: --mode is deprecated; use --scoring" in capsys.readouterr().err
+
+
+def test_the_library_errors_share_one_base_and_keep_their_old_ones():
+    from guardreasoner.backends.ctranslate2_backend import ConversionUnsupported
+    from guardreasoner.backends.vllm_backend import RowTooLong
+    from guardreasoner.client import GuardServiceError
+    from guardreasoner.screen import ScreenError
+
+    for error, old_base in [(ModelUnavailable("x"), RuntimeError), (ScreenError("x"), ValueError),
+                            (GuardServiceError(503, "busy"), RuntimeError), (RowTooLong("x"), ValueError),
+                            (ConversionUnsupported("x"), RuntimeError)]:
+        with pytest.raises(GuardReasonerError):
+            raise error
+        with pytest.raises(old_base):
+            raise error

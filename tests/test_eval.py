@@ -7,7 +7,8 @@ import pytest
 from eval.cli import main as eval_main
 from eval.data import load_benchmark
 from eval.registry import BENCHMARKS, CELLS
-from eval.score import f1_percent, score_run
+from eval.score import score_run
+from guardreasoner.metrics import f1_percent
 
 PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
     "GuardReasoner-1B": {"SimpleSafetyTests": 98.99, "AegisSafetyTest": 89.34, "HarmBenchPrompt": 96.31,
@@ -34,7 +35,7 @@ def test_f1_matches_the_definition():
 @pytest.mark.parametrize("model", sorted(PUBLISHED))
 def test_paper_mode_reproduces_the_published_f1(model, shared_dir, tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert eval_main(["score", str(shared_dir / "predictions" / model), "--mode", "paper", "--json", str(out)]) == 0
+    assert eval_main(["score", str(shared_dir / "predictions" / model), "--scoring", "paper", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     got = {c["benchmark"]: round(c["f1"], 2) for c in report["cells"]}
     assert got == PUBLISHED[model]
@@ -90,7 +91,7 @@ def test_run_then_score_end_to_end_and_resume(shared_dir, tmp_path, taught_model
     assert after[:2] == kept and sorted(json.loads(x)["index"] for x in after) == [0, 1, 2, 3, 4]
 
     out = tmp_path / "strict.json"
-    assert eval_main(["score", str(run), "--mode", "strict", "--json", str(out), "--markdown",
+    assert eval_main(["score", str(run), "--scoring", "strict", "--json", str(out), "--markdown",
                       str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html")]) == 0
     report = json.loads(out.read_text())
     assert len(report["cells"]) == 13 and not report["missing"]
@@ -172,6 +173,7 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
     from eval.run import run_benchmark
     from guardreasoner.backends.base import SamplingConfig
     from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.cascade import Cascade
     from guardreasoner.guard import Guard
 
     data = shared_dir / "benchmarks/guardreasoner"
@@ -185,9 +187,9 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
 
     monkeypatch.setattr(backend, "generate", no_generation)
     screen = AlternatingScreen()
-    auto_guard = Guard(backend, sampling=sampling, screen=screen, reasoning="auto", fail_closed=False)
+    auto_guard = Cascade(Guard(backend, sampling=sampling, fail_closed=False), screen, "auto")
     assert run_benchmark(auto_guard, "ToxicChat", data, auto, sample=6, batch_size=4, reuse=[full]) == 6
-    assert auto_guard.backend is backend  # the replay is taken off again
+    assert auto_guard.backend is backend  # the replay wraps a copy: the caller's guard is never changed
 
     def records(run):
         lines = (run / "ToxicChat" / "generated_predictions.jsonl").read_text().splitlines()
@@ -306,7 +308,7 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
 
 def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     from eval.data import load_benchmark
-    from eval.run import sample_rows
+    from guardreasoner.rows import seeded_sample as sample_rows
 
     rows = load_benchmark("ToxicChat", shared_dir / "benchmarks" / "guardreasoner")
     first, again, other = sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=1)
@@ -341,7 +343,7 @@ def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, t
                     "--benchmarks", "ToxicChat", "XSTestResponseRefusal", "--sample", "10", "--out", str(out)])
     assert summary["benchmarks"]["ToxicChat"]["rows"] == 10
     capsys.readouterr()
-    eval_cli(["score", str(out), "--mode", "strict", "--json", str(tmp_path / "report.json")])
+    eval_cli(["score", str(out), "--scoring", "strict", "--json", str(tmp_path / "report.json")])
     report = json.loads((tmp_path / "report.json").read_text())
     cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
     toxic = cells[("ToxicChat", "prompt_harmfulness")]
@@ -361,7 +363,7 @@ def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, c
     from eval.cli import main
 
     for model in ("1B", "8B"):
-        main(["score", str(shared_dir / f"predictions/GuardReasoner-{model}"), "--mode", "strict",
+        main(["score", str(shared_dir / f"predictions/GuardReasoner-{model}"), "--scoring", "strict",
               "--json", str(tmp_path / f"{model}.json")])
     capsys.readouterr()
     assert main(["compare", f"one={tmp_path / '1B.json'}", str(tmp_path / "8B.json"),
