@@ -7,8 +7,7 @@ import pytest
 from eval.cli import main as eval_main
 from eval.data import load_benchmark
 from eval.registry import BENCHMARKS, CELLS
-from eval.score import score_run
-from guardreasoner.metrics import f1_percent
+from eval.score import f1_percent, score_run
 
 PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
     "GuardReasoner-1B": {"SimpleSafetyTests": 98.99, "AegisSafetyTest": 89.34, "HarmBenchPrompt": 96.31,
@@ -173,7 +172,6 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
     from eval.run import run_benchmark
     from guardreasoner.backends.base import SamplingConfig
     from guardreasoner.backends.transformers_backend import TransformersBackend
-    from guardreasoner.cascade import Cascade
     from guardreasoner.guard import Guard
 
     data = shared_dir / "benchmarks/guardreasoner"
@@ -187,9 +185,9 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
 
     monkeypatch.setattr(backend, "generate", no_generation)
     screen = AlternatingScreen()
-    auto_guard = Cascade(Guard(backend, sampling=sampling, fail_closed=False), screen, "auto")
+    auto_guard = Guard(backend, sampling=sampling, screen=screen, reasoning="auto", fail_closed=False)
     assert run_benchmark(auto_guard, "ToxicChat", data, auto, sample=6, batch_size=4, reuse=[full]) == 6
-    assert auto_guard.backend is backend  # the replay wraps a copy: the caller's guard is never changed
+    assert auto_guard.backend is backend  # the replay is taken off again
 
     def records(run):
         lines = (run / "ToxicChat" / "generated_predictions.jsonl").read_text().splitlines()
@@ -308,7 +306,7 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
 
 def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     from eval.data import load_benchmark
-    from guardreasoner.rows import seeded_sample as sample_rows
+    from eval.run import sample_rows
 
     rows = load_benchmark("ToxicChat", shared_dir / "benchmarks" / "guardreasoner")
     first, again, other = sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=1)
