@@ -35,7 +35,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args, **options):
-    from .loading import load_guard
+    from .guard import load_guard
 
     guard = load_guard(
         args.model, args.backend, mode=args.prompt_format, fallback=not args.no_fallback,
@@ -115,7 +115,7 @@ def _prompt(args) -> int:
 
 
 def _parse(args) -> int:
-    from .predictions import Prediction
+    from .parser import parse, user_texts_of
 
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     bad = 0
@@ -130,15 +130,13 @@ def _parse(args) -> int:
                     text = row[args.field]
                     if not isinstance(text, str):
                         raise TypeError(f"'{args.field}' is not text")
-                    # The user's texts as every reader of prediction files takes them (any of the file's shapes),
-                    # so a row parses here exactly as the scorer and training read it.
-                    prediction = Prediction.from_dict({**row, "predict": text}, line=number - 1, where=args.input)
-                except (KeyError, TypeError, ValueError) as error:  # ValueError: bad JSON or a bad record
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
                     bad += 1
                     print(f"{args.input}: line {number}: {error}", file=sys.stderr)
                     out.write(json.dumps(record) + "\n")
                     continue
-                parsed = prediction.parsed()
+                user_texts, has_response = user_texts_of(row.get("prompt"))
+                parsed = parse(text, user_texts=user_texts, has_response=has_response)
                 record = parsed.labels | {"parse_error": parsed.parse_error}
                 if args.details:
                     record |= {"status": parsed.status, "flags": parsed.flags,
