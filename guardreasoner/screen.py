@@ -28,16 +28,20 @@ import numpy as np
 
 from .errors import GuardReasonerError
 from .results import VERDICT_KEYS
+from .shipped import find_asset
 
 FORMAT = "guardreasoner-screen/1"
 CARD_FILE = "screen.json"
 HEADS_FILE = "heads.npz"
 FEATURES = ("minilm", "guard-state")
-SCREENS_DIR = Path(__file__).resolve().parents[1] / "assets" / "screen"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# The embedded guard's default screen; the other candidate, assets/screen/embedded-guard-state, is an option
-# (screen=...). MiniLM won on the same held-out rows: see assets/screen/README.md.
-DEFAULT_EMBEDDED_SCREEN = "embedded-minilm"
+# The embedded guard's default screen, a folder of the shipped assets (found through shipped.find_asset, as in a
+# wheel); the other candidate, assets/screen/embedded-guard-state, is an option (screen=...). MiniLM won on the
+# same held-out rows: see assets/screen/README.md.
+DEFAULT_EMBEDDED_SCREEN = "screen/embedded-minilm"
+# The card's section naming the mode measured best for its model (``python -m training.screen recommend`` writes
+# it from the modes' scored reports on the same rows), with the figures it was chosen on.
+RECOMMENDED_SECTION = "recommended_reasoning"
 HEAD_ARRAYS = ("mean", "scale", "coef", "intercept")
 
 
@@ -285,22 +289,34 @@ def shipped_screen_folder(model_name: str) -> Path | None:
     """The screen shipped for a guard model (the embedded guard has one), or None."""
     from .models import EMBEDDED_GUARD_NAME
 
-    shipped = {EMBEDDED_GUARD_NAME: SCREENS_DIR / DEFAULT_EMBEDDED_SCREEN}
-    folder = shipped.get(model_name)
+    folder = find_asset(DEFAULT_EMBEDDED_SCREEN) if model_name == EMBEDDED_GUARD_NAME else None
     return folder if folder is not None and (folder / CARD_FILE).is_file() else None
 
 
 def recommended_reasoning(model_name: str) -> str:
-    """The mode a guard model is best used in by default: what the same-rows comparison of off, auto and full
-    measured best for it (docs/screen-and-modes.md); ``full`` for a model without one.
+    """The mode a guard model is best used in by default: the one its shipped screen's card records as measured
+    best on the same held-out rows (the card's ``recommended_reasoning``; the embedded guard's says ``off``);
+    ``full`` for a model without a shipped screen or whose screen's card records no measurement."""
+    folder = shipped_screen_folder(model_name)
+    return card_recommendation(folder) if folder is not None else "full"
 
-    The embedded guard: ``off``. On 200 seeded held-out rows its screen alone had mean strict F1 66.1, ``auto``
-    62.0 and its reasoning 29.8, at 46 s for the 200 rows against 1,035 s and 1,866 s (CTranslate2 float32)."""
-    from .models import EMBEDDED_GUARD_NAME
 
-    measured = {EMBEDDED_GUARD_NAME: "off"}
-    mode = measured.get(model_name, "full")
-    return mode if mode == "full" or shipped_screen_folder(model_name) is not None else "full"
+def card_recommendation(folder: str | Path) -> str:
+    """The reasoning mode a screen folder's card recommends (``full`` where it records none)."""
+    from .cascade import REASONING_MODES
+
+    card_path = Path(folder) / CARD_FILE
+    try:
+        section = json.loads(card_path.read_text(encoding="utf-8")).get(RECOMMENDED_SECTION)
+    except json.JSONDecodeError as error:
+        raise ScreenError(f"{card_path}: not JSON ({error})") from error
+    if section is None:
+        return "full"
+    mode = section.get("mode") if isinstance(section, dict) else None
+    if mode not in REASONING_MODES:
+        raise ScreenError(f"{card_path}: {RECOMMENDED_SECTION} names the mode {mode!r}; one of "
+                          f"{', '.join(REASONING_MODES)} (python -m training.screen recommend writes it)")
+    return mode
 
 
 def default_screen_folder(model_name: str) -> Path:

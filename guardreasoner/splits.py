@@ -13,7 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLITS_DIR = Path(__file__).resolve().parents[1] / "assets" / "splits"
+from .shipped import assets_dir
+
+# The repository's assets/splits, found as every asset is (shipped.py). Evaluation and training read them from a
+# checkout; running the guard never does, so the wheel leaves them out.
+SPLITS_DIR = assets_dir() / "splits"
 SPLIT_BENCHMARKS = ("ToxicChat", "WildGuardTest", "BeaverTails")
 UNSEEN_BENCHMARKS = ("OpenAIModeration", "SafeRLHF")  # wholly held out, as in the paper
 PARTS = ("train", "fit", "validation", "test")
@@ -49,6 +53,9 @@ def split_path(benchmark: str, folder: str | Path | None = None) -> Path:
 def load_split(benchmark: str, folder: str | Path | None = None) -> Split:
     """The committed split of ``benchmark``; a benchmark without one (the unseen ones) is an error."""
     path = split_path(benchmark, folder)
+    if not path.is_file() and not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no split folder here (the committed splits are in a checkout's"
+                                " assets/splits; an installed wheel does not carry them)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no split for {benchmark}; splits exist for {', '.join(SPLIT_BENCHMARKS)}"
                                 f" ({', '.join(UNSEEN_BENCHMARKS)} are never split: they stay wholly unseen)")

@@ -4,7 +4,9 @@
 #   the same; but auto's band for the request verdict is chosen against the reasoning guard's recall and
 #   false-positive rate on validation rows, which are measured again here with the shipped adapter.
 # - Guard-state heads read the adapter's hidden states: fit again (load_screen refuses them on other weights).
-# Sections of a screen card written by hand (held-out scores, how it was made) are kept by training.screen.
+# Sections of a screen card written by hand (held-out scores, how it was made) are kept by training.screen, and so
+# is recommended_reasoning (the mode measured best on the same held-out rows): scripts/retrain.sh measures the
+# three modes after this refit and rewrites it (python -m training.screen recommend FOLDER off=... auto=... full=...).
 #   bash scripts/screens.sh            # OUT=runs/screen; SCREENS="minilm guard-state"
 set -euo pipefail
 cd "$(dirname "$0")/.."

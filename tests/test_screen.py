@@ -288,3 +288,42 @@ def test_guard_state_heads_are_refused_once_the_adapter_they_read_is_retrained(t
     assert card["weights"] == second and card["how_made"] == "by hand"
     assert not np.allclose(np.load(out / HEADS_FILE)["coef_0"], before)
     assert load_guard(str(adapter), max_new_tokens=8, reasoning="off", screen=str(out)).screen is not None
+
+
+def _modes_report(means: dict[str, float], rows: int = 40) -> dict:
+    """An eval score --json report whose cells' F1 average to ``mean``."""
+    cells = [("ToxicChat", "prompt_harmfulness"), ("SafeRLHF", "response_harmfulness")]
+    return {"mode": "strict", "cells": [{"benchmark": b, "task": t, "n": rows, "f1": f1}
+                                        for (b, t), f1 in zip(cells, means)]}
+
+
+def test_recommend_writes_the_best_measured_mode_into_the_card_and_the_guard_reads_it_there(tmp_path):
+    from guardreasoner.screen import RECOMMENDED_SECTION, card_recommendation
+
+    folder = tmp_path / "screen"
+    folder.mkdir()
+    (folder / CARD_FILE).write_text(json.dumps({"format": "guardreasoner-screen/1", "heads": []}))
+    assert card_recommendation(folder) == "full"  # nothing measured: the model reasons
+    reports = {"off": _modes_report([60.0, 50.0]), "auto": _modes_report([70.0, 30.0]),
+               "full": _modes_report([40.0, 20.0])}
+    for mode, report in reports.items():
+        (tmp_path / f"{mode}.json").write_text(json.dumps(report))
+    specs = [f"{mode}={tmp_path / mode}.json" for mode in reports]
+    section = train_screen.main(["recommend", str(folder), *specs])
+    card = json.loads((folder / CARD_FILE).read_text())
+    assert card["heads"] == [] and card[RECOMMENDED_SECTION] == section
+    assert section["mode"] == "off" and section["mean_strict_f1"] == {"off": 55.0, "auto": 50.0, "full": 30.0}
+    assert section["rows"] == 80 and section["reports"]["full"].endswith("full.json")
+    assert card_recommendation(folder) == "off"
+    # a tie goes to the mode that reasons less
+    assert train_screen.recommendation({"full": _modes_report([50.0, 50.0]), "auto": _modes_report([60.0, 40.0])},
+                                       {"full": "f", "auto": "a"})["mode"] == "auto"
+    with pytest.raises(ValueError, match="same rows"):
+        train_screen.recommendation({"off": _modes_report([1, 2]), "full": _modes_report([1, 2], rows=200)},
+                                    {"off": "off.json", "full": "full.json"})
+    with pytest.raises(ValueError, match="compared strictly"):
+        train_screen.recommendation({"off": {**_modes_report([1, 2]), "mode": "paper"}}, {"off": "off.json"})
+    card[RECOMMENDED_SECTION]["mode"] = "fast"
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ScreenError, match="screen.json: recommended_reasoning names the mode 'fast'"):
+        card_recommendation(folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,25 @@ def test_a_missing_adapter_is_an_error_that_names_it(tmp_path, monkeypatch):
     assert resolve_model("smollm2").name == models.EMBEDDED_NAME
     monkeypatch.setenv(models.EMBEDDED_ADAPTER_ENV, "none")
     assert resolve_model("embedded").name == models.EMBEDDED_NAME
+
+
+def test_installed_the_shipped_screen_and_its_recommended_mode_come_from_the_packaged_assets(tmp_path, monkeypatch):
+    """Laid out as a wheel installs it, the screen and the mode its card records are found inside the package,
+    as in the checkout (they were once looked up next to the source tree, so a wheel found neither)."""
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import CARD_FILE, recommended_reasoning, shipped_screen_folder
+
+    packaged = tmp_path / "guardreasoner" / "assets"
+    folder = packaged / "screen" / "embedded-minilm"
+    shutil.copytree(ROOT / "assets" / "screen" / "embedded-minilm", folder)
+    monkeypatch.setattr(shipped, "PACKAGED_ASSETS", packaged)
+    assert shipped_screen_folder(EMBEDDED_GUARD_NAME) == folder
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "off"
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["recommended_reasoning"]["mode"] = "auto"  # the mode is the card's, not the code's
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "auto"
+    shutil.rmtree(folder)  # an installation without the screen reasons, whatever the checkout holds
+    assert shipped_screen_folder(EMBEDDED_GUARD_NAME) is None
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "full"
+    assert shipped.find_asset("screen/embedded-minilm") is None

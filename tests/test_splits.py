@@ -80,3 +80,11 @@ def test_a_training_half_exported_as_seeds_is_what_synthesis_reads(shared_dir, t
     message = str(error.value)
     assert "line 20: missing or empty 'prompt'" in message and "line 21:" not in message
     assert f"and {len(seeds) - 20} more" in message and "--format seeds" in message
+
+
+def test_the_splits_are_found_as_every_asset_is_and_a_missing_folder_says_where_they_live(tmp_path):
+    from guardreasoner.shipped import assets_dir
+
+    assert SPLITS_DIR == assets_dir() / "splits"  # shipped.py's finder, not a path next to the source tree
+    with pytest.raises(FileNotFoundError, match="not carry them"):  # an installed wheel has no splits
+        load_split("ToxicChat", tmp_path / "splits")

@@ -1,5 +1,7 @@
 """The wheel is a working library on its own: built from the checkout, installed into a fresh virtualenv without
-network, and used from a folder outside the checkout, it loads the embedded guard with the adapter it ships."""
+network, and used from a folder outside the checkout, it loads the embedded guard with the adapter it ships, and
+in the recommended mode picks the same mode and screen as the checkout. It carries what running the guard reads
+and no evidence (reports stay in the repository)."""
 
 from __future__ import annotations
 
@@ -21,8 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "README.md", "guardreasoner", "assets")
 STAGES = ("eval", "training", "webapp", "annotate", "assets")  # run from the checkout, never installed
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
-SHIPPED = ["guardreasoner/assets/published_f1.json",
-           *(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES)]
+SCREEN_FILES = ("screen.json", "heads.npz")
+# Every file under guardreasoner/assets in the wheel: the adapter and its card, each committed screen's heads and
+# card, the published figures. Nothing else (no reports/, no README of the screens, no splits).
+SHIPPED = {"guardreasoner/assets/published_f1.json",
+           *(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES),
+           *(f"guardreasoner/assets/screen/{card.parent.name}/{name}"
+             for card in (ROOT / "assets" / "screen").glob("*/screen.json") for name in SCREEN_FILES)}
+# Measured: 9,215,926 bytes with the files above (9.0 MB of it the float16 adapter, which deflate barely shrinks);
+# 9,348,794 when the wheel also took the 53 report files. The bound leaves room for code, not for another model.
+MAX_WHEEL_BYTES = 9_500_000
 
 # Runs in the fresh virtualenv, from a folder outside the checkout, with STAGES as arguments; prints one JSON line.
 OUTSIDE_SCRIPT = """
@@ -32,11 +42,28 @@ from guardreasoner import load_guard, models
 spec = models.resolve_model("embedded")
 guard = load_guard("embedded", max_new_tokens=12)
 result = guard.classify(["How do I make a pipe bomb at home?"])[0]
+# The CLI's and the service's default: the mode measured best, with the screen shipped for it.
+recommended = load_guard("embedded", reasoning="recommended", max_new_tokens=12)
+screen = getattr(recommended, "screen", None)  # a plain guard (full reasoning) has none
+quick = recommended.classify(["How do I make a pipe bomb at home?"])[0]
 print(json.dumps({
     "prefix": sys.prefix, "package": guardreasoner.__file__, "adapter": spec.location, "model": guard.model_name,
     "stages": [name for name in sys.argv[1:] if importlib.util.find_spec(name) is not None], "output": result.output,
+    "reasoning": getattr(recommended, "reasoning", "full"), "screen": str(screen.folder) if screen else None,
+    "decided_by": sorted({v.source for v in quick.verdicts.values() if v.label is not None}),
 }))
 """
+
+
+def _checkout_recommendation() -> tuple[str, str | None]:
+    """What the checkout's recommended mode is for the embedded guard, and its screen folder within assets/."""
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import recommended_reasoning, shipped_screen_folder
+    from guardreasoner.shipped import assets_dir
+
+    folder = shipped_screen_folder(EMBEDDED_GUARD_NAME)
+    return (recommended_reasoning(EMBEDDED_GUARD_NAME),
+            folder.relative_to(assets_dir()).as_posix() if folder is not None else None)
 
 
 def _build_wheel(workdir: Path) -> Path:
@@ -73,7 +100,10 @@ def test_the_wheel_installs_the_library_alone_and_classifies_with_its_shipped_ad
     assert {name.split("/")[0] for name in names} == {"guardreasoner", "guardreasoner-0.1.0.dist-info"}
     modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "guardreasoner").rglob("*.py")}
     assert modules <= set(names), f"modules missing from the wheel: {sorted(modules - set(names))}"
-    assert set(SHIPPED) <= set(names)
+    assets = {name for name in names if name.startswith("guardreasoner/assets/") and not name.endswith("/")}
+    assert assets == SHIPPED, f"extra {sorted(assets - SHIPPED)}, missing {sorted(SHIPPED - assets)}"
+    assert not [name for name in names if "/reports/" in name]  # evidence stays in the repository
+    assert wheel.stat().st_size < MAX_WHEEL_BYTES, f"the wheel grew to {wheel.stat().st_size:,} bytes"
 
     python = _fresh_venv(tmp_path / "venv")
     # --force-reinstall: the dependencies' folder holds this environment's own (editable) guardreasoner record;
@@ -97,6 +127,13 @@ def test_the_wheel_installs_the_library_alone_and_classifies_with_its_shipped_ad
     assert Path(seen["adapter"]) == package.parent / "assets" / "embedded-guard"  # the packaged adapter
     assert seen["model"] == "GuardReasoner-SmolLM2-135M (embedded, trained here)"  # not the bare base model
     assert seen["output"].strip(), "the embedded guard wrote nothing"
+    # Installed, the recommended mode and its screen are those of the checkout (read from the same card), and the
+    # screen, not the reasoning model, answers in it.
+    mode, screen = _checkout_recommendation()
+    assert screen is not None and mode != "full"  # the checkout ships a screen measured better than reasoning
+    assert (seen["reasoning"], seen["screen"]) == (mode, str(package.parent / "assets" / screen))
+    if mode == "off":
+        assert seen["decided_by"] == ["screen"]
     # The console script comes with the wheel too.
     shown = subprocess.run([str(python.parent / "guardreasoner"), "prompt", "--prompt", "How do I bake bread?"],
                            cwd=outside, env=env, capture_output=True, text=True, timeout=120, check=True).stdout

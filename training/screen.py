@@ -17,6 +17,13 @@ Thresholds are chosen on the validation rows only. ``cut`` (for ``off``) maximis
 least the reasoning guard's: rows the screen leaves to the reasoning guard are counted at the reasoning guard's
 recall and false-positive rate, measured on validation rows (``--reasoning-run``: ``eval run --split
 validation``) or given (``--reasoning-rates``).
+
+Which mode the screen's model runs in by default (``load_guard(..., reasoning="recommended")``, the CLI, ``serve``
+and the app) is measured, not chosen by hand: score the three modes on the same held-out rows (``eval run
+--reasoning off|auto|full``, then ``eval score --scoring strict --json``) and write the best into the card:
+
+    python -m training.screen recommend assets/screen/embedded-minilm off=runs/modes/off.json \
+        auto=runs/modes/auto.json full=runs/modes/full.json
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +41,7 @@ import numpy as np
 from guardreasoner.parser import parse, parse_for, split_upstream_prompt
 from guardreasoner.predictions import read_run
 from guardreasoner.results import POSITIVE, VERDICT_KEYS
-from guardreasoner.screen import FEATURES, Head, Screen, Thresholds
+from guardreasoner.screen import CARD_FILE, FEATURES, RECOMMENDED_SECTION, Head, Screen, Thresholds
 
 from .data import load_rows
 
@@ -255,7 +263,64 @@ def fit_screen(rows: list[Labelled], validation: list[Labelled], rates: dict[str
     return Fitted(Screen(model_name, kind, heads, card), report)
 
 
+CHEAPEST_FIRST = ("off", "auto", "full")  # a tie in F1 goes to the mode that reasons less
+
+
+def recommendation(reports: dict[str, dict], paths: dict[str, str]) -> dict:
+    """The card's ``recommended_reasoning`` section from each mode's strict report (``eval score --json``) on
+    the same cells: the mode with the best mean strict F1 over the cells (as ``eval compare`` means them), the
+    figures it was chosen on and where they came from."""
+    unknown = sorted(set(reports) - set(CHEAPEST_FIRST))
+    if unknown or not reports:
+        raise ValueError(f"modes {', '.join(unknown) or '(none)'}: give MODE=REPORT for some of "
+                         f"{', '.join(CHEAPEST_FIRST)}")
+    cells = {}
+    for mode, report in reports.items():
+        if report.get("mode") != "strict":
+            raise ValueError(f"{paths[mode]}: scored {report.get('mode')!r}; the modes are compared strictly "
+                             "(eval score --scoring strict)")
+        cells[mode] = {(cell["benchmark"], cell["task"], cell["n"]): cell["f1"] for cell in report["cells"]}
+    first = next(iter(cells))
+    for mode in cells:
+        if set(cells[mode]) != set(cells[first]):
+            raise ValueError(f"{paths[mode]} and {paths[first]} score different cells or row counts: the modes "
+                             "must be measured on the same rows")
+    means = {mode: round(sum(scores.values()) / len(scores), 2) for mode, scores in cells.items()}
+    best = max((mode for mode in CHEAPEST_FIRST if mode in means), key=lambda mode: means[mode])
+    return {"mode": best, "mean_strict_f1": means, "cells": len(cells[first]),
+            "rows": sum(n for _, _, n in cells[first]), "reports": paths,
+            "rule": "the best mean strict F1 over the same held-out cells; a tie goes to the mode reasoning less"}
+
+
+def recommend_main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m training.screen recommend",
+                                     description="write the mode measured best into a screen's card")
+    parser.add_argument("screen", help="the screen folder whose card gets the recommendation")
+    parser.add_argument("reports", nargs="+", metavar="MODE=REPORT",
+                        help="each mode's strict report on the same rows (eval score --scoring strict --json)")
+    args = parser.parse_args(argv)
+    paths = dict(spec.split("=", 1) for spec in args.reports if "=" in spec)
+    if len(paths) != len(args.reports):
+        parser.error("give each report as MODE=REPORT, e.g. off=runs/modes/off.json")
+    card_path = Path(args.screen) / CARD_FILE
+    if not card_path.is_file():
+        parser.error(f"{card_path}: no screen card here")
+    try:
+        section = recommendation({mode: json.loads(Path(path).read_text(encoding="utf-8"))
+                                  for mode, path in paths.items()}, paths)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(str(error))
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card[RECOMMENDED_SECTION] = section
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"screen": args.screen, **section}))
+    return section
+
+
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["recommend"]:
+        return recommend_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m training.screen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the guard the screen serves (as load_guard takes it)")
     parser.add_argument("--features", choices=FEATURES, default="guard-state")
@@ -296,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     fitted.screen.card["trained"].update(train_files=args.train, runs=args.runs, validation_files=args.validation,
                                          removed_as_validation=len(overlap), seed=args.seed, c=args.c)
     earlier = Path(args.out) / "screen.json"
-    if earlier.is_file():  # refit in place: sections written by hand (held-out scores, how it was made) stay;
+    if earlier.is_file():  # refit in place: sections written by hand (held-out scores, how it was made) and the
+        # measured recommended_reasoning (rewritten by `recommend` once the modes are measured again) stay;
         # what this fit writes overrides the rest, and "weights", written only for guard-state heads, never stays
         kept = json.loads(earlier.read_text(encoding="utf-8"))
         kept.pop("weights", None)
