@@ -198,3 +198,16 @@ def test_the_library_errors_share_one_base_and_keep_their_old_ones():
             raise error
         with pytest.raises(old_base):
             raise error
+
+
+def test_the_verdict_vocabulary_is_exported_and_is_what_results_carry():
+    import guardreasoner
+
+    parsed = guardreasoner.parse("Answers: \nRequest: harmful\nCompletion: None\nResponse: None")
+    # The package docstring's example, on the keys and labels the package exports.
+    assert parsed.labels == {guardreasoner.PROMPT_HARMFULNESS: "harmful", guardreasoner.RESPONSE_REFUSAL: None,
+                             guardreasoner.RESPONSE_HARMFULNESS: None}
+    assert tuple(parsed.labels) == guardreasoner.VERDICT_KEYS
+    assert "'prompt_harmfulness': 'harmful', 'response_refusal': None" in guardreasoner.__doc__
+    assert guardreasoner.LABELS[guardreasoner.RESPONSE_REFUSAL] == ("refusal", "compliance")
+    assert guardreasoner.POSITIVE[guardreasoner.PROMPT_HARMFULNESS] == "harmful"
