@@ -149,17 +149,15 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
                   if (generation := recorded_generation(record)) is not None}
     if not todo:
         return 0
-    backend = guard.backend
-    guard.backend = Replay(backend, replay)
-    try:
-        with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
-                append_predictions(path, [_record(guard, row, result) for row, result in zip(chunk, results)])
-                bar.update(len(chunk))
-    finally:
-        replayed, guard.backend = guard.backend.replayed, backend
+    replaying = Replay(guard.backend, replay)
+    replayer = guard.with_backend(replaying)  # the caller's guard is left as it is
+    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=benchmark, unit="row") as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            results = replayer.classify([{"prompt": row.prompt, "response": row.response} for row in chunk])
+            append_predictions(path, [_record(guard, row, result) for row, result in zip(chunk, results)])
+            bar.update(len(chunk))
+    replayed = replaying.replayed
     if replayed:
         print(f"{benchmark}: reasoning of {replayed} rows replayed from {', '.join(map(str, reuse))}",
               file=sys.stderr)

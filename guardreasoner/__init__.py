@@ -12,8 +12,10 @@ prompt-only item has no reply verdicts (None). Every error the library raises de
 """
 
 from .backends.base import Generation, SamplingConfig
+from .cascade import Cascade
 from .errors import GuardReasonerError
-from .guard import Guard, StreamUpdate, load_guard
+from .guard import Classifier, Guard
+from .loading import load_guard
 from .models import DEFAULT_MODEL, RELEASED_MODELS, ModelUnavailable
 from .parser import parse, strip_leaks
 from .results import (
@@ -26,16 +28,19 @@ from .results import (
     VERDICT_KEYS,
     GuardResult,
     ParsedOutput,
+    ParseEvent,
+    StreamUpdate,
     TaskReasoning,
     Verdict,
 )
-from .stream_parser import ParseEvent, StreamParser
+from .stream_parser import StreamParser
 from .template import INSTRUCTION, build_prompt, format_input
 
 __all__ = [
     "LABELS", "NEGATIVE", "POSITIVE", "PROMPT_HARMFULNESS", "RESPONSE_HARMFULNESS", "RESPONSE_REFUSAL", "VERDICT_KEYS",
     "GuardReasonerError",
-    "DEFAULT_MODEL", "INSTRUCTION", "RELEASED_MODELS", "Generation", "Guard", "GuardResult", "ModelUnavailable",
+    "DEFAULT_MODEL", "INSTRUCTION", "RELEASED_MODELS", "Cascade", "Classifier", "Generation", "Guard", "GuardResult",
+    "ModelUnavailable",
     "ParseEvent", "ParsedOutput", "SamplingConfig", "StreamParser", "StreamUpdate", "TaskReasoning", "Verdict",
     "build_prompt", "format_input", "load_guard", "parse", "strip_leaks",
 ]

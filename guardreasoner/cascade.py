@@ -1,4 +1,5 @@
-"""Reasoning modes: who decides each verdict, the screen (``screen.py``) or the reasoning guard.
+"""``Cascade``: a screen (``screen.py``) in front of the reasoning ``Guard``; the reasoning mode says who decides
+each verdict.
 
 - ``full``: the reasoning guard decides everything (no screen involved).
 - ``off``: the screen alone, each verdict positive at ``p >= cut``; a verdict the screen has no head for gets no
@@ -13,10 +14,14 @@ Every verdict says who decided it (``Verdict.decided_by``) and the probability i
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterable, Iterator
 
-from .backends.base import Generation
-from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, Verdict
+from .backends.base import Backend, Generation
+from .guard import Guard, item_pair
+from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, StreamUpdate, Verdict
+from .template import GuardPrompt
 
 REASONING_MODES = ("full", "auto", "off")
 RECOMMENDED = "recommended"  # load_guard and the CLI: the model's measured best mode (screen.recommended_reasoning)
@@ -58,12 +63,12 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
     return decided
 
 
-def _screen_result(guard, built, decided: dict[str, Verdict | None], latency_s: float, *, final: bool = True
-                   ) -> GuardResult:
-    """A result with no generation behind it: the guard's own result-making on an empty output (so the result
+def _screen_result(guard: Guard, built: GuardPrompt, decided: dict[str, Verdict | None], latency_s: float, *,
+                   final: bool = True) -> GuardResult:
+    """A result with no generation behind it: the guard's ``read`` of an empty output (so the result
     has every field the guard gives), then the screen's verdicts in place of the empty parse. ``final=False``:
     a preview whose missing verdicts the reasoning guard is still to give (so none is fail-closed)."""
-    result = guard._result(built, Generation(text="", latency_s=latency_s))
+    result = guard.read(built, Generation(text="", latency_s=latency_s))
     for key in VERDICT_KEYS:
         # none from the screen: final, the screen gave none; a preview, the reasoning guard is to give it
         verdict = decided.get(key) or Verdict(key, None, decided_by="screen" if final else "reasoning")
@@ -86,39 +91,127 @@ def _merge(result: GuardResult, decided: dict[str, Verdict | None], screen_s: fl
     return result
 
 
-def classify(guard, items: list[tuple[str, str | None]], *, progress: bool = False) -> list[GuardResult]:
-    """``Guard.classify`` in ``off`` and ``auto`` modes."""
-    probabilities, seconds = guard.screen.timed_probabilities(items)
-    per_row = seconds / max(len(items), 1)
-    decided = [decide(guard.screen, p, response, guard.reasoning) for p, (_, response) in zip(probabilities, items)]
-    deferred = [row for row, keys in enumerate(decided) if guard.reasoning == "auto" and None in keys.values()]
-    asked = [{"prompt": items[row][0], "response": items[row][1]} for row in deferred]
-    reasoned = dict(zip(deferred, guard._reason(asked, progress=progress))) if asked else {}  # no empty call
-    return [_merge(reasoned[row], decided[row], per_row) if row in reasoned
-            else _screen_result(guard, guard.build(*items[row]), decided[row], per_row)
-            for row in range(len(items))]
+class Cascade:
+    """The screen first, the reasoning guard for what it leaves (``auto``), or the screen alone (``off``); in
+    ``full`` the guard alone, with the screen kept so that ``with_reasoning`` can switch modes. The screen is
+    ready to ask (a ``Screen`` bound to ``guard``, or anything with ``heads`` and ``timed_probabilities``).
 
+    The third argument is the reasoning mode, named ``reasoning`` as everywhere else (``mode`` is the prompt mode,
+    chat or raw)."""
 
-def stream(guard, prompt: str, response: str | None, stop=None):
-    """``Guard.stream`` in ``off`` and ``auto`` modes: the screen's verdicts come first (``update.screen``, within
-    milliseconds); if the reasoning guard must decide the rest, its stream follows and its last update carries
-    the merged result."""
-    began = time.perf_counter()
-    (probabilities,), seconds = guard.screen.timed_probabilities([(prompt, response)])
-    decided = decide(guard.screen, probabilities, response, guard.reasoning)
-    final = guard.reasoning == "off" or None not in decided.values()
-    early = _screen_result(guard, guard.build(prompt, response), decided, seconds, final=final)
-    if final:
-        yield _update("", "", time.perf_counter() - began, result=early, screen=early)
-        return
-    yield _update("", "", time.perf_counter() - began, screen=early)
-    for update in guard._stream(prompt, response, stop=stop):
-        if update.result is not None:
-            update.result = _merge(update.result, decided, seconds)
-        yield update
+    def __init__(self, guard: Guard, screen, reasoning: str = "auto"):
+        check_mode(reasoning, has_screen=screen is not None)
+        self.guard = guard
+        self.screen = screen
+        self.reasoning = reasoning
 
+    # The guard's settings, read through: a Cascade is used wherever a Guard is.
+    @property
+    def backend(self) -> Backend:
+        return self.guard.backend
 
-def _update(delta: str, text: str, elapsed_s: float, **fields):
-    from .guard import StreamUpdate
+    @property
+    def model_name(self) -> str:
+        return self.guard.model_name
 
-    return StreamUpdate(delta, text, [], elapsed_s, **fields)
+    @property
+    def mode(self) -> str:
+        return self.guard.mode
+
+    @property
+    def sampling(self):
+        return self.guard.sampling
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self.guard.thresholds
+
+    @property
+    def fail_closed(self) -> bool:
+        return self.guard.fail_closed
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        return self.guard.max_input_tokens
+
+    @property
+    def fallback_reason(self) -> str | None:
+        return self.guard.fallback_reason
+
+    def build(self, prompt: str, response: str | None = None) -> GuardPrompt:
+        return self.guard.build(prompt, response)
+
+    def model_input(self, prompt: str, response: str | None = None) -> str:
+        return self.guard.model_input(prompt, response)
+
+    def with_reasoning(self, reasoning: str) -> Cascade:
+        """The same guard and screen in another reasoning mode (full, auto, off)."""
+        return Cascade(self.guard, self.screen, reasoning)
+
+    def with_sampling(self, **changes) -> Cascade:
+        return Cascade(self.guard.with_sampling(**changes), self.screen, self.reasoning)
+
+    def with_thresholds(self, thresholds: dict[str, float] | None) -> Cascade:
+        return Cascade(self.guard.with_thresholds(thresholds), self.screen, self.reasoning)
+
+    def with_backend(self, backend: Backend) -> Cascade:
+        """The guard on another backend; the screen stays as bound (eval's replay wraps the guard's backend, so
+        guard-state features still read the same model)."""
+        return Cascade(self.guard.with_backend(backend), self.screen, self.reasoning)
+
+    def prepare(self, items: Iterable) -> list[GuardPrompt]:
+        """In ``full``, the guard's ``prepare`` (so a batcher can run a Cascade in full like a Guard)."""
+        return self._reasoning_alone().prepare(items)
+
+    def read(self, prepared: GuardPrompt, generation: Generation) -> GuardResult:
+        """In ``full``, the guard's ``read``."""
+        return self._reasoning_alone().read(prepared, generation)
+
+    def _reasoning_alone(self) -> Guard:
+        if self.reasoning != "full":
+            raise ValueError(f"reasoning={self.reasoning!r}: the screen decides first, so a generation alone is "
+                             "not the result; use classify or stream")
+        return self.guard
+
+    def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
+        """As ``Guard.classify``, each verdict decided as the mode says."""
+        if self.reasoning == "full":
+            return self.guard.classify(items, progress=progress)
+        pairs = [item_pair(item) for item in items]
+        probabilities, seconds = self.screen.timed_probabilities(pairs)
+        per_row = seconds / max(len(pairs), 1)
+        decided = [decide(self.screen, p, response, self.reasoning) for p, (_, response) in zip(probabilities, pairs)]
+        deferred = [row for row, keys in enumerate(decided) if self.reasoning == "auto" and None in keys.values()]
+        asked = [pairs[row] for row in deferred]
+        reasoned = dict(zip(deferred, self.guard.classify(asked, progress=progress))) if asked else {}  # no empty call
+        return [_merge(reasoned[row], decided[row], per_row) if row in reasoned
+                else _screen_result(self.guard, self.guard.build(*pairs[row]), decided[row], per_row)
+                for row in range(len(pairs))]
+
+    def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
+        return self.classify([{"prompt": prompt, "response": response}])[0]
+
+    def stream(self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
+               ) -> Iterator[StreamUpdate]:
+        """As ``Guard.stream``; in ``off`` and ``auto`` the screen's verdicts come first (``update.screen``, within
+        milliseconds); if the reasoning guard must decide the rest, its stream follows and its last update
+        carries the merged result."""
+        if self.reasoning == "full":
+            yield from self.guard.stream(prompt, response, stop=stop)
+            return
+        began = time.perf_counter()
+        (probabilities,), seconds = self.screen.timed_probabilities([(prompt, response)])
+        decided = decide(self.screen, probabilities, response, self.reasoning)
+        final = self.reasoning == "off" or None not in decided.values()
+        early = _screen_result(self.guard, self.guard.build(prompt, response), decided, seconds, final=final)
+        if final:
+            yield StreamUpdate("", "", [], time.perf_counter() - began, result=early, screen=early)
+            return
+        yield StreamUpdate("", "", [], time.perf_counter() - began, screen=early)
+        for update in self.guard.stream(prompt, response, stop=stop):
+            if update.result is not None:
+                update.result = _merge(update.result, decided, seconds)
+            yield update
+
+    def close(self) -> None:
+        self.guard.close()

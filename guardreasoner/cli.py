@@ -35,7 +35,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args, **options):
-    from .guard import load_guard
+    from .loading import load_guard
 
     guard = load_guard(
         args.model, args.backend, mode=args.prompt_format, fallback=not args.no_fallback,

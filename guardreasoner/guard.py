@@ -1,48 +1,70 @@
-"""The guard: load a model once, then ``classify(items)`` or ``stream(prompt, response)``."""
+"""The reasoning guard: load a model once, then ``classify(items)`` or ``stream(prompt, response)``.
+
+``Guard`` runs the reasoning model on every item, in three public steps: ``prepare`` (the prompts the model
+reads), the backend's ``generate``, and ``read`` (a ``GuardResult`` from one generation). ``cascade.Cascade`` puts
+a screen in front of it (reasoning ``auto`` or ``off``); both are ``Classifier``s, and ``loading.load_guard``
+returns the one asked for.
+"""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
-from . import cascade
-from .backends.base import Backend, SamplingConfig
-from .cascade import RECOMMENDED, check_mode
+from .backends.base import Backend, Generation, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
-from .models import ModelSpec, logger, model_folder, resolve_model
+from .models import ModelSpec, logger, model_folder
 from .parser import parse_for
-from .results import POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, VERDICT_KEYS, GuardResult
-from .stream_parser import ParseEvent, StreamParser
+from .results import (
+    POSITIVE,
+    PROMPT_HARMFULNESS,
+    RESPONSE_HARMFULNESS,
+    VERDICT_KEYS,
+    GuardResult,
+    StreamUpdate,
+)
+from .stream_parser import StreamParser
 from .template import GuardPrompt, build_prompt
 
 DEFAULT_MAX_INPUT_TOKENS = 4096
-CHAT_TEMPLATE_ROOM = 256  # tokens a chat template adds around the user turn (Llama 3's header and date)
 
 
-@dataclass
-class StreamUpdate:
-    """One step of a stream: the new text, what it settled, and (on the last update) the full result."""
+@runtime_checkable
+class Classifier(Protocol):
+    """What the app, CLI, service and eval call: a ``Guard`` or a ``Cascade``."""
 
-    delta: str
-    text: str
-    events: list[ParseEvent] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    result: GuardResult | None = None
-    screen: GuardResult | None = None  # reasoning="auto"/"off": the screen's verdicts, before any reasoning
+    def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]: ...
+
+    def stream(self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
+               ) -> Iterator[StreamUpdate]: ...
+
+    def close(self) -> None: ...
 
 
-def _item(item) -> tuple[str, str | None]:
+def item_pair(item) -> tuple[str, str | None]:
+    """``(prompt, response)`` of one item: a dict with ``prompt`` and optional ``response``, a plain prompt string,
+    or a ``(prompt, response)`` tuple; an empty response is no response."""
     if isinstance(item, str):
         return item, None
-    if not isinstance(item, dict) or "prompt" not in item:
+    if isinstance(item, tuple) and len(item) == 2:
+        prompt, response = item
+    elif isinstance(item, dict) and "prompt" in item:
+        prompt, response = item["prompt"], item.get("response")
+    else:
         raise ValueError(f"each item needs a 'prompt' (and optionally a 'response'); got {item!r:.80}")
-    response = item.get("response")
-    return item["prompt"], (response if response not in ("", None) else None)
+    return prompt, (response if response not in ("", None) else None)
 
 
 class Guard:
+    """The reasoning model on every item (reasoning ``full``)."""
+
+    reasoning = "full"
+    screen = None  # a Guard reasons on everything; a Cascade holds a screen
+
     def __init__(
         self,
         backend: Backend,
@@ -53,44 +75,46 @@ class Guard:
         fail_closed: bool = True,
         thresholds: dict[str, float] | None = None,
         fallback_reason: str | None = None,
-        screen=None,
-        reasoning: str = "full",
     ):
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
         ``thresholds`` (e.g. ``{"prompt_harmfulness": 0.3}``) pick the positive label at that probability
-        instead of 0.5; ``reasoning`` is full, off or auto, the last two with a bound ``screen`` (see cascade.py)."""
-        check_mode(reasoning, has_screen=screen is not None)
-        self.screen = screen
-        self.reasoning = reasoning
+        instead of 0.5."""
         self.backend = backend
         self.model_name = model_name or backend.model_id
         self.sampling = sampling or SamplingConfig()
         self.max_input_tokens = max_input_tokens
         self.fail_closed = fail_closed
-        self.thresholds = dict(thresholds or {})
-        unknown = set(self.thresholds) - set(POSITIVE)
-        if unknown:
-            raise ValueError(f"thresholds for unknown verdicts {sorted(unknown)}; use {', '.join(VERDICT_KEYS)}")
+        self.thresholds = checked_thresholds(thresholds)
         self.fallback_reason = fallback_reason
 
     @property
     def mode(self) -> str:
+        """The prompt mode (``chat`` or ``raw``), the backend's."""
         return self.backend.mode
+
+    def _copy(self, **changes) -> Guard:
+        other = copy.copy(self)
+        other.__dict__.update(changes)
+        return other
 
     def with_sampling(self, **changes) -> Guard:
         """The same guard and loaded model with other decoding settings (e.g. ``max_new_tokens=256``)."""
-        copy = Guard.__new__(Guard)
-        copy.__dict__.update(self.__dict__)
-        copy.sampling = replace(self.sampling, **changes)
-        return copy
+        return self._copy(sampling=replace(self.sampling, **changes))
+
+    def with_thresholds(self, thresholds: dict[str, float] | None) -> Guard:
+        """The same guard and loaded model with these thresholds in place of its own."""
+        return self._copy(thresholds=checked_thresholds(thresholds))
+
+    def with_backend(self, backend: Backend) -> Guard:
+        """The same settings on another backend (eval's replay wraps the loaded one)."""
+        return self._copy(backend=backend)
 
     def with_reasoning(self, reasoning: str) -> Guard:
-        """The same guard, model and screen in another reasoning mode (full, auto, off)."""
-        check_mode(reasoning, has_screen=self.screen is not None)
-        copy = Guard.__new__(Guard)
-        copy.__dict__.update(self.__dict__)
-        copy.reasoning = reasoning
-        return copy
+        """This guard (``full``); the other modes need a screen, which a ``Cascade`` holds."""
+        if reasoning != "full":
+            raise ValueError(f"reasoning={reasoning!r} needs a screen (load_guard(..., screen=FOLDER)); "
+                             "this guard reasons on everything")
+        return self
 
     def build(self, prompt: str, response: str | None = None) -> GuardPrompt:
         return build_prompt(
@@ -101,9 +125,16 @@ class Guard:
         """Exactly what the model reads for this item (after the chat template in chat mode)."""
         return self.backend.render(self.build(prompt, response).text)
 
-    def _result(self, built: GuardPrompt, generation) -> GuardResult:
-        has_response = built.response is not None
-        parsed = parse_for(generation.text, built.prompt, built.response)
+    def prepare(self, items: Iterable) -> list[GuardPrompt]:
+        """Step 1: the prompt for each item (see ``item_pair``); their ``text`` goes to ``backend.generate``.
+        Raises ValueError for an item no prompt can be built from."""
+        return [self.build(*item_pair(item)) for item in items]
+
+    def read(self, prepared: GuardPrompt, generation: Generation) -> GuardResult:
+        """Step 3: the result of one generation for its prepared prompt: parsed verdicts, confidences,
+        thresholds, fail-closed, flags and the generation's figures."""
+        has_response = prepared.response is not None
+        parsed = parse_for(generation.text, prepared.prompt, prepared.response)
         verdicts = parsed.verdicts
         if generation.tokens and generation.top_logprobs:
             attach_confidences(generation.text, verdicts, generation.tokens, generation.top_logprobs)
@@ -119,18 +150,18 @@ class Guard:
             flags.append("truncated")
         if generation.finish_reason == "error":
             flags.append("generation_error")  # the backend could not run this row (e.g. over the context)
-        if built.truncated:
+        if prepared.truncated:
             flags.append("input_truncated")
         return GuardResult(
-            prompt=built.given_prompt,
-            response=built.given_response,
-            model_input=built.text,
+            prompt=prepared.given_prompt,
+            response=prepared.given_response,
+            model_input=prepared.text,
             output=generation.text,
             verdicts=verdicts,
             reasoning=parsed.reasoning,
             flags=sorted(set(flags)),
             model=self.model_name,
-            input_truncated=built.truncated,
+            input_truncated=prepared.truncated,
             input_tokens=generation.prompt_tokens,
             output_tokens=generation.completion_tokens,
             latency_s=generation.latency_s,
@@ -139,26 +170,20 @@ class Guard:
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
         """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order."""
-        if self.reasoning != "full":
-            return cascade.classify(self, [_item(item) for item in items], progress=progress)
-        return self._reason(items, progress=progress)
-
-    def _reason(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
-        """The reasoning guard on every item."""
-        built = [self.build(*_item(item)) for item in items]
+        prepared = self.prepare(items)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(built), desc="classify", unit="row")
+            bar = tqdm(total=len(prepared), desc="classify", unit="row")
         try:
             generations = self.backend.generate(
-                [b.text for b in built], self.sampling, on_progress=bar.update if bar else None
+                [p.text for p in prepared], self.sampling, on_progress=bar.update if bar else None
             )
         finally:
             if bar:
                 bar.close()
-        return [self._result(b, g) for b, g in zip(built, generations)]
+        return [self.read(p, g) for p, g in zip(prepared, generations)]
 
     def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
         return self.classify([{"prompt": prompt, "response": response}])[0]
@@ -167,27 +192,28 @@ class Guard:
         self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
     ) -> Iterator[StreamUpdate]:
         """Yield updates as the model writes; the last one carries the complete ``GuardResult``."""
-        if self.reasoning != "full":
-            yield from cascade.stream(self, prompt, response, stop)
-            return
-        yield from self._stream(prompt, response, stop=stop)
-
-    def _stream(self, prompt: str, response: str | None = None, *, stop: threading.Event | None = None
-                ) -> Iterator[StreamUpdate]:
-        built = self.build(prompt, response)
-        parser = StreamParser((built.prompt, built.response or ""), has_response=built.response is not None)
+        prepared = self.build(prompt, response)
+        parser = StreamParser((prepared.prompt, prepared.response or ""), has_response=prepared.response is not None)
         began = time.perf_counter()
-        for chunk in self.backend.stream(built.text, self.sampling, stop=stop):
+        for chunk in self.backend.stream(prepared.text, self.sampling, stop=stop):
             if chunk.generation is not None:
                 events, _ = parser.finish()
                 yield StreamUpdate("", parser.text, events, time.perf_counter() - began,
-                                   self._result(built, chunk.generation))
+                                   self.read(prepared, chunk.generation))
                 return
             yield StreamUpdate(chunk.text, parser.text + chunk.text, parser.feed(chunk.text),
                                time.perf_counter() - began)
 
     def close(self) -> None:
         self.backend.close()
+
+
+def checked_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - set(POSITIVE)
+    if unknown:
+        raise ValueError(f"thresholds for unknown verdicts {sorted(unknown)}; use {', '.join(VERDICT_KEYS)}")
+    return thresholds
 
 
 def _cuda_available() -> bool:
@@ -260,71 +286,3 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
             raise ValueError("the openai backend needs an http(s) endpoint URL as the model")
         return OpenAIBackend(spec.location, options.pop("served_model", None), mode=mode, **options)
     raise ValueError(f"unknown backend {backend!r}; choose auto, transformers, ctranslate2, vllm or openai")
-
-
-def load_guard(
-    model: str | None = None,
-    backend: str = "auto",
-    *,
-    mode: str | None = None,
-    fallback: bool = False,
-    fail_closed: bool = True,
-    max_new_tokens: int = 2048,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_logprobs: int = 5,
-    max_input_tokens: int | None = DEFAULT_MAX_INPUT_TOKENS,
-    thresholds: dict[str, float] | None = None,
-    reasoning: str = "full",
-    screen: str | None = None,
-    **backend_options,
-) -> Guard:
-    """Load a guard. ``model``: a released name (GuardReasoner-1B/3B/8B or its hub id; default 1B), a local
-    folder, ``embedded`` (SmolLM2-135M-Instruct, offline), or an OpenAI-compatible URL. ``fallback=True``
-    replaces a model the hub cannot deliver with the embedded one (the app and CLI do this). ``backend``: auto,
-    ctranslate2, transformers, vllm or openai (see ``choose_backend``); ``backend_options`` go to it (e.g.
-    ``compute_type="int8"`` for CTranslate2, ``batch_size``).
-    ``reasoning``: full (reason on every item), off (the screen alone) or auto (the screen where it is sure,
-    reasoning for the rest); ``screen`` is a screen folder (default: the one shipped for the model). With
-    ``reasoning="full"`` a ``screen`` given is loaded too, so that ``with_reasoning`` can switch modes later;
-    ``screen="shipped"`` loads the model's shipped screen where there is one (the app does this).
-    ``reasoning="recommended"`` takes the mode measured best for the model (``off`` for the embedded guard,
-    ``full`` for models without a screen; see ``screen.recommended_reasoning``): the CLI's and the service's
-    default."""
-    if reasoning != RECOMMENDED:
-        check_mode(reasoning)  # before loading anything; the screen is found below
-    spec = resolve_model(model, fallback=fallback)
-    if reasoning == RECOMMENDED:
-        from .screen import recommended_reasoning
-
-        reasoning = recommended_reasoning(spec.name)
-    chosen_screen = None
-    if screen == "shipped":
-        from .screen import shipped_screen_folder
-
-        screen = shipped_screen_folder(spec.name)
-        screen = str(screen) if screen else None
-    if reasoning != "full" or screen:
-        from .models import weights_id
-        from .screen import default_screen_folder, load_screen
-
-        chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name,
-                                    weights=lambda: weights_id(spec))
-        if chosen_screen.feature_kind == "guard-state" and backend == "auto":
-            backend = "transformers"  # the screen reads the model's hidden states, which only transformers exposes
-    # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).
-    context_tokens = (max_input_tokens or DEFAULT_MAX_INPUT_TOKENS) + max_new_tokens + CHAT_TEMPLATE_ROOM
-    built = make_backend(spec, backend, mode=mode, context_tokens=context_tokens, **backend_options)
-    guard = Guard(
-        built,
-        model_name=spec.name,
-        sampling=SamplingConfig(max_new_tokens, temperature, top_p, top_logprobs),
-        max_input_tokens=max_input_tokens,
-        fail_closed=fail_closed,
-        thresholds=thresholds,
-        fallback_reason=spec.fallback_reason,
-    )
-    if chosen_screen is not None:
-        guard.screen = chosen_screen.bind(guard)
-        guard.reasoning = reasoning
-    return guard

@@ -208,3 +208,28 @@ class GuardResult:
         values.setdefault("model_input", "")
         values.setdefault("flags", [])
         return cls(**values)
+
+
+@dataclass
+class ParseEvent:
+    """What the stream parser settled in the text so far (``stream_parser.StreamParser``)."""
+
+    kind: str  # "step" | "conclusion" | "verdict"
+    task: str  # a verdict key (VERDICT_KEYS)
+    text: str | None = None  # the step or conclusion
+    index: int | None = None  # the step's position in its task, from 0
+    label: str | None = None  # the verdict
+    source: str | None = None  # where the verdict was read (see SOURCE_*)
+    provisional: bool | None = None  # a verdict read from reasoning, before the Answers block confirms it
+
+
+@dataclass
+class StreamUpdate:
+    """One step of a stream: the new text, what it settled, and (on the last update) the full result."""
+
+    delta: str
+    text: str
+    events: list[ParseEvent] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    result: GuardResult | None = None
+    screen: GuardResult | None = None  # reasoning="auto"/"off": the screen's verdicts, before any reasoning

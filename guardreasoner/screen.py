@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +162,7 @@ class GuardStateFeatures:
 
 @dataclass
 class Screen:
-    """Heads for one guard model; ``features`` must be bound (``bind``) before ``probabilities``."""
+    """Heads for one guard model; ``probabilities`` needs ``features``: ask the screen ``bind(guard)`` returns."""
 
     model: str  # the guard model the heads (and their thresholds) were trained for
     feature_kind: str
@@ -172,18 +172,16 @@ class Screen:
     folder: Path | None = None
 
     def bind(self, guard) -> Screen:
-        """Attach the feature extractor for ``guard`` (its model, for guard-state heads)."""
-        if self.feature_kind == "guard-state":
-            self.features = GuardStateFeatures.of_guard(guard)
-        else:
-            self.features = MiniLMFeatures()
-        dimension = self.features.dimension
+        """This screen with the feature extractor for ``guard`` (its model, for guard-state heads), ready to ask;
+        the screen itself is left as it was."""
+        features = GuardStateFeatures.of_guard(guard) if self.feature_kind == "guard-state" else MiniLMFeatures()
+        dimension = features.dimension
         for head in self.heads.values():
             if head.coef.shape[0] != dimension:
                 raise ScreenError(f"{self.folder / HEADS_FILE if self.folder else 'screen'}: the {head.key} head "
                                   f"has {head.coef.shape[0]} weights but {self.feature_kind} features have "
                                   f"{dimension} (heads of another model?)")
-        return self
+        return replace(self, features=features)
 
     def has_head(self, key: str) -> bool:
         return key in self.heads
@@ -192,7 +190,7 @@ class Screen:
         """Per item, each verdict's probability of its positive label; None where the screen has no head for
         it or (reply verdicts) the item has no reply."""
         if self.features is None:
-            raise RuntimeError("bind the screen to a guard (screen.bind(guard)) before asking it")
+            raise RuntimeError("this screen has no features: ask the one screen.bind(guard) returns")
         if not items:
             return []
         vectors = self.features.vectors(items)

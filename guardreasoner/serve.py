@@ -20,7 +20,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, *, backend: str
     there is one) lets requests ask for auto or off."""
     import uvicorn
 
-    from .guard import load_guard
+    from .loading import load_guard
 
     settings = settings or ServiceSettings()
     check_exposure(host, settings.api_keys)  # before the (slow) model load

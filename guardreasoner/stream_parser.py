@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .parser import echo_length, find_answers_blocks, parse, reasoning_from_items, reasoning_items, task_heading_starts
-from .results import SOURCE_ANSWERS, SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput
-
-
-@dataclass
-class ParseEvent:
-    kind: str  # "step" | "conclusion" | "verdict"
-    task: str  # a verdict key (results.VERDICT_KEYS)
-    text: str | None = None  # the step or conclusion
-    index: int | None = None  # the step's position in its task, from 0
-    label: str | None = None  # the verdict
-    source: str | None = None  # where the verdict was read (see results.SOURCE_*)
-    provisional: bool | None = None  # a verdict read from reasoning, before the Answers block confirms it
+from .results import SOURCE_ANSWERS, SOURCE_CONCLUSION, VERDICT_KEYS, ParsedOutput, ParseEvent
 
 
 class StreamParser:

@@ -172,6 +172,7 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
     from eval.run import run_benchmark
     from guardreasoner.backends.base import SamplingConfig
     from guardreasoner.backends.transformers_backend import TransformersBackend
+    from guardreasoner.cascade import Cascade
     from guardreasoner.guard import Guard
 
     data = shared_dir / "benchmarks/guardreasoner"
@@ -185,9 +186,9 @@ def test_another_reasoning_mode_replays_a_runs_reasoning_instead_of_generating(s
 
     monkeypatch.setattr(backend, "generate", no_generation)
     screen = AlternatingScreen()
-    auto_guard = Guard(backend, sampling=sampling, screen=screen, reasoning="auto", fail_closed=False)
+    auto_guard = Cascade(Guard(backend, sampling=sampling, fail_closed=False), screen, "auto")
     assert run_benchmark(auto_guard, "ToxicChat", data, auto, sample=6, batch_size=4, reuse=[full]) == 6
-    assert auto_guard.backend is backend  # the replay is taken off again
+    assert auto_guard.backend is backend  # the replay wraps a copy: the caller's guard is never changed
 
     def records(run):
         lines = (run / "ToxicChat" / "generated_predictions.jsonl").read_text().splitlines()

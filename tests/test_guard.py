@@ -45,6 +45,50 @@ def test_stream_lights_the_request_verdict_before_the_end(taught_guard):
     assert updates[-1].elapsed_s >= updates[first].elapsed_s
 
 
+def test_the_public_steps_prepare_generate_read_give_what_classify_gives(taught_guard):
+    items = [{"prompt": SAFE_REQUEST}, HARMFUL_REQUEST, (SAFE_REQUEST, "Mix flour and water.")]
+    prepared = taught_guard.prepare(items)
+    built = [taught_guard.build(SAFE_REQUEST), taught_guard.build(HARMFUL_REQUEST),
+             taught_guard.build(SAFE_REQUEST, "Mix flour and water.")]
+    assert prepared == built
+    generations = taught_guard.backend.generate([p.text for p in prepared], taught_guard.sampling)
+    stepped = [taught_guard.read(p, g) for p, g in zip(prepared, generations)]
+    classified = taught_guard.classify(items)
+
+    def same(result):  # all but the clock
+        return {key: value for key, value in result.to_dict().items() if key != "latency_s"}
+
+    assert [same(r) for r in stepped] == [same(r) for r in classified]
+    assert stepped[1].labels["prompt_harmfulness"] == "harmful" and stepped[2].response == "Mix flour and water."
+    with pytest.raises(ValueError, match="needs a 'prompt'"):
+        taught_guard.prepare([{"response": "no prompt"}])
+
+
+def test_the_guard_pipeline_imports_one_way_and_no_module_reaches_into_another():
+    """cascade -> guard, never back; and no module reads or calls another module's underscore names."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def imported(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+    assert not imported(root / "guardreasoner/guard.py") & {"cascade", "loading", "screen"}
+    reaching = []
+    for path in [root / "app.py", *(p for part in ("guardreasoner", "eval", "training", "annotate", "webapp")
+                                     for p in sorted((root / part).rglob("*.py")))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                inherited = isinstance(owner, ast.Call) and getattr(owner.func, "id", None) == "super"
+                if not (mine or inherited):
+                    reaching.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node)}")
+    assert reaching == []
+
+
 def test_unknown_verdicts_fail_closed_and_are_flagged(random_guard):
     result = random_guard.classify([{"prompt": "hello", "response": "hi there"}])[0]
     prompt_verdict, reply_verdict = result.verdicts["prompt_harmfulness"], result.verdicts["response_harmfulness"]

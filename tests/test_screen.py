@@ -8,6 +8,7 @@ import pytest
 from guardreasoner import load_guard
 from guardreasoner.backends.base import SamplingConfig
 from guardreasoner.backends.transformers_backend import TransformersBackend
+from guardreasoner.cascade import Cascade
 from guardreasoner.guard import Guard
 from guardreasoner.results import LABELS, POSITIVE, VERDICT_KEYS, answers_block
 from guardreasoner.screen import CARD_FILE, HEADS_FILE, Head, Screen, ScreenError, Thresholds, load_screen
@@ -37,8 +38,7 @@ def taught_backend(taught_model_dir):
 
 
 def _guard(backend, screen, reasoning, **options):
-    return Guard(backend, sampling=SamplingConfig(max_new_tokens=200), screen=screen, reasoning=reasoning,
-                 **options)
+    return Cascade(Guard(backend, sampling=SamplingConfig(max_new_tokens=200), **options), screen, reasoning)
 
 
 def test_auto_routes_by_threshold_and_every_verdict_names_its_decider(taught_backend):
@@ -100,12 +100,38 @@ def test_stream_shows_the_screen_first_then_the_merged_result(taught_backend):
     assert only.result.verdicts[PROMPT_KEY].decided_by == "screen"
 
 
+def test_a_cascade_reads_its_guards_settings_and_keeps_its_screen_and_mode(taught_backend):
+    stub = StubScreen({SAFE_REQUEST: {PROMPT_KEY: 0.3}}, Thresholds(cut=0.25, low=0.1, high=0.9))
+    cascade = _guard(taught_backend, stub, "auto", thresholds={PROMPT_KEY: 0.4})
+    assert (cascade.backend, cascade.mode, cascade.model_name) == (taught_backend, "raw", taught_backend.model_id)
+    assert cascade.model_input(SAFE_REQUEST) == cascade.guard.model_input(SAFE_REQUEST)
+    shorter = cascade.with_sampling(max_new_tokens=8)
+    stricter = cascade.with_thresholds({PROMPT_KEY: 0.1})
+    off = cascade.with_reasoning("off")
+    for other in (shorter, stricter, off):
+        assert isinstance(other, Cascade) and other.screen is stub and other.backend is taught_backend
+    assert (shorter.sampling.max_new_tokens, shorter.reasoning) == (8, "auto")
+    assert stricter.thresholds == {PROMPT_KEY: 0.1} and off.reasoning == "off"
+    assert (cascade.sampling.max_new_tokens, cascade.thresholds, cascade.reasoning) == (200, {PROMPT_KEY: 0.4}, "auto")
+    (decided,) = off.classify([SAFE_REQUEST])
+    assert decided.verdicts[PROMPT_KEY].decided_by == "screen" and decided.verdicts[PROMPT_KEY].label == "harmful"
+    # a generation alone is the result only in full: there prepare/read are the guard's, elsewhere refused
+    with pytest.raises(ValueError, match="use classify or stream"):
+        cascade.prepare([SAFE_REQUEST])
+    full = cascade.with_reasoning("full")
+    assert full.prepare([SAFE_REQUEST]) == cascade.guard.prepare([SAFE_REQUEST])
+
+
 def test_modes_are_checked(tiny_model_dir):
-    backend = TransformersBackend(str(tiny_model_dir))
+    guard = Guard(TransformersBackend(str(tiny_model_dir)))
     with pytest.raises(ValueError, match="needs a screen"):
-        Guard(backend, reasoning="auto")
+        guard.with_reasoning("auto")
+    with pytest.raises(ValueError, match="needs a screen"):
+        Cascade(guard, None, "off")
     with pytest.raises(ValueError, match="choose one of"):
-        Guard(backend, reasoning="fast")
+        Cascade(guard, StubScreen({}, Thresholds()), "fast")
+    with pytest.raises(ValueError, match="choose one of"):
+        Cascade(guard, StubScreen({}, Thresholds()), "auto").with_reasoning("fast")
     with pytest.raises(ValueError, match="choose one of"):
         load_guard(str(tiny_model_dir), reasoning="fast")
 
@@ -152,6 +178,13 @@ def test_training_a_guard_state_screen_for_a_tiny_model(tmp_path, tiny_model_dir
     assert harmful.verdicts[REPLY_KEY].p_positive > safe.verdicts[REPLY_KEY].p_positive
     refusal = harmful.verdicts[REFUSAL_KEY]  # no head: no label, no probability, nothing guessed
     assert refusal.label is None and refusal.p_positive is None and not refusal.fail_closed
+    # load_guard builds the Cascade in one go: its screen bound to its own guard's model, the mode it was asked
+    assert isinstance(guard, Cascade) and guard.reasoning == "off"
+    assert guard.screen.features.model is guard.backend.model
+    assert guard.screen.features.model_input.__self__ is guard.guard
+    # reasoning="full" with a screen: a Cascade in full, which can switch to the screen's modes later
+    full = load_guard(str(tiny_model_dir), max_new_tokens=8, screen=str(out))
+    assert isinstance(full, Cascade) and full.reasoning == "full" and full.with_reasoning("off").reasoning == "off"
 
 
 def test_heads_for_another_model_or_with_missing_parts_fail_naming_the_file(tmp_path, tiny_model_dir):
@@ -229,7 +262,7 @@ def test_the_recommended_mode_is_the_measured_best_where_a_screen_ships_and_full
     assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "off"  # its screen beat its reasoning on the same rows
     assert recommended_reasoning("GuardReasoner-8B") == "full"
     guard = load_guard(str(tiny_model_dir), reasoning="recommended")  # no screen for it: it reasons
-    assert guard.reasoning == "full" and guard.screen is None
+    assert isinstance(guard, Guard) and guard.reasoning == "full" and guard.screen is None
 
 
 def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):

@@ -108,7 +108,7 @@ class Batcher:
         jobs = []
         for job in gathered:
             try:
-                job.built = [job.guard.build(prompt, response) for prompt, response in job.items]
+                job.built = job.guard.prepare(job.items)
                 jobs.append(job)
             except Exception as error:  # this request's own input: only it fails (ValueError answers 422)
                 job.settle(error=error)
@@ -149,10 +149,10 @@ class Batcher:
 
 def read_results(guard: Guard, built: list[GuardPrompt], generations) -> list:
     """The guard's own reading of each output: parse, confidences, thresholds, fail-closed."""
-    return [guard._result(prompt, generation) for prompt, generation in zip(built, generations)]
+    return [guard.read(prompt, generation) for prompt, generation in zip(built, generations)]
 
 
 def generate_unbatched(guard: Guard, items: list[tuple[str, str | None]]) -> list:
     """One generate call for one request: for remote backends, which batch (or run concurrently) themselves."""
-    built = [guard.build(prompt, response) for prompt, response in items]
+    built = guard.prepare(items)
     return read_results(guard, built, guard.backend.generate([prompt.text for prompt in built], guard.sampling))
