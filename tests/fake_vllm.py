@@ -4,17 +4,31 @@ The real engine needs a CUDA GPU, so tests run this one: a tiny transformers mod
 (``AsyncEngineArgs``, ``AsyncLLMEngine.from_engine_args``, ``generate``, ``shutdown``, ``SamplingParams``). Each
 behaviour below mirrors the upstream code named beside it (vllm-project/vllm, v1 engine):
 
-- context length: ``max_model_len`` above the model config's ``max_position_embeddings`` is refused
-  (``config/model.py``, ``_get_and_verify_max_len``); unset, it is that maximum. A prompt of ``max_model_len``
-  tokens or more raises a ValueError when the request is added (``v1/engine/input_processor.py``,
-  ``_validate_prompt_len``), and generation stops at ``max_model_len`` (the scheduler caps it: "length").
+- context length: ``max_model_len`` above the length derived from the model's config.json is refused with a
+  ValueError (``config/model.py``, ``_get_and_verify_max_len``); unset, it is that length. The derived length is
+  the smallest of the config's length keys (``max_position_embeddings``, ``n_positions``, ``max_seq_len``,
+  ``seq_length``, ``model_max_length``, ...), a config ``model_max_length`` overriding them (Command-R). The
+  tokenizer's ``model_max_length`` is not read for generative models: ``ModelConfig.get_and_verify_max_len``
+  passes a tokenizer config only for pooling models with absolute position embeddings. RoPE scaling factors,
+  which only raise the derived length, are left out. A prompt of ``max_model_len`` tokens or more raises a
+  ValueError when the request is added (``v1/engine/input_processor.py``, ``_validate_prompt_len``), and
+  generation stops at ``max_model_len`` (the scheduler caps it: "length").
 - memory: an engine takes ``gpu_memory_utilization`` of the device until ``shutdown()``; a second engine that
-  does not fit beside it is refused with a ValueError (``v1/worker/utils.py``, ``request_memory``: "Free memory
-  on device ... is less than desired GPU memory utilization").
+  does not fit beside it fails in the engine-core process (``v1/worker/utils.py``, ``request_memory``: "Free
+  memory on device ... is less than desired GPU memory utilization"), which the caller sees only as
+  ``RuntimeError("Engine core initialization failed. See root cause above. Failed core proc(s): {}")``
+  (``v1/engine/utils.py``, ``wait_for_engine_startup``).
+- prompts: ``vllm.inputs.TokensPrompt`` / ``TextPrompt`` (TypedDicts, so plain dicts at run time), a text, or a
+  list of ids (``inputs/api.py``).
+- stopping: on the tokenizer's EOS and on every ``eos_token_id`` of the model's generation_config.json
+  (``SamplingParams.update_from_generation_config`` adds them to ``stop_token_ids``; a Llama 3 checkpoint lists
+  ``<|eot_id|>`` there); ``stop_reason`` is None for the tokenizer's EOS, the token id for the others
+  (``v1/core/sched/utils.py``, ``check_stop``).
 - outputs: ``token_ids`` are the sampled ids, the stop token included; ``logprobs`` has one entry per id (the
   stop token too), each alternative decoded alone with special tokens kept (``v1/engine/logprobs.py`` through
   ``tokenizers/detokenizer_utils.py``, ``convert_ids_list_to_tokens``: ``tokenizer.decode([token_id])``); the
-  text skips special tokens (``SamplingParams.skip_special_tokens=True``, ``v1/engine/detokenizer.py``).
+  text leaves out the stop token whatever it is (``v1/engine/detokenizer.py``, ``update``: a stop-terminated
+  request's last token is not detokenized) and skips special tokens (``SamplingParams.skip_special_tokens``).
 - sampling: every request samples on its own (its own seed when given, else the shared generator), so two
   requests get distinct texts; without batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, ``vllm/envs.py``) a
   seeded request's text also depends on what else is in the batch (reduction order changes with the batch), so
@@ -35,10 +49,37 @@ Checked against the vllm 0.19.1 sdist (the version ``requirements/constraints-gp
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import types
+from pathlib import Path
+from typing import TypedDict
 
 MAX_LOGPROBS = 20
+# The config.json keys vLLM derives the longest context from (config/model.py, _get_and_verify_max_len).
+LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+               "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+ENGINE_START_FAILED = "Engine core initialization failed. See root cause above. Failed core proc(s): {}"
+
+
+def derived_max_len(config) -> int:
+    lengths = [value for key in LENGTH_KEYS if (value := getattr(config, key, None)) is not None]
+    return getattr(config, "model_max_length", None) or min(lengths, default=2048)  # vLLM assumes 2048
+
+
+def generation_config_eos(model: str) -> set[int]:
+    path = Path(model) / "generation_config.json"
+    eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+class TokensPrompt(TypedDict, total=False):
+    prompt_token_ids: list[int]
+    prompt: str
+
+
+class TextPrompt(TypedDict, total=False):
+    prompt: str
 
 
 def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
@@ -46,7 +87,8 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     fake = types.ModuleType("vllm")
-    calls: dict = {"params": [], "prompt_lengths": [], "aborted": [], "cleanups": 0, "engines": 0}
+    calls: dict = {"params": [], "prompt_lengths": [], "aborted": [], "cleanups": 0, "engines": 0,
+                   "engine_core_errors": []}
     device = {"used": 0.0}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
@@ -61,13 +103,25 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             calls["params"].append({"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                                     "logprobs": logprobs, "seed": seed})
 
-    def _output(request_id, ids, new, steps, reason, count):
+    def _output(request_id, ids, new, steps, reason, count, stop_reason=None):
         """The cumulative ``RequestOutput`` after ``count`` of the ``new`` tokens."""
         done = count == len(new)
+        shown = count - 1 if done and reason == "stop" else count  # the stop token is never detokenized
         completion = types.SimpleNamespace(
-            index=0, text=tokenizer.decode(new[:count], skip_special_tokens=True), token_ids=new[:count],
-            logprobs=steps[:count] if steps is not None else None, finish_reason=reason if done else None)
+            index=0, text=tokenizer.decode(new[:shown], skip_special_tokens=True), token_ids=new[:count],
+            logprobs=steps[:count] if steps is not None else None, finish_reason=reason if done else None,
+            stop_reason=stop_reason if done else None)
         return types.SimpleNamespace(request_id=request_id, prompt_token_ids=ids, outputs=[completion], finished=done)
+
+    def _prompt_ids(prompt) -> list[int]:
+        """A TokensPrompt's ids; a TextPrompt, text or list of ids as vLLM reads them (inputs/api.py)."""
+        if isinstance(prompt, list):
+            return prompt
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" in prompt:
+                return prompt["prompt_token_ids"]
+            prompt = prompt["prompt"]
+        return tokenizer(prompt)["input_ids"]
 
     class AsyncEngineArgs:
         def __init__(self, model, max_model_len=None, gpu_memory_utilization=0.9, seed=0, **kwargs):
@@ -85,14 +139,19 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             return cls(args)
 
         def __init__(self, args):
-            derived = AutoConfig.from_pretrained(args.model).max_position_embeddings
+            derived = derived_max_len(AutoConfig.from_pretrained(args.model))
             if args.max_model_len is not None and args.max_model_len > derived:
                 raise ValueError(f"User-specified max_model_len ({args.max_model_len}) is greater than the derived "
-                                 f"max_model_len (max_position_embeddings={derived} in model's config.json).")
+                                 f"max_model_len ({derived} in model's config.json).")
             free = total_memory - device["used"]
             if args.gpu_memory_utilization > free + 1e-9:
-                raise ValueError(f"Free memory on device ({free:.2f}/{total_memory:.2f}) on startup is less than "
-                                 f"desired GPU memory utilization ({args.gpu_memory_utilization}).")
+                # Raised in the engine-core process, which logs it; the caller gets only this.
+                calls["engine_core_errors"].append(
+                    f"ValueError: Free memory on device ({free:.2f}/{total_memory:.2f}) on startup is less than "
+                    f"desired GPU memory utilization ({args.gpu_memory_utilization}).")
+                raise RuntimeError(ENGINE_START_FAILED)
+            self.eos_id = tokenizer.eos_token_id
+            self.stop_ids = {self.eos_id} | generation_config_eos(args.model)
             device["used"] += args.gpu_memory_utilization
             self.memory = args.gpu_memory_utilization
             self.max_model_len = args.max_model_len or derived
@@ -131,7 +190,7 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
                     torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                     max_new_tokens=min(params.max_tokens or room, room), do_sample=sample,
                     temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                    top_k=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                    top_k=None, eos_token_id=sorted(self.stop_ids), pad_token_id=tokenizer.eos_token_id,
                     output_logits=True, return_dict_in_generate=True,
                 )
             new = out.sequences[0, len(ids):].tolist()
@@ -147,18 +206,19 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
                     for rank, (value, index) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
                         step.setdefault(index, Logprob(value, rank, tokenizer.decode([index])))
                     steps.append(step)
-            stopped = bool(new) and new[-1] == tokenizer.eos_token_id
-            return new, steps, "stop" if stopped else "length"
+            if new and new[-1] in self.stop_ids:
+                return new, steps, "stop", None if new[-1] == self.eos_id else new[-1]
+            return new, steps, "length", None
 
         async def generate(self, prompt, params, request_id):
-            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else tokenizer(prompt)["input_ids"]
+            ids = _prompt_ids(prompt)
             self._validate(ids, params)
             calls["prompt_lengths"].append(len(ids))
-            new, steps, reason = self._sample(ids, params, self.running)
+            new, steps, reason, stop_reason = self._sample(ids, params, self.running)
             self.running += 1
             try:
                 for count in range(1, len(new) + 1):
-                    yield _output(request_id, ids, new, steps, reason, count)
+                    yield _output(request_id, ids, new, steps, reason, count, stop_reason)
                     await asyncio.sleep(0.002)  # one engine step: other requests advance meanwhile
             except (asyncio.CancelledError, GeneratorExit):
                 calls["aborted"].append(request_id)
@@ -173,11 +233,12 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             self.core, self.requests = core, {}
 
         def add_request(self, request_id, prompt, params):
-            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else tokenizer(prompt)["input_ids"]
+            ids = _prompt_ids(prompt)
             self.core._validate(ids, params)
             calls["prompt_lengths"].append(len(ids))
-            new, steps, reason = self.core._sample(ids, params, len(self.requests))
-            self.requests[request_id] = {"ids": ids, "new": new, "steps": steps, "reason": reason, "count": 0}
+            new, steps, reason, stop_reason = self.core._sample(ids, params, len(self.requests))
+            self.requests[request_id] = {"ids": ids, "new": new, "steps": steps, "reason": reason,
+                                         "stop_reason": stop_reason, "count": 0}
 
         def abort_request(self, request_ids, internal=False):
             for request_id in request_ids:
@@ -189,7 +250,7 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
             for request_id, request in list(self.requests.items()):
                 request["count"] += 1
                 outputs.append(_output(request_id, request["ids"], request["new"], request["steps"],
-                                       request["reason"], request["count"]))
+                                       request["reason"], request["count"], request["stop_reason"]))
                 if outputs[-1].finished:
                     del self.requests[request_id]
             return outputs
@@ -226,10 +287,13 @@ def module(model_dir, total_memory: float = 1.0) -> types.ModuleType:
     parallel_state.cleanup_dist_env_and_memory = cleanup_dist_env_and_memory
     distributed = types.ModuleType("vllm.distributed")
     distributed.parallel_state = parallel_state
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt, inputs.TextPrompt = TokensPrompt, TextPrompt
     fake.AsyncEngineArgs, fake.AsyncLLMEngine, fake.SamplingParams = AsyncEngineArgs, AsyncLLMEngine, SamplingParams
     fake.LLM = LLM
-    fake.distributed, fake.calls, fake.device = distributed, calls, device
-    fake.submodules = {"vllm.distributed": distributed, "vllm.distributed.parallel_state": parallel_state}
+    fake.distributed, fake.inputs, fake.calls, fake.device = distributed, inputs, calls, device
+    fake.submodules = {"vllm.distributed": distributed, "vllm.distributed.parallel_state": parallel_state,
+                       "vllm.inputs": inputs}
     return fake
 
 

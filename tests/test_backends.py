@@ -143,14 +143,61 @@ def test_vllm_backend_keeps_tokens_joined_to_the_text(taught_model_dir, monkeypa
     backend.close()
 
 
+def _model_copy(source, folder, config=None, generation_config=None):
+    """A copy of a model folder with some config.json or generation_config.json keys changed."""
+    import json
+    import shutil
+
+    shutil.copytree(source, folder)
+    for name, changes in (("config.json", config), ("generation_config.json", generation_config)):
+        if changes:
+            path = folder / name
+            path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return folder
+
+
+def test_vllm_stops_on_generation_config_eos_and_keeps_tokens_joined(taught_model_dir, tmp_path, monkeypatch):
+    """vLLM also stops on generation_config.json's EOS ids (Llama 3 lists <|eot_id|> there): the token it stopped
+    on stays in token_ids but not in the text, special or not. Here the model's own '---' is made such an id."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(taught_model_dir)
+    (stop_id,) = tokenizer("---", add_special_tokens=False)["input_ids"]
+    folder = _model_copy(taught_model_dir, tmp_path / "eot",
+                         generation_config={"eos_token_id": [tokenizer.eos_token_id, stop_id]})
+    _, backend = _vllm_backend(monkeypatch, folder, max_model_len=CONTEXT)
+    generation = backend.generate([user_turn(HARMFUL_REQUEST)], SamplingConfig(200))[0]
+    expected = TAUGHT[HARMFUL_REQUEST].split("---")[0]
+    assert generation.finish_reason == "stop" and generation.text == expected
+    assert "".join(generation.tokens) == generation.text and len(generation.top_logprobs) == len(generation.tokens)
+    assert generation.completion_tokens == len(generation.tokens) + 1  # the stop token counts, as on other engines
+    streamed = list(backend.stream(user_turn(HARMFUL_REQUEST), SamplingConfig(200)))
+    assert "".join(chunk.text for chunk in streamed) == expected == streamed[-1].generation.text
+    backend.close()
+
+
+def test_vllm_context_follows_the_length_vllm_derives_from_the_config(tiny_model_dir, tmp_path, monkeypatch):
+    """vLLM derives the longest context from several config.json keys, a model_max_length there overriding
+    max_position_embeddings (Command-R's configs); asking for more is refused."""
+    folder = _model_copy(tiny_model_dir, tmp_path / "short", config={"model_max_length": 1024})
+    fake, backend = _vllm_backend(monkeypatch, folder)
+    assert backend.max_model_len == fake.calls["engine_args"]["max_model_len"] == 1024
+    assert backend.generate(["hello"], SamplingConfig(4))[0].completion_tokens == 4
+    backend.close()
+
+
 def test_closing_the_vllm_backend_frees_the_gpu_for_the_next_model(taught_model_dir, tiny_model_dir, monkeypatch):
     """Pooled mining and the app's model switcher load one model after another in one process: vLLM refuses
     a second engine while the first holds its share of GPU memory."""
     fake, first = _vllm_backend(monkeypatch, taught_model_dir, max_model_len=CONTEXT)
-    from guardreasoner.backends.vllm_backend import VLLMBackend
+    from guardreasoner.backends.vllm_backend import EngineStartFailed, VLLMBackend
 
-    with pytest.raises(ValueError, match="Free memory"):
+    # vLLM's engine core logs the cause in its own process; the caller sees only "Engine core initialization
+    # failed", so the backend says what to check.
+    with pytest.raises(EngineStartFailed, match="Engine core initialization failed") as refused:
         VLLMBackend(str(tiny_model_dir), max_model_len=CONTEXT)
+    assert "gpu_memory_utilization=0.9" in str(refused.value) and "close the model loaded before" in str(refused.value)
+    assert isinstance(refused.value, RuntimeError) and "Free memory" in fake.calls["engine_core_errors"][0]
     first.close()
     assert fake.device["used"] == 0 and fake.calls["cleanups"] == 1
     second = VLLMBackend(str(tiny_model_dir), max_model_len=CONTEXT)
@@ -335,3 +382,23 @@ def test_openai_backend_never_sends_a_timed_out_request_again(taught_model_dir):
         assert len(seen) == 1
     sized = OpenAIBackend(url + "/v1", "m", max_retries=0)
     assert sized.request_timeout(SamplingConfig(2048)) > 200 > sized.request_timeout(SamplingConfig(64))
+
+
+def test_vllm_is_bounded_to_the_release_the_stand_in_was_checked_against():
+    """tests/fake_vllm.py mirrors vLLM 0.19.1 (the constraints' pin); the extra and requirements/gpu.txt must not
+    let pip take a later minor release, whose engine API may differ."""
+    from pathlib import Path
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = Path(__file__).resolve().parents[1]
+    pinned = Version(next(line.split("==")[1].strip() for line in
+                          (root / "requirements/constraints-gpu.txt").read_text().splitlines()
+                          if line.startswith("vllm==")))
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    listed = [line for line in (root / "requirements/gpu.txt").read_text().splitlines() if line.startswith("vllm")]
+    for requirement in (Requirement(spec) for spec in [*extra, *listed] if spec.startswith("vllm")):
+        assert pinned in requirement.specifier
+        assert Version(f"{pinned.major}.{pinned.minor + 1}") not in requirement.specifier, str(requirement)

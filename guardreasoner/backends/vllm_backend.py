@@ -7,10 +7,16 @@ What the real engine does and this backend plans for (read in vllm-project/vllm)
 - ``v1/engine/input_processor.py`` rejects a prompt of ``max_model_len`` tokens or more with a ValueError. Each
   row is checked here first and a row that cannot fit fails alone (``finish_reason="error"``); the others run.
 - The context (``max_model_len``) is sized from the request: the input budget plus the new tokens, capped by the
-  model's own ``max_position_embeddings``; each row's ``max_tokens`` is capped to the room its prompt leaves.
+  length vLLM derives from the model's config.json (``config/model.py``, ``_get_and_verify_max_len``: the least
+  of its length keys, a ``model_max_length`` there overriding them); each row's ``max_tokens`` is capped to the
+  room its prompt leaves.
 - ``SamplingParams`` allows at most 20 logprobs per token (``max_logprobs``); more is clamped.
-- The stop token stays in ``token_ids`` with a logprob entry decoded with special tokens (``<|eot_id|>``); such
-  trailing special tokens are dropped here so that the tokens join to the text.
+- vLLM stops on the tokenizer's EOS and on the generation_config.json EOS ids (Llama 3's ``<|eot_id|>``). The stop
+  token stays in ``token_ids`` with a logprob entry, but not in the text (``v1/engine/detokenizer.py``): it is
+  dropped from ``tokens`` here so that the tokens join to the text, and counted in ``completion_tokens`` as the
+  other backends count it.
+- A second engine that does not fit the GPU fails inside vLLM's engine-core process; the caller gets only
+  "Engine core initialization failed", so that becomes ``EngineStartFailed`` saying what to check.
 """
 
 from __future__ import annotations
@@ -47,16 +53,23 @@ def _import_vllm():
     return vllm
 
 
+# The config.json keys vLLM derives the longest context from (config/model.py, _get_and_verify_max_len).
+_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+
+
 def context_length(model: str, requested: int | None, needed: int) -> int:
     """``max_model_len`` for the engine: what the caller asked for, else what the request needs (input budget
-    plus new tokens), never more than the model's config allows (vLLM refuses a longer one)."""
+    plus new tokens), never more than vLLM derives from the model's config (it refuses a longer one). RoPE
+    scaling factors, which only raise vLLM's figure, are left out, so this may stay below it."""
     if requested is not None:
         return requested
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model)
     config = getattr(config, "text_config", None) or config
-    limit = getattr(config, "max_position_embeddings", None)
+    lengths = [value for key in _LENGTH_KEYS if (value := getattr(config, key, None)) is not None]
+    limit = getattr(config, "model_max_length", None) or min(lengths, default=None)
     return min(needed, limit) if limit else needed
 
 
@@ -83,6 +96,22 @@ class RowTooLong(GuardReasonerError, ValueError):
     """A model input with no room left for one new token in the engine's context."""
 
 
+class EngineStartFailed(GuardReasonerError, RuntimeError):
+    """vLLM could not start an engine; the message says what to check (vLLM's own log names the cause)."""
+
+
+def _free_gpu_note() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            return f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free now)"
+    except (ImportError, RuntimeError):
+        pass
+    return ""
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
@@ -103,6 +132,9 @@ class VLLMBackend(Backend):
         overrides it. ``load_guard`` passes the guard's own figures."""
         self._vllm = _import_vllm()
         from transformers import AutoTokenizer
+        from vllm.inputs import TokensPrompt
+
+        self._tokens_prompt = TokensPrompt  # vLLM's schema for a tokenized prompt (a TypedDict)
 
         super().__init__(model, mode, tokenizer or AutoTokenizer.from_pretrained(model))
         self.max_model_len = context_length(model, max_model_len, context_tokens)
@@ -120,6 +152,14 @@ class VLLMBackend(Backend):
         self._thread.start()
         try:
             self.engine = self._call(self._start(args))
+        except RuntimeError as error:
+            self._stop_loop()
+            raise EngineStartFailed(
+                f"vLLM could not start an engine for {model}: {error} Most often the GPU lacks the memory: "
+                f"gpu_memory_utilization={gpu_memory_utilization} of it must be free{_free_gpu_note()}; close the "
+                "model loaded before (another engine in this process or another process may hold it) or lower "
+                "gpu_memory_utilization. vLLM's log above names the cause."
+            ) from error
         except BaseException:
             self._stop_loop()
             raise
@@ -153,7 +193,7 @@ class VLLMBackend(Backend):
             logprobs=min(sampling.top_logprobs, MAX_LOGPROBS) or None,
             seed=None if sampling.seed is None else sampling.seed + offset,
         )
-        return {"prompt_token_ids": ids}, params
+        return self._tokens_prompt(prompt_token_ids=ids), params
 
     async def _final(self, request, params):
         final = None
@@ -165,9 +205,10 @@ class VLLMBackend(Backend):
         completion = request_output.outputs[0]
         token_ids = list(completion.token_ids)
         steps = list(completion.logprobs or [])
-        # vLLM keeps the stop token (e.g. <|eot_id|>) in token_ids, with a logprob entry decoded with special
-        # tokens, while the text skips it: drop trailing special tokens so the tokens join to the text.
-        kept = len(token_ids)
+        # vLLM keeps the token it stopped on (the EOS, or a generation_config EOS such as <|eot_id|>, special or
+        # not) in token_ids with a logprob entry, but not in the text; we pass no stop strings, so "stop" always
+        # means such a token. Drop it, and trailing special tokens the text skips, so the tokens join to the text.
+        kept = len(token_ids) - (1 if completion.finish_reason == "stop" and token_ids else 0)
         while kept and token_ids[kept - 1] in self._special_ids:
             kept -= 1
         tokens = top = None
