@@ -22,7 +22,6 @@ from guardreasoner.results import (
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
     VERDICT_KEYS,
-    current_verdict_keys,
 )
 
 DEFAULT_DATASET = "guardreasoner-reviews"
@@ -97,14 +96,13 @@ def dataset(target: Target, create: bool = True):
 def to_record(item: dict):
     import argilla as rg
 
-    # Items waiting in an outbox since an earlier version name the texts request/reply.
-    fields = {"prompt": item.get("prompt", item.get("request")), "reasoning": item["reasoning"] or "(empty output)",
-              "response": item.get("response", item.get("reply"))}
+    fields = {"prompt": item["prompt"], "reasoning": item["reasoning"] or "(empty output)",
+              "response": item.get("response")}
     for name in ("other_reasoning", "note"):
         fields[name] = item.get(name)
     fields = {name: html.escape(value, quote=False) for name, value in fields.items() if value}
     suggestions = [rg.Suggestion(QUESTION_OF_VERDICT[key], value, agent=item["metadata"].get("model") or "model")
-                   for key, value in current_verdict_keys(item["suggestions"], where="an outbox").items()
+                   for key, value in item["suggestions"].items()
                    if value is not None]
     return rg.Record(id=item["id"], fields=fields, suggestions=suggestions,
                      metadata={k: v for k, v in item["metadata"].items() if v})

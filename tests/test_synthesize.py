@@ -54,18 +54,19 @@ def test_each_source_maps_its_schema_to_seeds():
 def test_local_seed_files_report_bad_lines(tmp_path):
     good = tmp_path / "seeds.jsonl"
     good.write_text(json.dumps({"prompt": "p", "response": "r", "response_harmfulness": "Harmful"}) + "\n"
-                    + json.dumps({"id": "x", "prompt": "q", "request_label": "unharmful"}) + "\n")
+                    + json.dumps({"id": "x", "prompt": "q", "prompt_harmfulness": "unharmful"}) + "\n")
     seeds = load_local_seeds(good)
     assert [(s.id,
              s.labels) for s in seeds] == [("seeds-1", {"response_harmfulness": "harmful"}),
                                            ("x", {"prompt_harmfulness": "unharmful"})]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "p", "request_label": "harmful"}) + "\n{not json\n"
-                   + json.dumps({"prompt": "q", "refusal_label": "maybe"}) + "\n" + json.dumps({"prompt": "r"}) + "\n")
+    bad.write_text(json.dumps({"prompt": "p", "prompt_harmfulness": "harmful"}) + "\n{not json\n"
+                   + json.dumps({"prompt": "q", "response_refusal": "maybe"}) + "\n"
+                   + json.dumps({"prompt": "r", "request_label": "harmful"}) + "\n")  # an old column: not read
     with pytest.raises(ValueError) as error:
         load_local_seeds(bad)
     message = str(error.value)
-    assert "line 2: invalid JSON" in message and "line 3: refusal_label" in message
+    assert "line 2: invalid JSON" in message and "line 3: response_refusal" in message
     assert "line 4: no gold label" in message
 
 
@@ -196,7 +197,7 @@ def test_the_command_line_reads_a_local_seed_file(teacher_url, tmp_path, capsys)
     from training.synthesize import main
 
     seeds = tmp_path / "seeds.csv"
-    seeds.write_text(f"prompt,request_label\n{HARMFUL_REQUEST},harmful\n{SAFE_REQUEST},unharmful\n")
+    seeds.write_text(f"prompt,prompt_harmfulness\n{HARMFUL_REQUEST},harmful\n{SAFE_REQUEST},unharmful\n")
     stats = main(["--seeds", str(seeds), "--base_url", teacher_url, "--output", str(tmp_path / "out.jsonl"),
                   "--max_tokens", "200"])
     assert (stats["kept"], stats["rejected"]) == (2, 0)

@@ -1,9 +1,10 @@
 """Seed rows for synthesis: a request, an optional reply and whatever gold labels the source has.
 
 The four GuardReasonerTrain sources are declarative entries mapping a hub dataset's columns to one row shape;
-any local file in that shape works too (``prompt``, ``response``, ``request_label``, ``refusal_label``,
-``response_label``; JSONL or CSV, bad lines reported by number). The hub column mappings follow the datasets'
-cards; this project's tests check them on rows in those schemas, not against the hub.
+any local file in that shape works too (``prompt``, ``response``, and the verdict keys ``prompt_harmfulness``,
+``response_refusal``, ``response_harmfulness`` as label columns; JSONL or CSV, bad lines reported by number).
+The hub column mappings follow the datasets' cards; this project's tests check them on rows in those schemas, not
+against the hub.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ from guardreasoner.results import (
     RESPONSE_HARMFULNESS,
     RESPONSE_REFUSAL,
     VERDICT_KEYS,
-    deprecated_names,
 )
 from guardreasoner.rows import split_rows
 
 # The core's verdict keys, and the values each may take.
 LABEL_VALUES = LABELS
-# A local seed file names its label columns by the verdict keys (earlier versions: request_label, ...).
+# A local seed file names its label columns by the verdict keys.
 LOCAL_LABEL_COLUMNS = {key: key for key in VERDICT_KEYS}
 MAX_LISTED_PROBLEMS = 20  # a wrong file has a problem on every line: name the first ones and count the rest
-LEGACY_LOCAL_LABEL_COLUMNS = {PROMPT_HARMFULNESS: "request_label", RESPONSE_REFUSAL: "refusal_label",
-                              RESPONSE_HARMFULNESS: "response_label"}
 
 
 @dataclass
@@ -105,9 +103,6 @@ def load_local_seeds(path: str | Path) -> list[Seed]:
     for row in rows:
         labels = {}
         for key, column in LOCAL_LABEL_COLUMNS.items():
-            if column not in row.extra and LEGACY_LOCAL_LABEL_COLUMNS[key] in row.extra:
-                deprecated_names(str(path), "request_label/refusal_label/response_label", "verdict keys")
-                column = LEGACY_LOCAL_LABEL_COLUMNS[key]
             value = row.extra.get(column)
             if value in (None, ""):
                 continue
