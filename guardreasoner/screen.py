@@ -34,7 +34,6 @@ FORMAT = "guardreasoner-screen/1"
 CARD_FILE = "screen.json"
 HEADS_FILE = "heads.npz"
 FEATURES = ("minilm", "guard-state")
-MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # The embedded guard's default screen, a folder of the shipped assets (found through shipped.find_asset, as in a
 # wheel); the other candidate, assets/screen/embedded-guard-state, is an option (screen=...). MiniLM won on the
 # same held-out rows: see assets/screen/README.md.
@@ -182,9 +181,6 @@ class Screen:
                                   f"has {head.coef.shape[0]} weights but {self.feature_kind} features have "
                                   f"{dimension} (heads of another model?)")
         return replace(self, features=features)
-
-    def has_head(self, key: str) -> bool:
-        return key in self.heads
 
     def probabilities(self, items: list[tuple[str, str | None]]) -> list[dict[str, float | None]]:
         """Per item, each verdict's probability of its positive label; None where the screen has no head for
