@@ -1,5 +1,5 @@
-"""``python -m guardreasoner serve``: the guard service (typed classify routes, health, metrics, and the
-OpenAI-compatible routes) on uvicorn. The app itself lives in ``guardreasoner.service``."""
+"""``python -m guardreasoner serve``: the guard service (typed classify routes, health, metrics) on uvicorn.
+The app itself lives in ``guardreasoner.service``."""
 
 from __future__ import annotations
 

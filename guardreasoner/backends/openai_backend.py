@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server (``vllm serve``, our own ``python -m guardreasoner serve``, hosted APIs).
+"""Any OpenAI-compatible server (``vllm serve``, hosted APIs; the tests' ``tests/openai_server.py``).
 
 Raw mode uses the completions endpoint with the exact prompt text; chat mode sends one user message.
 
