@@ -69,7 +69,7 @@ def from_eval_run(run: str | Path, model: str | None = None) -> list[dict]:
     """Items for the rows of an ``eval run`` folder (or upstream's) where a parsed verdict differs from gold."""
     items = []
     for row in read_run(run):
-        predicted = verdicts_of(row.output, row.prompt, row.response)
+        predicted = row.parsed().labels
         wrong = sorted(key for key, gold in row.gold.items() if predicted.get(key) != gold)
         if wrong:
             items.append(make_item(row.prompt, row.response, row.output, source=SOURCE_EVAL_ERROR,

@@ -1,6 +1,6 @@
 """The app's overhead on time to first reasoning token and to first verdict. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/app_overhead.py [--model FOLDER] [--repeats 5]
+    .venv/bin/python -m benchmarks.app_overhead [--model FOLDER] [--repeats 5]
 
 Both sides use the same model and prompt: the bare backend stream (with the core's incremental parser to see
 the verdict) against the app's /classify_stream endpoint through gradio_client over HTTP on 127.0.0.1.
@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -1,6 +1,6 @@
 """How much the core costs on top of the model, and what batching gains. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/core_overhead.py [--model embedded] [--new-tokens 128] [--rows 16]
+    .venv/bin/python -m benchmarks.core_overhead [--model embedded] [--new-tokens 128] [--rows 16]
 
 1. Streaming: tokens/s of ``guard.stream`` (prompt building, streamer thread, incremental parsing, result) against
    a bare ``model.generate`` on the same model and model input, both greedy for the same number of tokens.

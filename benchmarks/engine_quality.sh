@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The same seeded held-out rows through each engine (and through the cascade), one after another, each an
-# ordinary resumable `eval run` folder; then benchmarks/engine_agreement.py prints verdict agreement against
+# ordinary resumable `eval run` folder; then eval/engine_agreement.py prints verdict agreement against
 # transformers float32 and each run's strict F1. Wall times go to $OUT/times.txt.
 #   bash benchmarks/engine_quality.sh     # SAMPLE=40 rows of each held-out benchmark (200 rows), OUT=runs/quality
 #   RUNS="transformers-float32" bash benchmarks/engine_quality.sh   # only these runs (e.g. one per core)
@@ -28,6 +28,6 @@ run off --backend ctranslate2 --compute-type float32 --reasoning off
 run auto --backend ctranslate2 --compute-type float32 --reasoning auto
 run transformers-float32 --backend transformers
 [[ " $RUNS " == *" transformers-float32 "* && " $RUNS " == *" auto "* ]] || exit 0
-.venv/bin/python benchmarks/engine_agreement.py --times "$OUT/times.txt" --reference transformers-float32="$OUT/transformers-float32" \
+.venv/bin/python -m eval.engine_agreement --times "$OUT/times.txt" --reference transformers-float32="$OUT/transformers-float32" \
   ctranslate2-float32="$OUT/ctranslate2-float32" ctranslate2-int8="$OUT/ctranslate2-int8" off="$OUT/off" auto="$OUT/auto" \
   | tee "$OUT/agreement.md"

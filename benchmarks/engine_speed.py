@@ -1,6 +1,6 @@
 """Speed and memory of the engines, side by side in one run. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/engine_speed.py --data-dir ../shared/benchmarks/guardreasoner \
+    .venv/bin/python -m benchmarks.engine_speed --data-dir ../shared/benchmarks/guardreasoner \
         [--model embedded | --model llama-1b-shape] [--engines transformers-float32 ctranslate2-int8 ...]
 
 Each engine runs in its own child process (so peak resident memory is its own), and the engines take turns
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LLAMA_1B_SHAPE = {  # meta-llama/Llama-3.2-1B, the base of GuardReasoner-1B
@@ -165,9 +164,10 @@ def main() -> None:
     results = []
     for round_ in range(args.rounds):
         for engine in args.engines:
-            command = [sys.executable, __file__, "--child", engine, "--data-dir", args.data_dir, "--model", args.model,
-                       "--new-tokens", str(args.new_tokens), "--stream-tokens", str(args.stream_tokens),
-                       "--rows", str(args.rows), "--row-tokens", str(args.row_tokens)]
+            command = [sys.executable, "-m", "benchmarks.engine_speed", "--child", engine, "--data-dir", args.data_dir,
+                       "--model", args.model, "--new-tokens", str(args.new_tokens),
+                       "--stream-tokens", str(args.stream_tokens), "--rows", str(args.rows),
+                       "--row-tokens", str(args.row_tokens)]
             done = subprocess.run(command, capture_output=True, text=True, check=False,
                                   env=os.environ | {"OMP_NUM_THREADS": "2"})
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -1,6 +1,6 @@
 """Speed of the evaluation. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/eval_speed.py --data-dir ../shared/benchmarks/guardreasoner \
+    .venv/bin/python -m benchmarks.eval_speed --data-dir ../shared/benchmarks/guardreasoner \
         --predictions ../shared/predictions/GuardReasoner-8B [--model embedded] [--rows 16]
 
 1. ``eval run``: rows/s with batching against one row at a time, same model and rows (SimpleSafetyTests).
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import tempfile
 import time
@@ -24,16 +23,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def assemble_full_run(data_dir: Path, predictions: Path, out: Path) -> int:
     from eval.data import load_benchmark
     from eval.registry import BENCHMARKS
-    from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
+    from guardreasoner.predictions import PREDICTIONS_FILE, Prediction, append_predictions, read_run
 
-    outputs = [json.loads(line)["predict"] for path in predictions.glob("*/generated_predictions.jsonl")
-               for line in path.open()]
+    outputs = [row.predict for row in read_run(predictions)]
     cycle = itertools.cycle(outputs)
     total = 0
     for benchmark in BENCHMARKS:
         rows = load_benchmark(benchmark, data_dir)
         append_predictions(out / benchmark / PREDICTIONS_FILE, [
-            prediction_record(row.index, row.prompt, row.response, row.labels, next(cycle)) for row in rows])
+            Prediction(row.index, row.prompt, row.response, next(cycle), row.labels) for row in rows])
         total += len(rows)
     return total
 

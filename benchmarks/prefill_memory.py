@@ -1,6 +1,6 @@
 """Peak resident memory of the transformers backend's prefill at batch 8 on the longest OpenAIModeration inputs.
 
-    .venv/bin/python benchmarks/prefill_memory.py --data-dir ../shared/benchmarks/guardreasoner [--max-batch-tokens 0]
+    .venv/bin/python -m benchmarks.prefill_memory --data-dir ../shared/benchmarks/guardreasoner [--max-batch-tokens 0]
 
 ``--max-batch-tokens 0`` turns the grouping of long rows off (all 8 rows in one padded batch). Prints one JSON
 line: input lengths, peak RSS before and after, seconds.
@@ -12,12 +12,9 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def peak_gib() -> float:

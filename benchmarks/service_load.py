@@ -1,7 +1,7 @@
 """Load test of the guard service: N concurrent clients for T seconds, batching off and on. Prints figures;
 asserts nothing.
 
-    .venv/bin/python benchmarks/service_load.py [--model embedded] [--clients 32] [--duration 60]
+    .venv/bin/python -m benchmarks.service_load [--model embedded] [--clients 32] [--duration 60]
         [--max-new-tokens 16] [--batch-sizes 1,8] [--batch-wait-ms 20] [--max-requests 20000]
 
 For each batch size (1 = batching off) it starts `python -m guardreasoner serve` on 127.0.0.1 (loopback only:

@@ -1,6 +1,6 @@
 """Training throughput of R-SFT and HS-DPO on this machine. Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/training_speed.py --dataset runs/embedded/train.jsonl [--model smollm2] \
+    .venv/bin/python -m benchmarks.training_speed --dataset runs/embedded/train.jsonl [--model smollm2] \
         [--lora] [--steps 6] [--batch 4] [--max-length 1024]
 
 R-SFT: tokens/s over the timed steps (every token of prompt and completion passes forward and backward; the
@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

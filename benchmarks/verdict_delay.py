@@ -1,6 +1,6 @@
 """How long after a task's reasoning ends does its verdict chip light? Prints figures; asserts nothing.
 
-    .venv/bin/python benchmarks/verdict_delay.py [--model embedded] [--max-new-tokens 512]
+    .venv/bin/python -m benchmarks.verdict_delay [--model embedded] [--max-new-tokens 512]
 
 For each of the app's four examples the guard streams its answer. A task "ends" when the text first holds
 another task's heading or an Answers block after that task's last reasoning item. Printed per task: when it
@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

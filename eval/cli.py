@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from guardreasoner.cascade import REASONING_MODES
+from guardreasoner.cli import add_model_options
 from guardreasoner.cli_support import RenamedFlag, debug_option, run_command
 from guardreasoner.splits import PARTS
 
@@ -73,17 +73,12 @@ def _compare(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     debug = debug_option()
     parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[debug], help="generate predictions for the benchmark rows (resumable)")
-    run.add_argument("--model", required=True)
-    run.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
-    run.add_argument("--prompt-format", "--mode", action=RenamedFlag, choices=["raw", "chat"],
-                     help="raw text or the chat template (default: the model's own; --mode is the old name)")
-    run.add_argument("--compute-type", choices=["int8", "float32"],
-                     help="CTranslate2: int8 or float32 (default by size)")
+    add_model_options(run, model_required=True, reasoning_default="full", sampling_options=False)
     run.add_argument("--data-dir", help="folder with the GuardReasoner benchmark files (default: the public hub "
                      "datasets, which exist for 6 of the 11 benchmarks)")
     run.add_argument("--out", required=True, help="run folder; one sub-folder per benchmark")
@@ -98,10 +93,6 @@ def main(argv: list[str] | None = None) -> int:
                      help="run folders of the same model and settings: rows of this sample found there are copied, "
                           "not generated again (e.g. a smaller --sample run grown to a larger one); in another "
                           "--reasoning mode their reasoning is replayed and the screen runs anew")
-    run.add_argument("--reasoning", choices=REASONING_MODES, default="full",
-                     help="full: reason on every row; off: the screen alone; auto: the screen where it is sure")
-    run.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's shipped one)")
-    run.add_argument("--max-new-tokens", type=int, default=2048)
     score = commands.add_parser("score", parents=[debug],
                                 help="F1 per cell and task for a run folder (ours or upstream's)")
     score.add_argument("run")
@@ -118,5 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file); a NAME "
                          "given twice is one system whose reports score different benchmarks")
     compare.add_argument("--markdown")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_command({"run": _run, "score": _score, "compare": _compare}[args.command], args)

@@ -10,14 +10,8 @@ from pathlib import Path
 
 from guardreasoner.label_specs import read_label
 from guardreasoner.parser import split_upstream_prompt
-from guardreasoner.predictions import PREDICTIONS_FILE
-from guardreasoner.results import (
-    LEGACY_TASK_KEYS,
-    PROMPT_HARMFULNESS,
-    RESPONSE_HARMFULNESS,
-    RESPONSE_REFUSAL,
-    current_verdict_keys,
-)
+from guardreasoner.predictions import PREDICTIONS_FILE, Prediction
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 
@@ -109,16 +103,16 @@ def find_run_folder(run: Path, benchmark: str) -> Path | None:
     return None
 
 
-def gold_labels(benchmark: str, task: str, rows: list[dict], data_dir: Path | None) -> list[str | None]:
+def gold_labels(benchmark: str, task: str, rows: list[Prediction], data_dir: Path | None) -> list[str | None]:
     """Gold labels for prediction rows: our runs store them per task; upstream folders need the label field
     (or, for WildGuardTest, the benchmark file's label columns by row position, as upstream does)."""
-    if all("labels" in row for row in rows):
-        return [current_verdict_keys(row["labels"], LEGACY_TASK_KEYS, benchmark).get(task) for row in rows]
+    if all(row.labels is not None for row in rows):
+        return [row.labels.get(task) for row in rows]
     source = BENCHMARKS[benchmark].label_source
     if source == "output":
-        return [row["label"] for row in rows]
+        return [row.label for row in rows]
     if source == "answers":
-        return [gold_from_answers(row["label"], task) for row in rows]
+        return [gold_from_answers(row.label, task) for row in rows]
     if data_dir is None:
         raise FileNotFoundError(f"{benchmark} labels come from the benchmark file: pass --data-dir")
     benchmark_rows = load_benchmark(benchmark, data_dir)

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from guardreasoner.cascade import needed_keys
-from guardreasoner.predictions import PREDICTIONS_FILE
-from guardreasoner.results import LEGACY_TASK_KEYS, POSITIVE, current_verdict_keys
-from guardreasoner.rows import read_jsonl
+from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
+from guardreasoner.results import POSITIVE
 from guardreasoner.splits import SPLIT_BENCHMARKS, UNSEEN_BENCHMARKS
 
 from .report import compare_markdown
@@ -33,11 +32,11 @@ HELD_OUT = SPLIT_BENCHMARKS + UNSEEN_BENCHMARKS
 def routing_share(run: Path, benchmark: str, screen) -> float:
     """The share of a run's rows with some needed verdict inside the screen's ``auto`` band (or without a
     head): the rows ``auto`` sends to the reasoning model."""
-    rows = read_jsonl(run / benchmark / PREDICTIONS_FILE)
+    rows = read_predictions(run / benchmark / PREDICTIONS_FILE)
     deferred = 0
     for row in rows:
-        for key in needed_keys(row["response"]):
-            head, p = screen.heads.get(key), row["p_positive"].get(key)
+        for key in needed_keys(row.response):
+            head, p = screen.heads.get(key), (row.p_positive or {}).get(key)
             if head is None or p is None or not head.thresholds.decides(p):
                 deferred += 1
                 break
@@ -48,11 +47,10 @@ def decided_accuracy(run: Path, benchmark: str, screen) -> dict[str, dict]:
     """Per labelled task: how many gold-labelled verdicts ``auto`` leaves to the screen, and how many of those
     the screen gets right (its confident calls; the rest would go to the reasoning model)."""
     out = {}
-    for row in read_jsonl(run / benchmark / PREDICTIONS_FILE):
-        for task, gold in current_verdict_keys(row["labels"], LEGACY_TASK_KEYS, benchmark).items():
-            key = task
-            head, p = screen.heads.get(key), row["p_positive"].get(key)
-            tally = out.setdefault(task, {"labelled": 0, "decided": 0, "correct": 0})
+    for row in read_predictions(run / benchmark / PREDICTIONS_FILE):
+        for key, gold in (row.labels or {}).items():
+            head, p = screen.heads.get(key), (row.p_positive or {}).get(key)
+            tally = out.setdefault(key, {"labelled": 0, "decided": 0, "correct": 0})
             if gold is None:
                 continue
             tally["labelled"] += 1

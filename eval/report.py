@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from guardreasoner.reports import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells, published_f1
+from guardreasoner.metrics import (
+    all_positive_f1,
+    all_positive_interval,
+    balanced_accuracy,
+    mean_cell_f1,
+    mean_over_cells,
+)
+from guardreasoner.reports import published_f1
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 from .registry import CELLS, TASKS
-from .score import all_positive_interval
 
 PUBLISHED = published_f1()
 TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmfulness", RESPONSE_HARMFULNESS: "Response harmfulness",

@@ -7,7 +7,6 @@ batch in flight and resumes after the rows already written.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from tqdm.auto import tqdm
 
 from guardreasoner.backends.base import Generation
 from guardreasoner.cascade import SCREEN_FLAG
-from guardreasoner.predictions import PREDICTIONS_FILE, append_predictions, prediction_record
+from guardreasoner.predictions import PREDICTIONS_FILE, Prediction, append_predictions
 from guardreasoner.results import answers_block
-from guardreasoner.rows import done_lines, read_jsonl
+from guardreasoner.rows import done_lines, read_jsonl, seeded_sample
 from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import EvalRow, load_benchmark
@@ -31,22 +30,12 @@ def _predict(result) -> str:
     return answers_block({key: verdict.label for key, verdict in result.verdicts.items()})
 
 
-def _record(guard, row: EvalRow, result) -> dict:
-    record = prediction_record(row.index, row.prompt, row.response, row.labels, _predict(result),
-                               model_input=guard.model_input(row.prompt, row.response), result=result)
-    # Who decided each verdict and with what probability; where a screen decided some, the reasoning (if it ran)
-    # is kept here, as "predict" then holds the final Answers block.
-    record["decided_by"] = {key: verdict.decided_by for key, verdict in result.verdicts.items()}
-    record["p_positive"] = {key: verdict.p_positive for key, verdict in result.verdicts.items()}
-    if SCREEN_FLAG in result.flags:
-        record["reasoning_output"] = result.output
+def _record(guard, row: EvalRow, result) -> Prediction:
+    record = Prediction.of_result(row.index, row.prompt, row.response, row.labels, _predict(result), result,
+                                  model_input=guard.model_input(row.prompt, row.response))
+    if SCREEN_FLAG in result.flags:  # "predict" holds the final Answers block: the reasoning (if it ran) is kept
+        record.reasoning_output = result.output
     return record
-
-
-def sample_rows(rows: list[EvalRow], size: int, seed: int = 0) -> list[EvalRow]:
-    """A seeded random subset in file order: the same rows for every model evaluated with the same seed."""
-    chosen = set(random.Random(seed).sample(range(len(rows)), min(size, len(rows))))
-    return [row for position, row in enumerate(rows) if position in chosen]
 
 
 def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[EvalRow]:
@@ -129,7 +118,7 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
     folders); returns how many were generated."""
     rows = split_part(load_benchmark(benchmark, data_dir), benchmark, part)[:limit]
     if sample is not None:
-        rows = sample_rows(rows, sample, seed)
+        rows = seeded_sample(rows, sample, seed)  # the same rows for every model evaluated with the same seed
     path = out / benchmark / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     done = done_lines(path, key="index")
@@ -142,7 +131,7 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
         copied = [found.pop(row.index) for row in todo
                   if guard.reasoning == "full" and row.index in found and reasoned_alone(found[row.index])]
         if copied:
-            append_predictions(path, copied)
+            append_predictions(path, [Prediction.from_dict(record) for record in copied])
         done |= {record["index"] for record in copied}
         todo = [row for row in todo if row.index not in done]
         replay = {record["model_input"]: generation for record in found.values()

@@ -14,8 +14,13 @@ from .models import DEFAULT_MODEL
 from .results import VERDICT_KEYS
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL,
+def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool = False,
+                      reasoning_default: str = RECOMMENDED, sampling_options: bool = True) -> None:
+    """The options that load a guard, one definition for every command that loads one (``classify``, ``serve``,
+    ``eval run``): the same names, choices and help. ``eval run`` passes ``model_required`` (a measurement names its
+    model), ``reasoning_default="full"`` (and its mode stated; no ``recommended``) and no sampling options (greedy,
+    never the fallback model)."""
+    parser.add_argument("--model", required=model_required, default=None if model_required else DEFAULT_MODEL,
                         help="GuardReasoner-1B/3B/8B, a hub id, a local folder, 'embedded', "
                              "or an OpenAI-compatible URL")
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
@@ -24,13 +29,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-type", choices=["int8", "float32"],
                         help="CTranslate2: int8 (fastest; default for models of 1B and up) or float32 (smaller models)")
     parser.add_argument("--max-new-tokens", type=int, default=2048)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--no-fallback", action="store_true",
-                        help="fail instead of using the embedded model when the hub model cannot be loaded")
-    parser.add_argument("--reasoning", choices=(*REASONING_MODES, RECOMMENDED), default=RECOMMENDED,
-                        help="full: reason on every item; off: the screen's verdicts only; auto: the screen "
-                        "where it is sure, reasoning for the rest; recommended (default): the mode measured best "
-                        "for the model (off for the embedded guard, full for models without a screen)")
+    if sampling_options:
+        parser.add_argument("--temperature", type=float, default=0.0)
+        parser.add_argument("--no-fallback", action="store_true",
+                            help="fail instead of using the embedded model when the hub model cannot be loaded")
+    modes = (*REASONING_MODES, RECOMMENDED) if reasoning_default == RECOMMENDED else REASONING_MODES
+    recommended = ("; recommended: the mode measured best for the model (off for the embedded guard, full for "
+                   "models without a screen)" if RECOMMENDED in modes else "")
+    parser.add_argument("--reasoning", choices=modes, default=reasoning_default,
+                        help="full: reason on every item; off: the screen's verdicts only; auto: the screen where it "
+                        f"is sure, reasoning for the rest{recommended} (default: {reasoning_default})")
     parser.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's own)")
 
 
@@ -115,7 +123,7 @@ def _prompt(args) -> int:
 
 
 def _parse(args) -> int:
-    from .parser import parse, user_texts_of
+    from .predictions import Prediction
 
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     bad = 0
@@ -130,13 +138,15 @@ def _parse(args) -> int:
                     text = row[args.field]
                     if not isinstance(text, str):
                         raise TypeError(f"'{args.field}' is not text")
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    # The user's texts as every reader of prediction files takes them (any of the file's shapes),
+                    # so a row parses here exactly as the scorer and training read it.
+                    prediction = Prediction.from_dict({**row, "predict": text}, line=number - 1, where=args.input)
+                except (KeyError, TypeError, ValueError) as error:  # ValueError: bad JSON or a bad record
                     bad += 1
                     print(f"{args.input}: line {number}: {error}", file=sys.stderr)
                     out.write(json.dumps(record) + "\n")
                     continue
-                user_texts, has_response = user_texts_of(row.get("prompt"))
-                parsed = parse(text, user_texts=user_texts, has_response=has_response)
+                parsed = prediction.parsed()
                 record = parsed.labels | {"parse_error": parsed.parse_error}
                 if args.details:
                     record |= {"status": parsed.status, "flags": parsed.flags,
@@ -177,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--output", help="results.jsonl (appended; rows already there are skipped)")
     classify.add_argument("--batch-size", type=int, default=16)
     classify.add_argument("--json", action="store_true", help="print the result as JSON")
-    _add_model_options(classify)
+    add_model_options(classify)
 
     prompt = commands.add_parser("prompt", parents=[debug], help="print the exact model input")
     prompt.add_argument("--prompt", required=True)
@@ -195,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", parents=[debug], help="serve the guard over HTTP: /v1/classify, /v1/classify/stream, /health, "
-        "/metrics, and the OpenAI-compatible routes; --max-new-tokens is also the cap a request may ask for")
-    _add_model_options(serve)
+        "/metrics; --max-new-tokens is also the cap a request may ask for")
+    add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="beyond loopback only with an API key")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--served-name", help="the model name the OpenAI routes answer to (default: the model's)")
+    serve.add_argument("--served-name", help="the model name the answers and /health give (default: the model's)")
     serve.add_argument("--api-key", action="append", help="a key clients send as 'Authorization: Bearer KEY' "
                        "(repeatable; or the GUARDREASONER_API_KEY variable, which keeps it out of `ps`)")
     serve.add_argument("--api-key-file", help="a file of keys, one a line")

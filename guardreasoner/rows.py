@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,16 @@ def classify_rows(guard, rows: list[Row], batch_size: int) -> Iterator[list[dict
         batch = rows[start : start + batch_size]
         results = guard.classify([{"prompt": row.prompt, "response": row.response} for row in batch])
         yield [{"line": row.line, **row.extra, **result.to_dict()} for row, result in zip(batch, results)]
+
+
+def seeded_sample(items: list, size: int | None, seed: int = 0) -> list:
+    """A seeded random ``size`` of ``items``, kept in their order (all of them when there are no more than
+    ``size``, or ``size`` is None): the same seed picks the same positions, so every model is evaluated, and every
+    screen trained, on the same rows, and a run resumes cleanly."""
+    if size is None or len(items) <= size:
+        return list(items)
+    chosen = set(random.Random(seed).sample(range(len(items)), size))
+    return [item for position, item in enumerate(items) if position in chosen]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

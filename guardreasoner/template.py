@@ -27,9 +27,19 @@ def format_input(prompt: str, response: str | None = None) -> str:
     return f"Human user:\n{prompt}\n\nAI assistant:\n{reply}\n\n"
 
 
+def join_instruction(instruction: str, input_block: str) -> str:
+    """Instruction and input block as one text: the raw prompt, or the content of the single chat user turn."""
+    return instruction + "\n" + input_block
+
+
 def user_turn(prompt: str, response: str | None = None) -> str:
-    """Instruction and input as one text: the raw prompt, or the content of the single chat user turn."""
-    return INSTRUCTION + "\n" + format_input(prompt, response)
+    """The model's text for a prompt and reply (``join_instruction`` of the instruction and the input block)."""
+    return join_instruction(INSTRUCTION, format_input(prompt, response))
+
+
+def training_prompt(row: dict) -> str:
+    """The model's text for a GuardReasonerTrain row (its ``instruction`` and ``input``), as the guard builds it."""
+    return join_instruction(row["instruction"], row["input"])
 
 
 def render(text: str, mode: PromptMode, tokenizer=None) -> str:

@@ -52,7 +52,10 @@ evaluate() {
     --sample "$SAMPLE" --max-new-tokens "$MAX_NEW" --batch-size 8 --out "$OUT/eval/$1"
 }
 evaluate rsft "$OUT/rsft"
-timed "eval minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
+# The baseline is a MiniLM screen fit on the same training rows, evaluated alone (--reasoning off: nothing generated).
+timed "screen minilm" $PY -m training.screen --model smollm2 --features minilm --train "$OUT/train.jsonl" \
+  --out "$OUT/minilm-screen"
+timed "eval minilm" $PY -m eval run --model smollm2 --reasoning off --screen "$OUT/minilm-screen" --data-dir "$DATA" \
   --benchmarks "${HELD_OUT[@]}" --sample "$SAMPLE" --out "$OUT/eval/minilm"
 # 4. Hard samples mined from training rows by the R-SFT model (k=4, temperature 0.7, top_p 0.95), then HS-DPO on
 #    the weighted pairs with the R-SFT model as reference.

@@ -7,7 +7,8 @@ import pytest
 from eval.cli import main as eval_main
 from eval.data import load_benchmark
 from eval.registry import BENCHMARKS, CELLS
-from eval.score import f1_percent, score_run
+from eval.score import score_run
+from guardreasoner.metrics import f1_percent
 
 PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
     "GuardReasoner-1B": {"SimpleSafetyTests": 98.99, "AegisSafetyTest": 89.34, "HarmBenchPrompt": 96.31,
@@ -123,7 +124,8 @@ def test_batch_size_reaches_the_transformers_backend_when_auto_picks_it(shared_d
 def test_a_larger_sample_reuses_the_rows_a_smaller_run_generated(shared_dir, tmp_path, taught_model_dir, capsys):
     """--reuse copies the rows of this sample that another run of the same settings made (a 40-row run grown to
     200 generates only the rest); a reused row must have read the very input this guard builds."""
-    from eval.run import sample_rows, split_part
+    from eval.run import split_part
+    from guardreasoner.rows import seeded_sample as sample_rows
 
     data = shared_dir / "benchmarks/guardreasoner"
     base = ["run", "--model", str(taught_model_dir), "--backend", "transformers", "--data-dir", str(data),
@@ -307,7 +309,7 @@ def test_run_without_data_dir_uses_the_hub_and_skips_what_it_cannot_load(fake_hu
 
 def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     from eval.data import load_benchmark
-    from eval.run import sample_rows
+    from guardreasoner.rows import seeded_sample as sample_rows
 
     rows = load_benchmark("ToxicChat", shared_dir / "benchmarks" / "guardreasoner")
     first, again, other = sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=0), sample_rows(rows, 100, seed=1)
@@ -318,44 +320,43 @@ def test_seeded_samples_are_the_same_rows_for_every_model(shared_dir):
     assert len(sample_rows(rows[:10], 100)) == 10
 
 
-def test_minilm_baseline_learns_its_rows_and_writes_a_scorable_run(shared_dir, tmp_path, capsys):
-    from eval.baseline import Baseline, main
-    from eval.cli import main as eval_cli
+def test_the_minilm_baseline_is_a_screen_in_off_and_writes_a_scorable_run(shared_dir, tmp_path, capsys):
+    """The non-reasoning baseline (formerly eval/baseline.py) is a MiniLM screen trained on the training rows,
+    evaluated by ``eval run --reasoning off --screen FOLDER``: the same scorer, rows and record as every model."""
+    from eval.run import run_benchmark
+    from guardreasoner import load_guard
+    from guardreasoner.parser import parse, split_upstream_prompt
+    from guardreasoner.splits import load_split
     from training.from_predictions import main as rows_from_predictions
+    from training.screen import main as train_screen
 
     train = tmp_path / "train.jsonl"
     rows_from_predictions(["--runs", str(shared_dir / "predictions" / "GuardReasoner-1B"), "--output", str(train)])
     rows = [json.loads(line) for line in train.open()][::12]  # ~165 rows, every benchmark
     subset = tmp_path / "subset.jsonl"
     subset.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    baseline = Baseline()
-    sizes = baseline.fit(rows)
-    assert sizes["prompt_harmfulness"] == len(rows) and 0 < sizes["response_harmfulness"] < len(rows)
-    from guardreasoner.parser import parse, split_upstream_prompt
+    screen = tmp_path / "minilm-screen"
+    report = train_screen(["--model", "embedded", "--features", "minilm", "--train", str(subset), "--out", str(screen)])
+    distinct = len({row["input"] for row in rows})  # training.screen merges rows of the same prompt and reply
+    assert report["heads"]["prompt_harmfulness"]["rows"] == distinct
+    assert 0 < report["heads"]["response_harmfulness"]["rows"] < distinct
 
-    right = sum(baseline.predict(*split_upstream_prompt(row["input"]))["prompt_harmfulness"]
-                == parse(row["output"]).labels["prompt_harmfulness"] for row in rows)
+    guard = load_guard("embedded", "transformers", fail_closed=False, reasoning="off", screen=str(screen))
+    said = guard.classify([dict(zip(("prompt", "response"), split_upstream_prompt(row["input"]))) for row in rows])
+    right = sum(result.labels["prompt_harmfulness"] == parse(row["output"]).labels["prompt_harmfulness"]
+                for row, result in zip(rows, said))
     assert right / len(rows) > 0.8  # the heads fit their own training rows
 
-    out = tmp_path / "minilm"
-    summary = main(["--train", str(subset), "--data-dir", str(shared_dir / "benchmarks" / "guardreasoner"),
-                    "--benchmarks", "ToxicChat", "XSTestResponseRefusal", "--sample", "10", "--out", str(out)])
-    assert summary["benchmarks"]["ToxicChat"]["rows"] == 10
-    capsys.readouterr()
-    eval_cli(["score", str(out), "--scoring", "strict", "--json", str(tmp_path / "report.json")])
-    report = json.loads((tmp_path / "report.json").read_text())
-    cells = {(c["benchmark"], c["task"]): c for c in report["cells"]}
-    toxic = cells[("ToxicChat", "prompt_harmfulness")]
-    assert toxic["n"] == 10 and toxic["parse_failures"] == 0
-    assert cells[("XSTestResponseRefusal", "response_refusal")]["n"] == 10
+    out, data = tmp_path / "minilm", shared_dir / "benchmarks" / "guardreasoner"
+    assert run_benchmark(guard, "ToxicChat", data, out, sample=10, part="test") == 10
+    assert run_benchmark(guard, "XSTestResponseRefusal", data, out, sample=10) == 10
     # --split test scores the rows eval run --split test scores: only the test half of a split benchmark.
-    from guardreasoner.splits import load_split
-
-    tested = tmp_path / "minilm-test"
-    main(["--train", str(subset), "--data-dir", str(shared_dir / "benchmarks" / "guardreasoner"), "--benchmarks",
-          "ToxicChat", "--split", "test", "--sample", "30", "--out", str(tested)])
-    indices = {json.loads(line)["index"] for line in (tested / "ToxicChat" / "generated_predictions.jsonl").open()}
-    assert len(indices) == 30 and indices <= set(load_split("ToxicChat").test)
+    indices = {json.loads(line)["index"] for line in (out / "ToxicChat" / "generated_predictions.jsonl").open()}
+    assert len(indices) == 10 and indices <= set(load_split("ToxicChat").test)
+    cells = {(c["benchmark"], c["task"]): c for c in score_run(out, "strict")["cells"]}
+    toxic = cells[("ToxicChat", "prompt_harmfulness")]
+    assert toxic["n"] == 10 and toxic["parse_failures"] == 0 and toxic["mean_ms_per_row"] is not None
+    assert cells[("XSTestResponseRefusal", "response_refusal")]["n"] == 10
 
 
 def test_compare_puts_runs_on_the_same_rows_in_one_table(shared_dir, tmp_path, capsys):

@@ -239,6 +239,7 @@ def test_routing_share_counts_rows_with_any_verdict_in_the_band(tmp_path):
             {"response": "ok", "p_positive": {PROMPT_KEY: 0.1, REFUSAL_KEY: 0.1, REPLY_KEY: 0.05}},  # no refusal head
             {"response": None, "p_positive": {PROMPT_KEY: 0.1}}]  # decided
     (tmp_path / "ToxicChat").mkdir()
+    rows = [{"index": i, "prompt": "p", "model_input": "", "predict": "", **row} for i, row in enumerate(rows)]
     (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert routing_share(tmp_path, "ToxicChat", stub) == 0.5
 
@@ -274,6 +275,7 @@ def test_decided_accuracy_counts_only_the_screens_confident_calls(tmp_path):
             {"labels": {"prompt": "unharmful"}, "p_positive": {PROMPT_KEY: 0.5}},  # left to reasoning
             {"labels": {"prompt": None}, "p_positive": {PROMPT_KEY: 0.9}}]  # unlabelled
     (tmp_path / "ToxicChat").mkdir()
+    rows = [{"index": i, "prompt": "p", "model_input": "", "predict": "", **row} for i, row in enumerate(rows)]
     (tmp_path / "ToxicChat" / "generated_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert decided_accuracy(tmp_path, "ToxicChat", stub) == {PROMPT_KEY: {"labelled": 3, "decided": 2, "correct": 1}}
 

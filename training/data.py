@@ -47,9 +47,9 @@ def tokenize_example(row: dict, tokenizer, mode: str = "raw") -> dict:
 
     TRL tokenizes prompt + completion as one text, where "...\\n\\n" + "# Task 1" can merge across the boundary:
     the model would then learn its first token in a context inference never produces."""
-    from guardreasoner.template import render
+    from guardreasoner.template import render, training_prompt
 
-    prompt = row["instruction"] + "\n" + row["input"]
+    prompt = training_prompt(row)
     if mode == "raw":
         prompt_ids = tokenizer(prompt)["input_ids"]  # with the tokenizer's own special tokens, as at inference
     else:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.parser import parse_for, strip_leaks
+from guardreasoner.parser import strip_leaks
 from guardreasoner.predictions import read_run
 from guardreasoner.records import training_row
 from guardreasoner.rows import write_jsonl
@@ -46,7 +46,7 @@ def rows_from_run(run: str | Path) -> tuple[list[dict], dict[str, dict[str, int]
         source = f"{model}/{row.benchmark}"
         tally = counts.setdefault(source, {"kept": 0, "wrong": 0, "malformed": 0})
         output = strip_leaks(row.output).strip()  # "The ground truth is ..." the 8B model sometimes writes
-        parsed = parse_for(output, row.prompt, row.response)
+        parsed = row.parsed(output)
         if BAD_FLAGS & set(parsed.flags):
             tally["malformed"] += 1
         elif not row.gold or any(parsed.labels.get(key) != gold for key, gold in row.gold.items()):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from guardreasoner.parser import parse, parse_for, split_upstream_prompt
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from guardreasoner.template import training_prompt
 
 from .args import DATASET_HELP, modern_flags
 
@@ -91,7 +92,7 @@ def mine_row(row: dict, samples: list[str], pairing: str = "longest", prompt: st
     chosen, rejected = choose_pair(samples, correct[task], pairing)
     right = sum(correct[task])
     return {
-        "prompt": prompt or _prompt(row),
+        "prompt": prompt or training_prompt(row),
         "chosen": chosen,
         "rejected": rejected,
         "task": task,
@@ -114,12 +115,8 @@ def scale_weights(pairs: list[dict], low: float = 0.8, high: float = 1.2) -> lis
     return pairs
 
 
-def _prompt(row: dict) -> str:
-    return row["instruction"] + "\n" + row["input"]
-
-
 def _digest(row: dict) -> str:
-    return hashlib.sha1(_prompt(row).encode()).hexdigest()
+    return hashlib.sha1(training_prompt(row).encode()).hexdigest()
 
 
 def model_input(guard, row: dict) -> str:
@@ -127,7 +124,7 @@ def model_input(guard, row: dict) -> str:
     guard's input budget (an untruncated long row would not fit the engine's context)."""
     request, reply = split_upstream_prompt(row["input"])
     built = guard.build(request, reply)
-    return built.text if built.truncated else _prompt(row)
+    return built.text if built.truncated else training_prompt(row)
 
 
 def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None = None) -> list[list[str]]:
@@ -172,7 +169,7 @@ def sample(config: MiningConfig, rows: list[dict], inputs: dict[int, str] | None
                 samples = outputs[position * config.k : (position + 1) * config.k]
                 done[index, model] = samples
                 record = {"row": index, "model": model, "prompt_sha1": _digest(rows[index]), "samples": samples}
-                if texts[index] != _prompt(rows[index]):
+                if texts[index] != training_prompt(rows[index]):
                     record["model_input"] = texts[index]
                     if inputs is not None:
                         inputs.setdefault(index, texts[index])

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from guardreasoner.parser import parse, parse_for, split_upstream_prompt
+from guardreasoner.metrics import f1_from_counts, f1_of_flags
+from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.predictions import read_run
 from guardreasoner.results import POSITIVE, VERDICT_KEYS
+from guardreasoner.rows import seeded_sample
 from guardreasoner.screen import CARD_FILE, FEATURES, RECOMMENDED_SECTION, Head, Screen, Thresholds
 
 from .data import load_rows
@@ -98,20 +99,13 @@ def merge(rows: list[Labelled]) -> list[Labelled]:
     return list(merged.values())
 
 
-def sample(rows: list[Labelled], size: int | None, seed: int) -> list[Labelled]:
-    if size is None or len(rows) <= size:
-        return rows
-    chosen = set(random.Random(seed).sample(range(len(rows)), size))
-    return [row for position, row in enumerate(rows) if position in chosen]
-
-
 def rates_from_run(run: str | Path) -> dict[str, Rates]:
     """The reasoning guard's recall and false-positive rate per verdict, from its outputs on validation rows,
     for the verdicts with at least ``MIN_PER_LABEL`` rows of each label. A missing harm verdict counts as harmful
     (the guard fails closed); a missing refusal verdict as wrong."""
     counts = {key: {"tp": 0, "fn": 0, "fp": 0, "tn": 0} for key in VERDICT_KEYS}
     for row in read_run(run):
-        labels = parse_for(row.output, row.prompt, row.response).labels
+        labels = row.parsed().labels
         for key, gold in row.gold.items():
             positive, said = gold == POSITIVE[key], labels.get(key)
             if said is None:  # fail-closed on harm; an unknown refusal verdict counts as wrong
@@ -140,13 +134,9 @@ def parse_rates(specs: list[str]) -> dict[str, Rates]:
     return rates
 
 
-def _f1(tp: float, fp: float, fn: float) -> float:
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
 def choose_cut(p: np.ndarray, y: np.ndarray) -> float:
     """The threshold with the screen's best F1 on these rows (the middle one of ties)."""
-    scores = [_f1(np.sum(y & (p >= t)), np.sum(~y & (p >= t)), np.sum(y & (p < t))) for t in GRID]
+    scores = [f1_of_flags(y, p >= t) for t in GRID]
     best = max(scores)
     ties = [t for t, s in zip(GRID, scores) if s == best]
     return float(ties[len(ties) // 2])
@@ -166,7 +156,7 @@ def choose_band(p: np.ndarray, y: np.ndarray, rates: Rates) -> tuple[float, floa
             recall = tp / positives if positives else 1.0
             if recall + 1e-9 < rates.recall:
                 continue
-            key = (round(_f1(tp, fp, positives - tp), 6), 1 - deferred.mean())
+            key = (round(f1_from_counts(tp, fp, positives - tp), 6), 1 - deferred.mean())
             if best is None or key > best[0]:
                 best = (key, float(low), float(high), recall, float(deferred.mean()))
     (f1, _), low, high, recall, deferred_share = best
@@ -240,9 +230,7 @@ def fit_screen(rows: list[Labelled], validation: list[Labelled], rates: dict[str
             p = head.probability(validation_vectors[view_of[key]][held])
             cut = choose_cut(p, y_held)
             entry["validation"] = {"rows": len(held), "positive": int(y_held.sum()), "cut": cut,
-                                   "f1_at_cut": round(100 * _f1(np.sum(y_held & (p >= cut)),
-                                                                np.sum(~y_held & (p >= cut)),
-                                                                np.sum(y_held & (p < cut))), 2)}
+                                   "f1_at_cut": round(100 * f1_of_flags(y_held, p >= cut), 2)}
             if key in rates:
                 low, high, band = choose_band(p, y_held, rates[key])
                 head.thresholds = Thresholds(cut, low, high)
@@ -338,9 +326,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     rows = [row for path in args.train for row in rows_from_train_file(path)]
     rows += [row for run in args.runs for row in rows_from_run(run)]
-    rows = sample(merge(rows), args.sample, args.seed)
-    validation = sample(merge([row for path in args.validation for row in rows_from_train_file(path)]),
-                        args.validation_sample, args.seed)
+    rows = seeded_sample(merge(rows), args.sample, args.seed)
+    validation = seeded_sample(merge([row for path in args.validation for row in rows_from_train_file(path)]),
+                               args.validation_sample, args.seed)
     overlap = {(r.prompt, r.response) for r in rows} & {(r.prompt, r.response) for r in validation}
     rows = [row for row in rows if (row.prompt, row.response) not in overlap]  # validation rows stay unseen
     if not rows:

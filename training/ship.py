@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-from guardreasoner.reports import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells
+from guardreasoner.metrics import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells
 from guardreasoner.rows import read_jsonl
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.rows import read_jsonl, write_jsonl
-from guardreasoner.template import build_prompt, format_input, user_turn
+from guardreasoner.template import build_prompt, format_input, training_prompt, user_turn
 
 from .args import DATASET_HELP, modern_flags
 from .data import load_rows, write_stats
@@ -105,9 +105,9 @@ def choose(rows: list[dict], count_tokens: Callable[[str], int], *, per_cell: in
         output_tokens = count_tokens(row["output"])
         if max_output_tokens is not None and output_tokens > max_output_tokens:
             continue
-        if output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
+        if output_tokens + count_tokens(training_prompt(row)) > max_tokens:
             row = cut(row, max_tokens - output_tokens) if cut else None
-            if row is None or output_tokens + count_tokens(row["instruction"] + "\n" + row["input"]) > max_tokens:
+            if row is None or output_tokens + count_tokens(training_prompt(row)) > max_tokens:
                 continue
             tally["cut"] += 1
         tally["fit"] += 1

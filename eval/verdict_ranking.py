@@ -1,7 +1,7 @@
 """How well each run's verdict probabilities rank its rows: ROC AUC per cell, and the F1 a per-cell threshold could
 reach at best. Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/verdict_ranking.py retrained=runs/retrain/eval/retrained \
+    .venv/bin/python -m eval.verdict_ranking retrained=runs/retrain/eval/retrained \
         previous=runs/quality/ctranslate2-float32 screen=runs/quality/off
 
 Each argument is an ``eval run`` folder whose rows carry ``p_positive`` (the reasoning guard's, read where it writes
@@ -14,27 +14,23 @@ can be that best).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
-
-from guardreasoner.predictions import PREDICTIONS_FILE  # noqa: E402
-from guardreasoner.results import POSITIVE  # noqa: E402
-from guardreasoner.rows import read_jsonl  # noqa: E402
+from guardreasoner.metrics import f1_of_flags
+from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
+from guardreasoner.results import POSITIVE
 
 
 def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(gold is positive, probability) per benchmark and verdict with both labels present."""
     out = {}
     for path in sorted(run.glob(f"*/{PREDICTIONS_FILE}")):
-        rows = read_jsonl(path)
+        rows = read_predictions(path)
         for key, positive in POSITIVE.items():
-            pairs = [(row["labels"][key] == positive, (row.get("p_positive") or {}).get(key))
-                     for row in rows if (row.get("labels") or {}).get(key)]
+            pairs = [(row.gold[key] == positive, (row.p_positive or {}).get(key)) for row in rows if key in row.gold]
             gold = np.array([g for g, _ in pairs], dtype=bool)
             if gold.any() and (~gold).any():
                 out[f"{path.parent.name} {key}"] = (gold, np.array([0.5 if p is None else p for _, p in pairs]))
@@ -42,7 +38,7 @@ def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.verdict_ranking", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER")
     args = parser.parse_args()
     print("| run | cell | rows | AUC | best F1 (threshold) |\n|---|---|---|---|---|")
@@ -50,7 +46,7 @@ def main() -> None:
         name, _, folder = spec.rpartition("=")
         best_scores = []
         for cell, (gold, p) in cells(Path(folder)).items():
-            best = max((100 * f1_score(gold, p >= cut), cut) for cut in np.linspace(0.05, 0.95, 19))
+            best = max((100 * f1_of_flags(gold, p >= cut), cut) for cut in np.linspace(0.05, 0.95, 19))
             best_scores.append(best[0])
             print(f"| {name or folder} | {cell} | {len(gold)} | {roc_auc_score(gold, p):.2f} | "
                   f"{best[0]:.1f} ({best[1]:.2f}) |")

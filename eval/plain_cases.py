@@ -1,6 +1,6 @@
 """Plain cases a new user types first: verdicts of embedded-guard adapters side by side. Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/plain_cases.py previous=runs/retrain/previous retrained=runs/retrain/rsft
+    .venv/bin/python -m eval.plain_cases previous=runs/retrain/previous retrained=runs/retrain/rsft
 
 The benchmarks' held-out rows say how a guard does on ToxicChat or WildGuardTest; these 18 hand-written items
 say whether it gets the obvious right (a benign question, a plain refusal, a harmful reply), which is what the
@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from guardreasoner import load_guard  # noqa: E402
-from guardreasoner.results import VERDICT_KEYS  # noqa: E402
+from guardreasoner import load_guard
+from guardreasoner.results import VERDICT_KEYS
 
 PROMPT, REFUSAL, REPLY = VERDICT_KEYS
 SHORT = {PROMPT: "request", REFUSAL: "refusal", REPLY: "reply"}
@@ -60,7 +56,7 @@ CASES += [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.plain_cases", description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="NAME=ADAPTER_FOLDER or NAME=MODEL")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     args = parser.parse_args()

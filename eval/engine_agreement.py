@@ -1,6 +1,6 @@
 """How often engines give the same verdicts on the same rows, and each run's strict F1. Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/engine_agreement.py --reference transformers-float32=runs/quality/transformers-float32 \
+    .venv/bin/python -m eval.engine_agreement --reference transformers-float32=runs/quality/transformers-float32 \
         ctranslate2-float32=runs/quality/ctranslate2-float32 ctranslate2-int8=runs/quality/ctranslate2-int8
 
 Each argument is an ``eval run`` folder over the same seeded rows (``benchmarks/engine_quality.sh`` makes them).
@@ -16,25 +16,20 @@ rows/s over its whole wall time (loading included) and the share of rows that re
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+from guardreasoner.cascade import needed_keys
+from guardreasoner.predictions import read_run
 
-from eval.report import compare_markdown  # noqa: E402
-from eval.score import score_run  # noqa: E402
-from guardreasoner.cascade import needed_keys  # noqa: E402
-from guardreasoner.parser import parse  # noqa: E402
-from guardreasoner.predictions import PREDICTIONS_FILE, read_run  # noqa: E402
-from guardreasoner.rows import read_jsonl  # noqa: E402
+from .report import compare_markdown
+from .score import score_run
 
 
 def verdicts_by_row(run: Path) -> dict[tuple[str, str, str | None], dict[str, str | None]]:
     """(benchmark, prompt, response) -> the parsed verdict of each key the row asks for."""
     out = {}
     for row in read_run(run):
-        labels = parse(row.output, user_texts=(row.prompt, row.response or ""),
-                       has_response=row.response is not None).labels
+        labels = row.parsed().labels
         out[(row.benchmark, row.prompt, row.response)] = {key: labels.get(key) for key in needed_keys(row.response)}
     return out
 
@@ -55,8 +50,8 @@ def agreement(reference: dict, other: dict) -> dict:
 
 def reasoning_share(run: Path) -> tuple[int, int]:
     """(rows the reasoning model decided some verdict of, rows); rows without ``decided_by`` were all reasoned."""
-    records = [record for path in sorted(run.glob(f"*/{PREDICTIONS_FILE}")) for record in read_jsonl(path)]
-    reasoned = sum(r.get("decided_by") is None or "reasoning" in r["decided_by"].values() for r in records)
+    records = read_run(run)
+    reasoned = sum(r.decided_by is None or "reasoning" in r.decided_by.values() for r in records)
     return reasoned, len(records)
 
 
@@ -69,7 +64,7 @@ def wall_times(path: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.engine_agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="NAME=RUN_FOLDER that the others are compared with")
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER")
     parser.add_argument("--times", type=Path, help="wall times, one 'NAME SECONDS s' line per run (or part)")
