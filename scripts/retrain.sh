@@ -71,8 +71,11 @@ evaluate() {
 evaluate retrained "$OUT/rsft" --prompt-format raw
 evaluate shipped "$OUT/previous" --prompt-format raw
 evaluate screen embedded --reasoning off  # the shipped MiniLM screen alone: no adapter is read
-timed "$(basename "$EVAL") minilm" $PY -m eval.baseline --train "$OUT/train.jsonl" --data-dir "$DATA" \
-  --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --out "$EVAL/minilm"
+# The non-reasoning baseline: a MiniLM screen fit on the training rows alone, evaluated in --reasoning off.
+timed "$(basename "$EVAL") minilm-screen" $PY -m training.screen --model embedded --features minilm \
+  --train "$OUT/train.jsonl" --out "$OUT/minilm-screen"
+timed "$(basename "$EVAL") minilm" $PY -m eval run --model embedded --reasoning off --screen "$OUT/minilm-screen" \
+  --data-dir "$DATA" --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --out "$EVAL/minilm"
 # 6. Strict scores, and the better adapter ships with its card refilled.
 score() {
   $PY -m eval score "$EVAL/$1" --scoring strict --data-dir "$DATA" --name "$1" \
