@@ -93,10 +93,10 @@ def build_guard(engine: str, folder: str, args):
 def child(args) -> None:
     """Measure one engine and print one JSON line."""
     from eval.data import load_benchmark
-    from eval.run import sample_rows
+    from guardreasoner.rows import seeded_sample
 
     short = [row.prompt for row in load_benchmark("SimpleSafetyTests", args.data_dir)][:8]
-    long_rows = sample_rows(load_benchmark("OpenAIModeration", args.data_dir), args.rows, seed=0)
+    long_rows = seeded_sample(load_benchmark("OpenAIModeration", args.data_dir), args.rows, seed=0)
     began = time.perf_counter()
     guard = build_guard(args.child, model_dir(args.model), args)
     figures = {"engine": args.child, "load_s": time.perf_counter() - began}

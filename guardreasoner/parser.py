@@ -301,18 +301,6 @@ def split_upstream_prompt(model_input: str) -> tuple[str, str | None]:
     return prompt, (None if reply == "None" else reply)
 
 
-
-def user_texts_of(model_input) -> tuple[tuple[str, ...], bool | None]:
-    """(user texts, has_response) from a full GuardReasoner input, or nothing known when it is not one."""
-    if not isinstance(model_input, str):
-        return (), None
-    try:
-        prompt, reply = split_upstream_prompt(model_input)
-    except ValueError:
-        return (), None
-    return (prompt, reply or ""), reply is not None
-
-
 def task_sections(text: str) -> dict[str, str]:
     """The raw text under each task's heading (the last copy of each), up to the next task or Answers block;
     for showing the reasoning of each task as it streams."""

@@ -7,7 +7,7 @@ intercept; arrays named by the head's position in ``VERDICT_KEYS``, so a key ren
 
 Two kinds of features:
 - ``minilm``: all-MiniLM-L6-v2 sentence embeddings (the prompt alone for the prompt's head, prompt and reply
-  together for the reply's heads), as ``eval/baseline.py`` does. Needs a second, small model.
+  together for the reply's heads). Needs a second, small model; in ``off`` it is the non-reasoning baseline.
 - ``guard-state``: the guard model's own hidden states after reading its input (prefill only, no generation):
   mean-pooled middle and last layers plus the last token's last-layer state. Needs no second model.
 
