@@ -38,7 +38,10 @@ def client(app_url):
 
 
 def test_classify_endpoint_returns_the_result_as_json(client, taught_model_dir):
-    result = client.predict(HARMFUL_REQUEST, "", api_name="/classify")
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/classify", "/classify_stream"):  # the library's and the service's words
+        assert [p["parameter_name"] for p in endpoints[name]["parameters"]] == ["prompt", "response"]
+    result = client.predict(prompt=HARMFUL_REQUEST, response="", api_name="/classify")
     assert result["labels"] == {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}
     assert result["status"] == "ok" and result["model"] == str(taught_model_dir)
     assert result["reasoning"]["prompt_harmfulness"]["conclusion"] == "The human user's request is harmful."
@@ -153,10 +156,10 @@ def test_browser_analyze_lights_the_verdict_before_the_end_then_flag(app_url, tm
             shutil.copy(shot, Path(os.environ["GUARDREASONER_ARTIFACTS"]) / shot.name)
         browser.close()
     assert shot.stat().st_size > 10000
-    assert first_status.startswith("Recorded: the request should be unharmful.")
+    assert first_status.startswith("Recorded: the prompt should be unharmful.")
     assert "flag-" not in first_status and str(queue) not in first_status  # no hash, no server path
     assert "review queue" in first_status  # and where it goes
-    assert second_status.startswith('Updated your earlier flag of this result: the request should be unharmful '
+    assert second_status.startswith('Updated your earlier flag of this result: the prompt should be unharmful '
                                     '(comment: "a bread recipe, surely").')
     from webapp.flags import read_queue
 
@@ -173,10 +176,11 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
     monkeypatch.delenv("GUARDREASONER_MODEL", raising=False)
-    import app
+    from guardreasoner import DEFAULT_MODEL
+    from webapp.state import GuardPool, model_banner
 
-    pool = app.GuardPool(app.DEFAULT_MODEL)
-    banner = app.model_banner(pool.get())
+    pool = GuardPool(DEFAULT_MODEL)
+    banner = model_banner(pool.get())
     assert "GuardReasoner-SmolLM2-135M (embedded, trained here)" in banner  # the shipped adapter, assets/embedded-guard
     assert "Offline fallback" in banner and "yueliu1999/GuardReasoner-1B" in banner
     assert pool.get().with_sampling(max_new_tokens=8).classify_one("Hello").output_tokens <= 8
@@ -263,7 +267,7 @@ def test_browser_stop_keeps_the_partial_reasoning_and_settled_verdicts_and_says_
 @needs_chromium
 def test_browser_an_input_error_shows_the_message_only_and_leaves_the_outputs_alone(page):
     page.locator("#analyze-button").click()  # no request typed
-    page.get_by_text("Type the user's request first.").first.wait_for(timeout=20000)
+    page.get_by_text("Type the prompt first.").first.wait_for(timeout=20000)
     page.wait_for_timeout(1000)
     assert error_badges(page) == 0
     assert "Error" not in page.locator("#model-banner").inner_text()
@@ -285,9 +289,21 @@ def test_browser_a_new_run_clears_the_last_result_at_the_click_and_flag_waits_fo
                            timeout=20000)
     assert page.locator("#flag-button").is_disabled()  # the old result cannot be filed while this one streams
     assert chip_state(page, "prompt_harmfulness")[0] == "pending"
+    # No response was given: its chips say n/a while the prompt's verdict is still coming, not "…".
+    assert [page.locator(f"#chip-{key}").inner_text() for key in ("response_refusal", "response_harmfulness")] \
+        == ["n/a", "n/a"]
     assert SAFE_REQUEST not in page.locator("#result-json").inner_text()
     page.wait_for_function("() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
     assert HARMFUL_REQUEST in page.locator("#result-json").inner_text()
+    # The Result box is as tall as its JSON and draws every line (it used to draw ~36, then a blank area).
+    page.locator("#result-json").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box, text = page.evaluate("""() => { const root = document.querySelector('#result-json');
+        const gutter = [...root.querySelectorAll('.cm-lineNumbers .cm-gutterElement')].map(e => e.innerText);
+        return [root.getBoundingClientRect().height - root.querySelector('.cm-content').getBoundingClientRect().height,
+                gutter[gutter.length - 1]]; }""")
+    lines = page.locator("#result-json .cm-line").count()
+    assert box < 80 and lines > 40 and int(text) == lines
 
 
 def test_flags_go_under_persistent_storage_when_it_exists(tmp_path, monkeypatch):
@@ -375,8 +391,8 @@ def test_browser_batch_shows_progress_per_row_and_stop_keeps_the_rows_done(page,
     page.locator("#batch-files a").nth(1).wait_for(timeout=15000)
     assert page.locator("#batch-files a").count() == 2  # results.jsonl and results.csv of the rows done
     headers = [h.strip() for h in page.locator("#batch-table th").all_inner_texts() if h.strip()]
-    assert headers[:4] == ["line", "prompt harmful", "reply refusal", "reply harmful"]
-    box = page.locator("#batch-table th", has_text="reply harmful").first.bounding_box()
+    assert headers[:4] == ["line", "prompt harmful", "response refusal", "response harmful"]
+    box = page.locator("#batch-table th", has_text="response harmful").first.bounding_box()
     assert box["x"] + box["width"] <= DESKTOP["width"]  # the verdicts are in view at 1280 px
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(500)
@@ -451,7 +467,7 @@ def contrast(page, selector) -> float:
 def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url, viewport, tmp_path):
     """The four examples run in turn (screenshots in out/screenshots); then axe on each tab finds nothing serious,
     chips read at >= 4.5:1, the input boxes stack on a phone and a long paste stays bounded."""
-    from app import EXAMPLES
+    from webapp.settings import EXAMPLES
 
     page = browser.new_page(viewport=viewport)
     page.goto(app_url[0])
@@ -496,6 +512,7 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
     """The embedded guard with its shipped MiniLM screen, as a fresh clone runs it: in auto, a request the screen
     is sure of is decided without reasoning (the chip says the screen decided it); Explain then runs the model."""
     import app
+    from webapp.views import NO_RESPONSE_NOTE, SCREEN_NOTE
 
     demo = app.build_app("embedded")
     port = free_port()
@@ -512,7 +529,9 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
         chip = page.locator("#chip-prompt_harmfulness")
         assert chip.get_attribute("data-state") == "unharmful" and chip.get_attribute("data-decided-by") == "screen"
         assert "decided by the screen" in page.locator("#chip-prompt_harmfulness + .verdict-note").inner_text()
-        assert page.locator("#panel-prompt_harmfulness textarea").input_value() == ""  # no reasoning was run
+        # No reasoning was run, and the panel says why and what Explain does.
+        assert page.locator("#panel-prompt_harmfulness textarea").input_value() == SCREEN_NOTE
+        assert page.locator("#panel-response_refusal textarea").input_value() == NO_RESPONSE_NOTE
         assert chip_state(page, "response_refusal")[0] == "n/a"  # no reply: nothing to decide
         assert page.locator("#explain-button").is_enabled()
         page.locator("#explain-button").click()
@@ -533,3 +552,85 @@ def test_only_a_verdict_with_a_label_is_said_to_be_decided_by_the_screen():
     assert verdict_note({"decided_by": "screen", "label": "unharmful", "confidence": 0.66}) == \
         "decided by the screen, p=0.66"
     assert verdict_note({"decided_by": "screen", "label": None}) == ""  # no reply: n/a, not a screen's call
+
+
+# ---- The handlers without a browser (webapp/handlers.py) ----
+
+@pytest.fixture(scope="module")
+def app_state(taught_model_dir):
+    from webapp.state import build_state
+
+    return build_state(str(taught_model_dir))
+
+
+def test_the_api_runs_with_the_settings_the_page_starts_with(app_state):
+    from dataclasses import replace
+
+    from webapp import handlers
+    from webapp.layout import build_page
+    from webapp.settings import RunSettings
+
+    demo = build_page(app_state)
+    by_id = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    page = RunSettings.from_inputs(*(by_id[name].value for name in (
+        "setting-model", "setting-endpoint", "setting-max-new-tokens", "setting-temperature", "reasoning-mode")))
+    assert page == RunSettings(max_new_tokens=1024, reasoning="full")  # the taught model ships no screen
+    seen = []
+    real = app_state.calls
+    app_state.calls = replace(real, classify_on_gpu=lambda *args: seen.append(args[-1]) or real.classify_on_gpu(*args))
+    try:
+        result = handlers.classify(app_state, HARMFUL_REQUEST)
+    finally:
+        app_state.calls = real
+    assert seen == [page] and result["labels"]["prompt_harmfulness"] == "harmful"
+
+
+def test_analyze_of_a_prompt_alone_says_n_a_for_the_response_from_the_first_frame(app_state):
+    from webapp import handlers
+    from webapp.settings import RunSettings
+
+    frames = list(handlers.analyze(app_state, HARMFUL_REQUEST, "", RunSettings(max_new_tokens=256), "visitor"))
+    assert len(frames) > 3
+    for frame in frames:
+        assert 'data-state="n/a"' in frame[4] and 'data-state="n/a"' in frame[5]  # never "…"
+    assert 'data-state="pending"' in frames[0][3] and 'data-state="harmful"' in frames[-1][3]
+    assert 'data-state="done"' in frames[-1][6]
+    assert json.loads(frames[-1][8])["prompt"] == HARMFUL_REQUEST == frames[-1][9]["prompt"]
+
+
+def test_the_stream_api_and_the_page_read_one_serialisation_of_a_stream_update(app_state):
+    from webapp import handlers
+
+    updates = list(handlers.classify_stream(app_state, HARMFUL_REQUEST))
+    assert set(updates[0]) == {"done", "text", "elapsed_s", "events", "result", "screen"}
+    assert updates[-1]["done"] and updates[-1]["result"]["prompt"] == HARMFUL_REQUEST
+    verdicts = [event for update in updates for event in update["events"] if event["kind"] == "verdict"]
+    assert verdicts and verdicts[0]["task"] == "prompt_harmfulness"
+
+
+def test_panels_say_why_they_are_empty_when_the_screen_decided():
+    from webapp.handlers import panel_texts
+    from webapp.views import NO_RESPONSE_NOTE, SCREEN_NOTE
+
+    decided = {"decided_by": "screen", "label": "unharmful"}
+    none = {"decided_by": "screen", "label": None}
+    result = {"verdicts": {"prompt_harmfulness": decided, "response_refusal": none, "response_harmfulness": none}}
+    assert panel_texts("", result, has_response=False) == [SCREEN_NOTE, NO_RESPONSE_NOTE, NO_RESPONSE_NOTE]
+    assert "Explain with reasoning" in SCREEN_NOTE
+    assert panel_texts("", None, has_response=False) == ["", "", ""]  # while it runs, nothing is claimed
+
+
+def test_flag_without_a_result_is_refused_and_a_flag_is_recorded_in_words(tmp_path, monkeypatch):
+    import gradio as gr
+
+    from webapp import handlers
+
+    monkeypatch.setenv("GUARDREASONER_FLAG_QUEUE", str(tmp_path / "queue.jsonl"))
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    with pytest.raises(gr.Error, match="Analyze something first"):
+        handlers.flag(None, "unharmful", "n/a", "n/a", "")
+    result = {"prompt": HARMFUL_REQUEST, "response": None, "output": "out", "model": "m",
+              "labels": {"prompt_harmfulness": "harmful", "response_refusal": None, "response_harmfulness": None}}
+    status = handlers.flag(result, "unharmful", "n/a", "n/a", "")
+    assert "Recorded: the prompt should be unharmful." in status
+    assert len((tmp_path / "queue.jsonl").read_text().splitlines()) == 1

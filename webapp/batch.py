@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +13,8 @@ from guardreasoner.results import VERDICT_KEYS
 from guardreasoner.rows import RowError, classify_rows, split_rows
 
 # Verdicts first, so that a narrow screen shows them before the long texts.
-TABLE_COLUMNS = ["line", "prompt harmful", "reply refusal", "reply harmful", "status", "prompt", "response"]
-COLUMN_WIDTHS = ["64px", "130px", "130px", "130px", "110px", "320px", "320px"]
+TABLE_COLUMNS = ["line", "prompt harmful", "response refusal", "response harmful", "status", "prompt", "response"]
+COLUMN_WIDTHS = ["64px", "130px", "150px", "150px", "110px", "320px", "320px"]
 
 
 @dataclass
@@ -53,35 +53,29 @@ class BatchOutcome:
                                  r["status"], r["is_harmful"], r["fail_closed"]])
 
 
-def check_stepwise(guard, path: str | Path, *, chunk: int = 1) -> Iterator[BatchOutcome]:
-    """Classify the valid rows of ``path`` ``chunk`` at a time, yielding the outcome so far after each chunk
-    (first before any row, so the bad rows show at once); the caller may stop between chunks."""
-    rows, errors = split_rows(path)
-    outcome = BatchOutcome(errors=errors, total=len(rows))
-    yield outcome
-    for records in classify_rows(guard, rows, chunk):
-        outcome.records.extend(records)
-        yield outcome
-
-
 def check_file(guard, path: str | Path, *, chunk: int = 8,
                on_progress: Callable[[int, int], None] | None = None) -> BatchOutcome:
     """Classify every valid row of ``path``; ``on_progress(done, total)`` after each chunk."""
-    for outcome in check_stepwise(guard, path, chunk=chunk):
-        if on_progress and outcome.records:
+    rows, errors = split_rows(path)
+    outcome = BatchOutcome(errors=errors, total=len(rows))
+    for records in classify_rows(guard, rows, chunk):
+        outcome.records.extend(records)
+        if on_progress:
             on_progress(len(outcome.records), outcome.total)
     if outcome.records:
         outcome.write_files()
     return outcome
 
 
-def progress_message(outcome: BatchOutcome, state: str) -> str:
-    """What the Batch tab says: rows checked so far (``state`` running, done or stopped) and the bad rows."""
+def progress_message(outcome: BatchOutcome, state: str, reason: str | None = None) -> str:
+    """What the Batch tab says: rows checked so far (``state`` running, done, stopped, or aborted for
+    ``reason``) and the bad rows."""
     done, total = len(outcome.records), outcome.total
+    kept = "; the rows checked so far are ready to download." if done else "."
     text = {"running": f"Checking… {done} of {total} rows done.",
             "done": f"{done} rows checked.",
-            "stopped": f"Stopped after {done} of {total} rows"
-                       + ("; the rows checked so far are ready to download." if done else ".")}[state]
+            "stopped": f"Stopped after {done} of {total} rows{kept}",
+            "aborted": f"Stopped after {done} of {total} rows: {reason}{kept}"}[state]
     if outcome.errors:
         listed = "\n".join(f"- {error}" for error in outcome.errors)
         text += f" {len(outcome.errors)} rows could not be read and were skipped:\n{listed}"

@@ -12,8 +12,8 @@ PUBLISHED = published_f1()
 
 def verdict_counts(records: list[dict]) -> go.Figure:
     figure = go.Figure()
-    titles = ((PROMPT_HARMFULNESS, "prompt harmful"), (RESPONSE_REFUSAL, "reply refusal"),
-              (RESPONSE_HARMFULNESS, "reply harmful"))
+    titles = ((PROMPT_HARMFULNESS, "prompt harmful"), (RESPONSE_REFUSAL, "response refusal"),
+              (RESPONSE_HARMFULNESS, "response harmful"))
     for key, title in titles:
         counts: dict[str, int] = {}
         for record in records:

@@ -30,8 +30,8 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 PERSISTENT_ROOT_ENV = "GUARDREASONER_PERSISTENT_ROOT"
 SPACE_PERSISTENT_ROOT = "/data"
-PLAIN_VERDICTS = {PROMPT_HARMFULNESS: "the request should be {}", RESPONSE_REFUSAL: "the reply should be a {}",
-                  RESPONSE_HARMFULNESS: "the reply should be {}"}
+PLAIN_VERDICTS = {PROMPT_HARMFULNESS: "the prompt should be {}", RESPONSE_REFUSAL: "the response should be a {}",
+                  RESPONSE_HARMFULNESS: "the response should be {}"}
 
 
 def persistent_root() -> Path | None:
@@ -58,7 +58,7 @@ def record_flag(flag: FlagRecord, path: Path | None = None) -> tuple[Path, bool]
 
 
 def what_was_recorded(flag: FlagRecord, updated: bool) -> str:
-    """"Recorded: the request should be unharmful." in words a visitor reads, no ids or paths."""
+    """"Recorded: the prompt should be unharmful." in words a visitor reads, no ids or paths."""
     said = [PLAIN_VERDICTS[key].format(label) for key, label in flag.corrected.items() if label in LABELS.get(key, ())]
     text = "; ".join(said) or "no label chosen"
     if flag.comment:

@@ -6,8 +6,12 @@ import html
 
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
-TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmful?", RESPONSE_REFUSAL: "Reply a refusal?",
-               RESPONSE_HARMFULNESS: "Reply harmful?"}
+TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmful?", RESPONSE_REFUSAL: "Response a refusal?",
+               RESPONSE_HARMFULNESS: "Response harmful?"}
+# In a reasoning panel where no reasoning was run.
+SCREEN_NOTE = ("No reasoning was run: the screen decided this verdict on its own (Reasoning “off” or “auto”). "
+               "Press “Explain with reasoning” to have the model reason about this input.")
+NO_RESPONSE_NOTE = "No response was given, so there is nothing to decide here (n/a)."
 # Chip backgrounds dark enough for white text at >= 4.5:1 (WCAG AA); tests/test_app.py measures the rendered chips.
 COLORS = {"harmful": "#b3261e", "unharmful": "#137333", "refusal": "#1857b6", "compliance": "#8f4700",
           "n/a": "#5f6368", "pending": "#5f6368"}
@@ -18,11 +22,14 @@ CSS = """
 .verdict-note {font-size:12px;color:#5f6368;margin-left:6px}
 /* WCAG AA (>= 4.5:1) where Gradio's default theme falls short: white on its light orange primary buttons, the
    grey line numbers and pale syntax colours of the result JSON. The JSON grows with its text rather than
-   scrolling inside a box that a keyboard cannot reach. */
+   scrolling inside a box that a keyboard cannot reach: every box around the editor takes the text's height
+   (bounded, the code editor draws only the lines within that bound and leaves the rest blank). */
 button.primary {background:#b93b0b !important;border-color:#b93b0b !important;color:#fff !important}
 #result-json .cm-gutterElement {color:#4b5563 !important}
 #result-json .cm-line span {color:#1f2937 !important}
 #result-json .cm-scroller {overflow:visible !important}
+#result-json .wrap, #result-json .codemirror-wrapper, #result-json .cm-editor, #result-json .cm-scroller {
+  height:auto !important;max-height:none !important}
 /* On a phone the header stays short, so the input boxes are on the first screen. */
 @media (max-width: 640px) {
   #intro h1 {font-size:1.5rem !important;margin:0 0 4px !important}
@@ -52,7 +59,7 @@ def chip(key: str, label: str | None = None, note: str = "", state: str | None =
 def verdict_note(verdict: dict) -> str:
     if verdict.get("fail_closed"):
         return "fail-closed: the model gave no verdict"
-    # Only a label is a decision: a reply verdict without a reply is n/a, whoever filled the result in.
+    # Only a label is a decision: a response verdict without a response is n/a, whoever filled the result in.
     notes = ["decided by the screen"] if verdict.get("decided_by") == "screen" and verdict.get("label") else []
     if verdict.get("recovered"):
         notes.append(f"recovered from {verdict['source'].replace('_', ' ')}")
