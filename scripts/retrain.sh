@@ -94,6 +94,10 @@ timed "$(basename "$EVAL") auto" $PY -m eval run --model embedded --reasoning au
   --benchmarks "${HELD_OUT[@]}" --split test --sample "$SAMPLE" --max-new-tokens 512 --batch-size 8 \
   --backend ctranslate2 --compute-type float32 --out "$EVAL/auto" --reuse "$EVAL/$winner" ${REUSE:+"$REUSE/auto"}
 score auto
+# 8. The three modes of the guard that ships, on the same rows: the best becomes the shipped screen's
+#    recommended_reasoning, the mode load_guard(reasoning="recommended"), the CLI, serve and the app start in.
+$PY -m training.screen recommend assets/screen/embedded-minilm off="$EVAL/screen.json" auto="$EVAL/auto.json" \
+  full="$EVAL/$winner.json"
 names=(retrained shipped auto screen minilm)
 $PY -m eval compare $(for name in "${names[@]}"; do echo "$name=$EVAL/$name.json"; done) \
   --markdown "$EVAL/comparison.md"
