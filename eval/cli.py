@@ -9,7 +9,7 @@ from pathlib import Path
 
 from guardreasoner.cli import add_model_options
 from guardreasoner.cli_support import RenamedFlag, debug_option, run_command
-from guardreasoner.splits import PARTS
+from stagekit.splits import PARTS
 
 from .registry import BENCHMARKS, cells_for
 
@@ -58,7 +58,7 @@ def _score(args) -> int:
 
 
 def _compare(args) -> int:
-    from guardreasoner.reports import current_report
+    from stagekit.reports import current_report
 
     from .report import compare_markdown, joined_report
 

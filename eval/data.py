@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.label_specs import read_label
 from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.predictions import PREDICTIONS_FILE, Prediction
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from stagekit.label_specs import read_label
 
 from .registry import BENCHMARKS, CELLS, LABEL_COLUMNS, canonical_name
 

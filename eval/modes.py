@@ -20,7 +20,7 @@ from pathlib import Path
 from guardreasoner.cascade import needed_keys
 from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
 from guardreasoner.results import POSITIVE
-from guardreasoner.splits import SPLIT_BENCHMARKS, UNSEEN_BENCHMARKS
+from stagekit.splits import SPLIT_BENCHMARKS, UNSEEN_BENCHMARKS
 
 from .report import compare_markdown
 from .run import run_benchmark

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardreasoner.label_specs import check_spec
 from guardreasoner.results import NEGATIVE, POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from stagekit.label_specs import check_spec
 
 # The paper's three tasks are the guard's three verdicts, under the same names; tables list them in the paper's
 # order (prompt harmfulness, response harmfulness, refusal detection).
@@ -18,7 +18,7 @@ NEGATIVE_OF_TASK = NEGATIVE
 class HubSource:
     """Where the same rows live on the Hugging Face hub, and how a hub row maps to (prompt, response, labels).
 
-    ``labels`` maps each verdict key to a label spec (``guardreasoner.label_specs``: a column, ``=LABEL``,
+    ``labels`` maps each verdict key to a label spec (``stagekit.label_specs``: a column, ``=LABEL``,
     ``any:COL,COL``, ``not:COL``...)."""
 
     repo: str

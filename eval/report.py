@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from guardreasoner.metrics import (
+from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from stagekit.metrics import (
     all_positive_f1,
     all_positive_interval,
     balanced_accuracy,
     mean_cell_f1,
     mean_over_cells,
 )
-from guardreasoner.reports import published_f1
-from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from stagekit.reports import published_f1
 
 from .registry import CELLS, TASKS
 

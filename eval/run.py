@@ -17,7 +17,7 @@ from guardreasoner.cascade import SCREEN_FLAG
 from guardreasoner.predictions import PREDICTIONS_FILE, Prediction, append_predictions
 from guardreasoner.results import answers_block
 from guardreasoner.rows import done_lines, read_jsonl, seeded_sample
-from guardreasoner.splits import UNSEEN_BENCHMARKS, load_split
+from stagekit.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import EvalRow, load_benchmark
 

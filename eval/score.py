@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from guardreasoner.metrics import bootstrap_f1_interval, confusion, f1_percent
 from guardreasoner.predictions import Prediction, read_predictions
+from stagekit.metrics import bootstrap_f1_interval, confusion, f1_percent
 
 from .data import ANSWER_PATTERNS, PREDICTIONS_FILE, find_run_folder, gold_labels
 from .registry import CELLS, NEGATIVE_OF_TASK, POSITIVE_OF_TASK, TASKS, Cell

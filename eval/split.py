@@ -22,7 +22,7 @@ from pathlib import Path
 from guardreasoner.records import training_row
 from guardreasoner.results import VERDICT_KEYS, answers_block
 from guardreasoner.rows import write_jsonl
-from guardreasoner.splits import PARTS, SPLIT_BENCHMARKS, SPLITS_DIR, load_split, split_path
+from stagekit.splits import PARTS, SPLIT_BENCHMARKS, SPLITS_DIR, load_split, split_path
 
 from .data import EvalRow, load_benchmark
 from .registry import BENCHMARKS

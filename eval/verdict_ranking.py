@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from guardreasoner.metrics import f1_of_flags
 from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
 from guardreasoner.results import POSITIVE
+from stagekit.metrics import f1_of_flags
 
 
 def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

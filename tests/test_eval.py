@@ -8,7 +8,7 @@ from eval.cli import main as eval_main
 from eval.data import load_benchmark
 from eval.registry import BENCHMARKS, CELLS
 from eval.score import score_run
-from guardreasoner.metrics import f1_percent
+from stagekit.metrics import f1_percent
 
 PUBLISHED = {  # ../shared/README.md, scored exactly as the paper scored them
     "GuardReasoner-1B": {"SimpleSafetyTests": 98.99, "AegisSafetyTest": 89.34, "HarmBenchPrompt": 96.31,
@@ -326,7 +326,7 @@ def test_the_minilm_baseline_is_a_screen_in_off_and_writes_a_scorable_run(shared
     from eval.run import run_benchmark
     from guardreasoner import load_guard
     from guardreasoner.parser import parse, split_upstream_prompt
-    from guardreasoner.splits import load_split
+    from stagekit.splits import load_split
     from training.from_predictions import main as rows_from_predictions
     from training.screen import main as train_screen
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guardreasoner.label_specs import check_spec, read_label
+from stagekit.label_specs import check_spec, read_label
 
 P, R = "prompt_harmfulness", "response_refusal"
 

@@ -117,7 +117,7 @@ def test_older_shapes_are_read_and_bad_records_named(tmp_path, caplog):
 def test_f1_is_sklearns_and_the_bootstrap_brackets_it():
     from sklearn.metrics import f1_score
 
-    from guardreasoner.metrics import bootstrap_f1_interval, f1_from_counts, f1_of_flags, f1_percent
+    from stagekit.metrics import bootstrap_f1_interval, f1_from_counts, f1_of_flags, f1_percent
 
     rng = np.random.default_rng(3)
     gold, pred = rng.random(200) < 0.4, rng.random(200) < 0.5

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from guardreasoner.metrics import all_positive_f1, balanced_accuracy
+from stagekit.metrics import all_positive_f1, balanced_accuracy
 from training.ship import fill_section, hs_dpo_report, main, winner
 
 CARD = """# Card

@@ -18,7 +18,7 @@ def test_a_checkout_reads_its_top_level_assets_folder():
     assert not shipped.PACKAGED_ASSETS.exists()  # only a wheel has guardreasoner/assets
     assert shipped.assets_dir() == ROOT / "assets"
     assert shipped.asset_path("embedded-guard") == models.SHIPPED_ADAPTER == ROOT / "assets" / "embedded-guard"
-    assert shipped.asset_path("published_f1.json").is_file()  # the figures reports and the app draw beside ours
+    assert shipped.asset_path("published_f1.json").is_file()  # stagekit.reports reads it in a checkout
 
 
 def test_an_installed_package_reads_its_packaged_assets_first(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from eval.data import load_benchmark
 from eval.run import split_part
 from eval.split import export_rows, make_split
 from guardreasoner.parser import parse, split_upstream_prompt
-from guardreasoner.splits import SPLIT_BENCHMARKS, SPLITS_DIR, UNSEEN_BENCHMARKS, load_split
+from stagekit.splits import SPLIT_BENCHMARKS, SPLITS_DIR, UNSEEN_BENCHMARKS, load_split
 from training.seeds import load_local_seeds
 
 

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the build reads: the package, its assets and the project's metadata. Copied, so the build's build/ and
 # egg-info folders land in a temporary folder and not in the checkout.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "guardreasoner", "assets")
-STAGES = ("eval", "training", "webapp", "annotate", "assets")  # run from the checkout, never installed
+STAGES = ("eval", "training", "webapp", "annotate", "stagekit", "assets")  # run from the checkout, never installed
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 SCREEN_FILES = ("screen.json", "heads.npz")
 # Every file under guardreasoner/assets in the wheel: the adapter and its card, each committed screen's heads and
-# card, the published figures. Nothing else (no reports/, no README of the screens, no splits).
-SHIPPED = {"guardreasoner/assets/published_f1.json",
-           *(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES),
+# card. Nothing else (no reports/, no README of the screens, no splits, no published figures: stagekit reads those
+# from the checkout).
+SHIPPED = {*(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES),
            *(f"guardreasoner/assets/screen/{card.parent.name}/{name}"
              for card in (ROOT / "assets" / "screen").glob("*/screen.json") for name in SCREEN_FILES)}
 # Measured: 9,215,926 bytes with the files above (9.0 MB of it the float16 adapter, which deflate barely shrinks);

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from guardreasoner.metrics import f1_from_counts, f1_of_flags
 from guardreasoner.parser import parse, split_upstream_prompt
 from guardreasoner.predictions import read_run
 from guardreasoner.results import POSITIVE, VERDICT_KEYS
 from guardreasoner.rows import seeded_sample
 from guardreasoner.screen import CARD_FILE, FEATURES, RECOMMENDED_SECTION, Head, Screen, Thresholds
+from stagekit.metrics import f1_from_counts, f1_of_flags
 
 from .data import load_rows
 

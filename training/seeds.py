@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardreasoner.label_specs import check_spec, read_label
 from guardreasoner.results import (
     LABELS,
     PROMPT_HARMFULNESS,
@@ -21,6 +20,7 @@ from guardreasoner.results import (
     VERDICT_KEYS,
 )
 from guardreasoner.rows import split_rows
+from stagekit.label_specs import check_spec, read_label
 
 # The core's verdict keys, and the values each may take.
 LABEL_VALUES = LABELS
@@ -41,7 +41,7 @@ class Seed:
 @dataclass(frozen=True)
 class SeedSource:
     """A hub dataset and how its rows map to seeds; ``labels`` maps verdict keys to label specs (see
-    ``guardreasoner.label_specs``)."""
+    ``stagekit.label_specs``)."""
 
     repo: str
     split: str

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-from guardreasoner.metrics import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells
 from guardreasoner.rows import read_jsonl
+from stagekit.metrics import all_positive_f1, balanced_accuracy, mean_cell_f1, mean_over_cells
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "embedded-guard"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guardreasoner.reports import current_report
+from stagekit.reports import current_report
 
 NOT_A_REPORT = "not an evaluation report (the JSON file that python -m eval score --json writes)"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from guardreasoner.reports import published_f1
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from stagekit.reports import published_f1
 
 PUBLISHED = published_f1()
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from .results import LEGACY_TASK_KEYS, deprecated_names
-from .shipped import asset_path
+from guardreasoner.results import LEGACY_TASK_KEYS, deprecated_names
+from guardreasoner.shipped import asset_path
 
 _PUBLISHED_FILE = "published_f1.json"
 

@@ -16,7 +16,7 @@ One rule for missing values everywhere: a row whose columns for a spec are all m
 
 from __future__ import annotations
 
-from .results import LABELS
+from guardreasoner.results import LABELS
 
 _KINDS = ("flag", "not", "any", "majority")
 

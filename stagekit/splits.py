@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shipped import assets_dir
+from guardreasoner.shipped import assets_dir
 
 # The repository's assets/splits, found as every asset is (shipped.py). Evaluation and training read them from a
 # checkout; running the guard never does, so the wheel leaves them out.
