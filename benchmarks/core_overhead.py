@@ -67,7 +67,7 @@ def main() -> None:
 
     guard = load_guard(args.model, "transformers", max_new_tokens=args.new_tokens, batch_size=args.batch_size)
     # min_new_tokens on the bare side and an unreachable end token on ours make both write exactly N tokens.
-    guard.backend._eos_ids = {2**31 - 1}
+    guard.backend.eos_ids = {2**31 - 1}
     print(f"model: {guard.model_name} | mode {guard.mode} | torch threads {torch.get_num_threads()} | "
           f"{args.new_tokens} new tokens")
 

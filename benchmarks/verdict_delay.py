@@ -18,10 +18,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def main() -> None:
-    from app import EXAMPLES
     from guardreasoner import load_guard
     from guardreasoner.parser import echo_length, find_answers_blocks, reasoning_items, task_heading_starts
     from guardreasoner.results import REPLY_VERDICT_KEYS, VERDICT_KEYS
+    from webapp.settings import EXAMPLES
 
     args = argparse.ArgumentParser()
     args.add_argument("--model", default="embedded")

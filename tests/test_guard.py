@@ -78,8 +78,8 @@ def test_the_guard_pipeline_imports_one_way_and_no_module_reaches_into_another()
 
     assert not imported(root / "guardreasoner/guard.py") & {"cascade", "loading", "screen"}
     reaching = []
-    for path in [root / "app.py", *(p for part in ("guardreasoner", "eval", "training", "annotate", "webapp")
-                                     for p in sorted((root / part).rglob("*.py")))]:
+    parts = ("guardreasoner", "stagekit", "eval", "training", "annotate", "webapp", "benchmarks")
+    for path in [root / "app.py", *(p for part in parts for p in sorted((root / part).rglob("*.py")))]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 owner = node.value
@@ -252,7 +252,7 @@ def test_the_shipped_embedded_guard_reasons_and_answers_in_the_papers_format(emb
     """assets/embedded-guard (SmolLM2-135M + the adapter retrained by scripts/retrain.sh) is the offline default
     and, greedy, answers in the paper's format with verdicts the parser reads, right on a bomb request, a recipe
     request and a refused harmful request. A benign request with a plain compliant reply is among what it still
-    gets wrong (its card lists them, from benchmarks/plain_cases.py): only its format is checked here."""
+    gets wrong (its card lists them, from eval/plain_cases.py): only its format is checked here."""
     from guardreasoner import models
 
     monkeypatch.delenv("GUARDREASONER_EMBEDDED_ADAPTER", raising=False)

@@ -84,7 +84,8 @@ class TransformersBackend(Backend):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._eos_ids = self._end_token_ids()
+        # Public: the ids that end a generation (a benchmark replaces them with an unreachable id to force N tokens).
+        self.eos_ids = self._end_token_ids()
         self._token_text: dict[int, str] = {}
         self._lock = threading.Lock()
 
@@ -112,7 +113,7 @@ class TransformersBackend(Backend):
             top_p=sampling.top_p if sample else None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self._eos_ids),
+            eos_token_id=sorted(self.eos_ids),
         )
         if sampling.seed is not None:
             _torch().manual_seed(sampling.seed)
@@ -128,7 +129,7 @@ class TransformersBackend(Backend):
         self, prompt_tokens: int, new_ids, recorder, row: int, latency_s: float, interrupted: bool = False
     ) -> Generation:
         ids = new_ids.tolist()
-        end = next((i for i, token in enumerate(ids) if token in self._eos_ids), None)
+        end = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
         stopped = end is not None
         if stopped:
             ids = ids[:end]  # what follows is padding from rows that ran longer
