@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from guardreasoner.backends.base import Generation
 from guardreasoner.cascade import SCREEN_FLAG
-from guardreasoner.predictions import PREDICTIONS_FILE, Prediction, append_predictions
+from guardreasoner.predictions import PREDICTIONS_FILE, Prediction, append_predictions, iter_predictions
 from guardreasoner.results import answers_block
-from guardreasoner.rows import done_lines, read_jsonl, seeded_sample
+from guardreasoner.rows import done_lines, seeded_sample
 from stagekit.splits import UNSEEN_BENCHMARKS, load_split
 
 from .data import EvalRow, load_benchmark
@@ -52,41 +52,39 @@ def split_part(rows: list[EvalRow], benchmark: str, part: str | None) -> list[Ev
     return [row for row in rows if row.index in chosen]
 
 
-def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[Path]) -> dict[int, dict]:
+def reusable_records(guard, benchmark: str, rows: list[EvalRow], folders: list[Path]) -> dict[int, Prediction]:
     """Records of ``rows`` already made in other run folders (``--reuse``: the same model and settings on an
     overlapping sample, e.g. an earlier, smaller ``--sample``), each checked to have read exactly the input this
     guard builds for its row; the first folder holding a row wins."""
     wanted = {row.index: guard.model_input(row.prompt, row.response) for row in rows}
-    found: dict[int, dict] = {}
+    found: dict[int, Prediction] = {}
     for folder in folders:
         path = Path(folder) / benchmark / PREDICTIONS_FILE
         if not path.is_file():
             continue
-        for line, record in enumerate(read_jsonl(path), 1):
-            index = record.get("index")
-            if index not in wanted or index in found:
+        for record in iter_predictions(path, benchmark):
+            if record.index not in wanted or record.index in found:
                 continue
-            if record.get("model_input") != wanted[index]:
-                raise ValueError(f"{path}: line {line} (row {index}) was generated from another input than this "
-                                 "guard builds for it: reuse only runs of the same model and settings")
-            found[index] = record
+            if record.model_input != wanted[record.index]:
+                raise ValueError(f"{path}: line {record.line + 1} (row {record.index}) was generated from another "
+                                 "input than this guard builds for it: reuse only runs of the same model and settings")
+            found[record.index] = record
     return found
 
 
-def reasoned_alone(record: dict) -> bool:
+def reasoned_alone(record: Prediction) -> bool:
     """Whether the reasoning guard made the whole record (no screen decided a verdict): its ``predict`` is the
     model's output, and the record is what a ``full`` run writes."""
-    return "reasoning_output" not in record and "screen" not in (record.get("decided_by") or {}).values()
+    return record.reasoning_output is None and "screen" not in (record.decided_by or {}).values()
 
 
-def recorded_generation(record: dict) -> Generation | None:
+def recorded_generation(record: Prediction) -> Generation | None:
     """The reasoning model's output kept in a record, or None where the screen decided every verdict."""
-    text = record["predict"] if reasoned_alone(record) else record.get("reasoning_output")
+    text = record.predict if reasoned_alone(record) else record.reasoning_output
     if not text:
         return None
-    return Generation(text=text, prompt_tokens=record.get("input_tokens") or 0,
-                      completion_tokens=record.get("output_tokens") or 0, latency_s=record.get("latency_s") or 0.0,
-                      finish_reason=record.get("finish_reason"))
+    return Generation(text=text, prompt_tokens=record.input_tokens or 0, completion_tokens=record.output_tokens or 0,
+                      latency_s=record.latency_s or 0.0, finish_reason=record.finish_reason)
 
 
 class Replay:
@@ -131,10 +129,10 @@ def run_benchmark(guard, benchmark: str, data_dir: Path | None, out: Path, *, li
         copied = [found.pop(row.index) for row in todo
                   if guard.reasoning == "full" and row.index in found and reasoned_alone(found[row.index])]
         if copied:
-            append_predictions(path, [Prediction.from_dict(record) for record in copied])
-        done |= {record["index"] for record in copied}
+            append_predictions(path, copied)
+        done |= {record.index for record in copied}
         todo = [row for row in todo if row.index not in done]
-        replay = {record["model_input"]: generation for record in found.values()
+        replay = {record.model_input: generation for record in found.values()
                   if (generation := recorded_generation(record)) is not None}
     if not todo:
         return 0
