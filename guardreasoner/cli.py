@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .backends.ctranslate2_backend import COMPUTE_TYPES
 from .cascade import REASONING_MODES, RECOMMENDED
 from .cli_support import RenamedFlag, debug_option, run_command
 from .models import DEFAULT_MODEL
@@ -26,8 +27,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool =
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "ctranslate2", "vllm", "openai"])
     parser.add_argument("--prompt-format", "--mode", action=RenamedFlag, choices=["raw", "chat"],
                         help="raw text or the chat template (default: the model's own; --mode is the old name)")
-    parser.add_argument("--compute-type", choices=["int8", "float32"],
-                        help="CTranslate2: int8 (fastest; default for models of 1B and up) or float32 (smaller models)")
+    parser.add_argument("--compute-type", choices=COMPUTE_TYPES,
+                        help="CTranslate2's compute type (default: the one measured fastest of those that agree with "
+                             "float32 on this CPU, where the model's adapter ships that table; else int8 for models "
+                             "of 1B and up, float32 for smaller ones)")
     parser.add_argument("--max-new-tokens", type=int, default=2048)
     if sampling_options:
         parser.add_argument("--temperature", type=float, default=0.0)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .backends.base import Backend, Generation, SamplingConfig
@@ -260,10 +261,12 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
     if backend in ("transformers", "ctranslate2") and batch_size is not None:
         options["batch_size"] = batch_size
     if backend == "ctranslate2":
-        from .backends.ctranslate2_backend import ConversionUnsupported, CTranslate2Backend
+        from .backends.ctranslate2_backend import MEASURED_COMPUTE_TYPES, ConversionUnsupported, CTranslate2Backend
 
         if "batch_size" in options:
             ct2_options["batch_size"] = options["batch_size"]
+        if spec.kind in ("embedded", "adapter") and spec.location:  # an adapter's measured compute types
+            ct2_options["measured_compute_types"] = Path(spec.location) / MEASURED_COMPUTE_TYPES
         try:
             return CTranslate2Backend(model_folder(spec), mode=mode, model_id=spec.name, **ct2_options)
         except ConversionUnsupported as error:

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import GuardReasonerError
-from ..models import cache_dir, write_folder_atomically
+from ..models import adapter_weights_id, cache_dir, write_folder_atomically
 from ..template import render, user_turn
 from .base import Backend, Generation, ProgressCallback, SamplingConfig, StreamChunk, length_groups
 from .heap import bound_heap_growth
@@ -41,8 +41,60 @@ DEFAULT_INTRA_THREADS = 1  # one thread per generation measured fastest on a 2-c
 INT8_MIN_HIDDEN_SIZE = 1024
 
 
-def default_compute_type(folder: str | Path) -> str:
-    """int8 for models with a hidden size of at least INT8_MIN_HIDDEN_SIZE, float32 for smaller ones."""
+# Beside an adapter (the embedded guard's: assets/embedded-guard/): each compute type's verdict agreement with
+# float32 on held-out rows and its measured speed, written by eval/compute_agreement.py for those adapter weights.
+MEASURED_COMPUTE_TYPES = "compute-types.json"
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # without them bfloat16 is emulated: slower than float32
+# The CPU features the speed of CTranslate2's kernels hangs on: a speed measured on a CPU with another set of them
+# says nothing about this one (int8 without VNNI, bfloat16 without AVX-512 BF16 or AMX run other code paths).
+SPEED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}) | NATIVE_BF16_FLAGS
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none: no measured speed then applies)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def supported_compute_types() -> frozenset[str]:
+    """The compute types CTranslate2 runs on this CPU (it silently substitutes another for the rest)."""
+    import ctranslate2
+
+    return frozenset(ctranslate2.get_supported_compute_types("cpu"))
+
+
+def choose_measured(table: dict, *, supported: frozenset[str], flags: frozenset[str]) -> str:
+    """The fastest compute type whose verdicts agreed with the reference's on at least ``min_agreement`` of the
+    measured rows, by the speed measured on a CPU with this one's SPEED_FLAGS, among those CTranslate2 runs here;
+    the reference (float32) where no speed was measured on such a CPU. bfloat16 types are never chosen without
+    native bfloat16 here, whatever the table says."""
+    reference = table["reference"]
+    here = flags & SPEED_FLAGS
+    speeds = next((m["rows_per_s"] for m in table.get("speed", []) if set(m["flags"]) & SPEED_FLAGS == here), None)
+    if speeds is None:
+        return reference
+    agreeing = [kind for kind, share in table["agreement"].items()
+                if share >= table["min_agreement"] and kind in supported and kind in speeds
+                and ("bfloat16" not in kind or flags & NATIVE_BF16_FLAGS)]
+    return max(agreeing, key=speeds.get, default=reference)
+
+
+def default_compute_type(folder: str | Path, measured: str | Path | None = None) -> str:
+    """The choice of ``measured`` (a MEASURED_COMPUTE_TYPES table beside an adapter: ``choose_measured``) where it
+    was measured for that adapter's weights; otherwise int8 for models with a hidden size of at least
+    INT8_MIN_HIDDEN_SIZE and float32 for smaller ones."""
+    if measured is not None and Path(measured).is_file():
+        measured = Path(measured)
+        table = json.loads(measured.read_text())
+        if table.get("weights") == adapter_weights_id(measured.parent):
+            chosen = choose_measured(table, supported=supported_compute_types(), flags=cpu_flags())
+            logger.info("CTranslate2 compute type %s, chosen for this CPU from %s", chosen, measured)
+            return chosen
+        logger.info("%s was measured for other adapter weights; compute type by model size", measured)
     config = json.loads((Path(folder) / "config.json").read_text())
     hidden = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
     return "int8" if hidden >= INT8_MIN_HIDDEN_SIZE else "float32"
@@ -260,14 +312,16 @@ class CTranslate2Backend(Backend):
         length_spread: int = 32,
         static_prompt: bool = True,
         model_id: str | None = None,
+        measured_compute_types: str | Path | None = None,
     ):
-        """``folder`` is a transformers model folder (converted on first use); ``compute_type`` defaults by model
-        size (``default_compute_type``). ``inter_threads`` generations run at once (default: the CPU count, at
+        """``folder`` is a transformers model folder (converted on first use); ``compute_type`` defaults to the
+        choice of ``measured_compute_types`` (a table beside the model's adapter), else by model size
+        (``default_compute_type``). ``inter_threads`` generations run at once (default: the CPU count, at
         most 4), each on ``intra_threads`` threads."""
         import ctranslate2
         from transformers import AutoTokenizer
 
-        compute_type = compute_type or default_compute_type(folder)
+        compute_type = compute_type or default_compute_type(folder, measured_compute_types)
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"unknown compute_type {compute_type!r}; choose one of {COMPUTE_TYPES}")
         self.folder = folder = Path(folder)

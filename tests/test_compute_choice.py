@@ -1,0 +1,108 @@
+"""The CTranslate2 compute type chosen at run time from an adapter's measured table (issue 30 part 2): the fastest
+type that agrees with float32, by the speed measured on a CPU like this one; float32 where nothing applies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("ctranslate2")
+
+from guardreasoner.backends import ctranslate2_backend
+from guardreasoner.backends.ctranslate2_backend import MEASURED_COMPUTE_TYPES, choose_measured, default_compute_type
+
+AVX2 = frozenset({"sse4_2", "avx2", "fma"})
+AMX = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+EVERY_TYPE = frozenset({"float32", "int8", "int8_float32", "bfloat16", "int8_bfloat16"})
+
+
+def table(agreement: dict, speed: list[dict], weights: str = "w") -> dict:
+    return {"weights": weights, "reference": "float32", "min_agreement": 0.98, "agreement": agreement,
+            "speed": speed}
+
+
+MEASURED = table(
+    {"float32": 1.0, "int8": 0.66, "int8_float32": 0.985, "bfloat16": 0.99},
+    [{"flags": sorted(AMX), "rows_per_s": {"float32": 0.20, "int8": 0.40, "int8_float32": 0.30, "bfloat16": 0.35}},
+     {"flags": sorted(AVX2), "rows_per_s": {"float32": 0.10, "int8": 0.16, "int8_float32": 0.09, "bfloat16": 0.02}}],
+)
+
+
+def test_the_fastest_agreeing_type_measured_on_a_cpu_like_this_one():
+    # int8 is fastest but flips verdicts (66%); bfloat16 beats int8_float32 on the AMX machine
+    assert choose_measured(MEASURED, supported=EVERY_TYPE, flags=AMX) == "bfloat16"
+    # on AVX2 the measured float32 beats the agreeing int8_float32 there, and bfloat16 is emulated
+    assert choose_measured(MEASURED, supported=EVERY_TYPE, flags=AVX2) == "float32"
+
+
+def test_a_type_ctranslate2_does_not_run_here_is_never_chosen():
+    # CTranslate2 4.8.5 on CPU offers int8, int8_float32, int16 and float32 (it would run bfloat16 as float32)
+    assert choose_measured(MEASURED, supported=frozenset({"float32", "int8", "int8_float32"}), flags=AMX) \
+        == "int8_float32"
+
+
+def test_speed_from_another_kind_of_cpu_says_nothing_here():
+    only_amx = table(MEASURED["agreement"], MEASURED["speed"][:1])
+    assert choose_measured(only_amx, supported=EVERY_TYPE, flags=AVX2) == "float32"
+    assert choose_measured(only_amx, supported=EVERY_TYPE, flags=AVX2 | {"avx512f"}) == "float32"
+    assert choose_measured(only_amx, supported=EVERY_TYPE, flags=frozenset()) == "float32"  # no /proc/cpuinfo
+
+
+def test_bfloat16_needs_native_support_here_whatever_the_table_says():
+    # a table whose speed entry carries no bf16 flags, yet lists bfloat16 as fastest: not trusted here
+    odd = table({"float32": 1.0, "bfloat16": 1.0},
+                [{"flags": sorted(AVX2), "rows_per_s": {"float32": 0.1, "bfloat16": 9.0}}])
+    assert choose_measured(odd, supported=EVERY_TYPE, flags=AVX2) == "float32"
+
+
+def test_nothing_agreeing_but_the_reference_keeps_float32():
+    poor = table({"float32": 1.0, "int8": 0.97}, [{"flags": sorted(AMX), "rows_per_s": {"float32": 1, "int8": 2}}])
+    assert choose_measured(poor, supported=EVERY_TYPE, flags=AMX) == "float32"
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"adapter weights")
+    return folder
+
+
+def write_table(adapter, weights: str) -> None:
+    (adapter / MEASURED_COMPUTE_TYPES).write_text(json.dumps(table(MEASURED["agreement"], MEASURED["speed"],
+                                                                   weights=weights)))
+
+
+def test_the_default_reads_the_table_of_these_adapter_weights(adapter, tiny_model_dir, monkeypatch):
+    from guardreasoner.models import adapter_weights_id
+
+    monkeypatch.setattr(ctranslate2_backend, "cpu_flags", lambda: AMX)
+    monkeypatch.setattr(ctranslate2_backend, "supported_compute_types", lambda: frozenset({"float32", "int8_float32"}))
+    measured = adapter / MEASURED_COMPUTE_TYPES
+    assert default_compute_type(tiny_model_dir, measured) == "float32"  # no table yet: by model size
+    write_table(adapter, weights=adapter_weights_id(adapter))
+    assert default_compute_type(tiny_model_dir, measured) == "int8_float32"
+    write_table(adapter, weights="measured-for-an-older-adapter")  # retrained since: the figures are stale
+    assert default_compute_type(tiny_model_dir, measured) == "float32"
+
+
+def test_an_adapter_model_runs_in_its_measured_compute_type(tiny_model_dir, tmp_path, monkeypatch):
+    """Through load_guard: the adapter's table picks the compute type CTranslate2 is built with."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from guardreasoner import load_guard
+    from guardreasoner.models import adapter_weights_id
+
+    monkeypatch.setenv("GUARDREASONER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ctranslate2_backend, "cpu_flags", lambda: AMX)
+    monkeypatch.setattr(ctranslate2_backend, "supported_compute_types", lambda: frozenset({"float32", "int8_float32"}))
+    adapter = tmp_path / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(adapter)
+    write_table(adapter, weights=adapter_weights_id(adapter))
+    guard = load_guard(str(adapter), "ctranslate2", max_new_tokens=2)
+    assert guard.backend.compute_type == "int8_float32"
+    assert guard.backend.generator.compute_type == "int8_float32"  # what CTranslate2 itself runs
+    assert load_guard(str(adapter), "ctranslate2", compute_type="float32").backend.compute_type == "float32"
