@@ -340,7 +340,8 @@ class CTranslate2Backend(Backend):
             str(self.converted), device="cpu", compute_type=compute_type,
             inter_threads=self.inter_threads, intra_threads=intra_threads,
         )
-        self._eos_ids = _end_token_ids(folder, tokenizer)
+        # Public: the ids that end a generation (a benchmark sets an id past the vocabulary to force N tokens).
+        self.eos_ids = _end_token_ids(folder, tokenizer)
         self._token_text: dict[int, str] = {}
         self._static = self._static_prefix() if static_prompt else []
 
@@ -383,7 +384,7 @@ class CTranslate2Backend(Backend):
         sample = sampling.temperature > 0
         options = {
             "max_length": sampling.max_new_tokens, "include_prompt_in_result": False, "return_scores": True,
-            "end_token": self._eos_ids, "sampling_topk": 0 if sample else 1,
+            "end_token": self.eos_ids, "sampling_topk": 0 if sample else 1,
             "sampling_temperature": sampling.temperature if sample else 1.0,
             "sampling_topp": sampling.top_p if sample else 1.0,
         }
@@ -411,7 +412,7 @@ class CTranslate2Backend(Backend):
 
         The callback is referenced only by CTranslate2 once this returns, so its release marks the job's end."""
         rows = [{"ids": [], "logprobs": [], "stopped": False} for _ in range(len(starts))]
-        end = set(self._eos_ids)
+        end = set(self.eos_ids)
 
         def callback(step) -> bool:
             row = rows[step.batch_id]
@@ -523,7 +524,7 @@ class CTranslate2Backend(Backend):
         static, rest = self._split(prompt + self.tokenizer.convert_ids_to_tokens(generated))
         result = self.generator.generate_batch(
             [rest], max_length=1, include_prompt_in_result=False, return_logits_vocab=True,
-            static_prompt=static, end_token=self._eos_ids,
+            static_prompt=static, end_token=self.eos_ids,
         )[0]
         logits = np.asarray(result.logits[0], dtype=np.float32).reshape(-1)
         shifted = logits - logits.max()
