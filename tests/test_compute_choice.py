@@ -106,3 +106,24 @@ def test_an_adapter_model_runs_in_its_measured_compute_type(tiny_model_dir, tmp_
     assert guard.backend.compute_type == "int8_float32"
     assert guard.backend.generator.compute_type == "int8_float32"  # what CTranslate2 itself runs
     assert load_guard(str(adapter), "ctranslate2", compute_type="float32").backend.compute_type == "float32"
+
+
+def test_the_written_table_is_what_the_backend_reads_and_keeps_other_cpus_speeds():
+    """eval/compute_agreement.py's table: this CPU's speeds replace its own earlier entry, not another CPU's."""
+    from types import SimpleNamespace
+
+    from eval.compute_agreement import table as measured_table
+
+    args = SimpleNamespace(min_agreement=0.98, benchmarks=["ToxicChat"], sample=4, seed=0, max_new_tokens=512)
+    figures = {"float32": {"agreement": 1.0, "verdicts": 16, "rows_per_s": 0.1},
+               "int8_float32": {"agreement": 0.99, "verdicts": 16, "rows_per_s": 0.3}}
+    on_avx2 = measured_table(figures, args, "w", AVX2, None)
+    assert choose_measured(on_avx2, supported=EVERY_TYPE, flags=AVX2) == "int8_float32"
+    assert choose_measured(on_avx2, supported=EVERY_TYPE, flags=AMX) == "float32"  # not measured there
+    slower = {**figures, "int8_float32": {**figures["int8_float32"], "rows_per_s": 0.05}}
+    both = measured_table(slower, args, "w", AMX, measured_table(figures, args, "w", AMX, on_avx2))
+    assert len(both["speed"]) == 2  # the AMX entry replaced, the AVX2 one kept
+    assert choose_measured(both, supported=EVERY_TYPE, flags=AMX) == "float32"
+    assert choose_measured(both, supported=EVERY_TYPE, flags=AVX2) == "int8_float32"
+    retrained = measured_table(figures, args, "other-weights", AMX, both)  # another adapter's speeds are dropped
+    assert [entry["flags"] for entry in retrained["speed"]] == [sorted(AMX & ctranslate2_backend.SPEED_FLAGS)]
