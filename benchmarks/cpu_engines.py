@@ -11,8 +11,10 @@ values, and the tokenizer gives the guard prompt its real length. The prompt is 
 GuardReasoner-1B reads it) around a fixed request and reply, about 600 tokens; every generation writes exactly
 ``--new-tokens`` tokens (the end tokens are replaced by an id past the vocabulary, so nothing stops early).
 
-Each configuration runs in its own child process, so its peak resident memory (``ru_maxrss``) is its own; the
-CTranslate2 conversions are made beforehand in other children, so they count in neither time nor memory. Per
+Each configuration runs in its own child process, so its peak resident memory (``VmHWM``: its own, unlike
+``ru_maxrss``, which on Linux carries over the forking parent's size through fork and exec) is its own; the model
+is built and the CTranslate2 conversions are made beforehand in other children, so they count in neither time nor
+memory. Per
 configuration, through the guard's backends as a guard runs them (CTranslate2's static prompt cache on):
 
 - first token: the median time of a one-token generation for one request (prefill, after a warm-up);
@@ -34,7 +36,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -190,17 +191,27 @@ def child(args) -> None:
         if batch == 1:
             figures["decode_tok_s_b1"] = (args.new_tokens - 1) / max(seconds - first, 1e-9)
     figures["trace_290_s"] = first + (TRACE_TOKENS - 1) / figures["decode_tok_s_b1"]
-    figures["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    figures["peak_rss_gib"] = peak_rss_gib()
     print("RESULT " + json.dumps(figures), flush=True)
 
 
-def convert(engine: str, tiny: bool) -> None:
-    """Convert for a CTranslate2 configuration in a child of its own (1B: minutes and several GiB, counted
-    nowhere)."""
-    if engine.startswith("ctranslate2"):
-        code = ("import sys; from benchmarks.cpu_engines import model_dir; "
-                "from guardreasoner.backends.ctranslate2_backend import converted_dir; "
-                f"converted_dir(model_dir({tiny}), {engine.split('-')[1]!r})")
+def peak_rss_gib() -> float:
+    """This process's peak resident memory since its exec (VmHWM, Linux), in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
+
+
+def prepare(engine: str | None, tiny: bool) -> None:
+    """Build the model (engine None) or convert it for a CTranslate2 configuration, in a child of its own: the
+    1B build and conversions take minutes and several GiB, and a parent grown by them would make every child
+    it forks start from its size."""
+    if engine is None or engine.startswith("ctranslate2"):
+        code = "from benchmarks.cpu_engines import model_dir; folder = model_dir(" + repr(tiny) + ")"
+        if engine is not None:
+            code += ("; from guardreasoner.backends.ctranslate2_backend import converted_dir; "
+                     f"converted_dir(folder, {engine.split('-')[1]!r})")
         subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -233,9 +244,9 @@ def main() -> None:
     engines = args.engines or engines
     for note in skipped:
         print(f"skipped {note}", file=sys.stderr)
-    model_dir(args.tiny)  # built once, before anything is timed
+    prepare(None, args.tiny)  # built once, before anything is timed
     for engine in engines:
-        convert(engine, args.tiny)
+        prepare(engine, args.tiny)
     results = []
     for engine in engines:
         command = [sys.executable, "-m", "benchmarks.cpu_engines", "--child", engine, "--new-tokens",
