@@ -1,4 +1,5 @@
-"""CTranslate2 backend: the fast CPU engine (int8 or float32 by model size), converted once per model into the cache.
+"""CTranslate2 backend: the fast CPU engine (compute type as measured for an adapter, else int8 or float32 by model
+size), converted once per model into the cache.
 
 Verdict confidences need the top alternatives at the few positions where a verdict word was written.
 Keeping the whole vocabulary's logits for every generated token (``return_logits_vocab``) would hold
