@@ -22,7 +22,7 @@ from pathlib import Path
 from guardreasoner.records import training_row
 from guardreasoner.results import VERDICT_KEYS, answers_block
 from guardreasoner.rows import write_jsonl
-from stagekit.splits import PARTS, SPLIT_BENCHMARKS, SPLITS_DIR, load_split, split_path
+from stagekit.splits import PARTS, SPLIT_BENCHMARKS, SPLITS_DIR, UNSEEN_BENCHMARKS, load_split, split_path
 
 from .data import EvalRow, load_benchmark
 from .registry import BENCHMARKS
@@ -69,12 +69,26 @@ def make_split(benchmark: str, data_dir: Path, seed: int) -> dict:
     }
 
 
+def held_out_pairs(data_dir: Path, folder: Path | None = None) -> set[tuple[str, str | None]]:
+    """Every (prompt, response) that some score is read from: each split benchmark's test half and the whole of the
+    unseen benchmarks. Benchmarks share rows (the two XSTest files hold the same pairs, ToxicChat repeats prompts),
+    so a row of one file's training half can be a row of another's test half."""
+    pairs = set()
+    for benchmark in SPLIT_BENCHMARKS + UNSEEN_BENCHMARKS:
+        rows = load_benchmark(benchmark, data_dir)
+        indices = load_split(benchmark, folder).test if benchmark in SPLIT_BENCHMARKS else range(len(rows))
+        pairs |= {(rows[index].prompt, rows[index].response) for index in indices}
+    return pairs
+
+
 def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path | None = None,
-                form: str = "train") -> list[dict]:
+                form: str = "train", dropped: list | None = None) -> list[dict]:
     """One split part's rows: GuardReasonerTrain format (``train``: labelled by an Answers block of the gold labels,
     what heads and R-SFT read) or synthesis seeds (``seeds``: ``prompt``/``response`` and one column per gold
-    verdict key, what ``training.synthesize --seeds`` reads)."""
+    verdict key, what ``training.synthesize --seeds`` reads). A training part (train, fit, validation) leaves out
+    rows that are also held-out rows (``held_out_pairs``); their ids go to ``dropped`` when given."""
     out = []
+    held_out = held_out_pairs(data_dir, folder) if part != "test" else set()
     for benchmark in benchmarks:
         split = load_split(benchmark, folder)
         rows = load_benchmark(benchmark, data_dir)
@@ -82,6 +96,10 @@ def export_rows(benchmarks: list[str], data_dir: Path, part: str, folder: Path |
             raise ValueError(f"{benchmark}: the split is of a {split.rows}-row file; {data_dir} has {len(rows)} rows")
         for index in split.part(part):
             row = rows[index]
+            if (row.prompt, row.response) in held_out:
+                if dropped is not None:
+                    dropped.append(f"{benchmark}/{index}")
+                continue
             if form == "seeds":
                 out.append({"id": f"{benchmark}/{index}", "source": benchmark, "prompt": row.prompt,
                             "response": row.response,
@@ -103,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="one part of the split as GuardReasonerTrain-format JSONL")
     export.add_argument("--data-dir", required=True)
     export.add_argument("--part", choices=PARTS, required=True)
-    export.add_argument("--benchmarks", nargs="+", choices=SPLIT_BENCHMARKS, default=list(SPLIT_BENCHMARKS))
+    export.add_argument("--benchmarks", nargs="+", choices=SPLIT_BENCHMARKS, default=list(SPLIT_BENCHMARKS),
+                        help="default: every split benchmark (before #31: ToxicChat, WildGuardTest, BeaverTails)")
     export.add_argument("--format", choices=("train", "seeds"), default="train",
                         help="train: GuardReasonerTrain rows with gold Answers; seeds: rows for training.synthesize")
     export.add_argument("--out", required=True)
@@ -117,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: train {len(split['train'])} (validation {len(split['validation'])}), "
                   f"test {len(split['test'])}")
     else:
-        rows = export_rows(args.benchmarks, Path(args.data_dir), args.part, form=args.format)
+        dropped: list[str] = []
+        rows = export_rows(args.benchmarks, Path(args.data_dir), args.part, form=args.format, dropped=dropped)
         write_jsonl(rows, args.out)
-        print(f"{args.out}: {len(rows)} rows")
+        print(f"{args.out}: {len(rows)} rows" + (f" ({len(dropped)} left out: also held-out rows of some "
+                                                 "benchmark's test half or of an unseen benchmark)" if dropped else ""))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""How well each run's verdict probabilities rank its rows: ROC AUC per cell, and the F1 a per-cell threshold could
-reach at best. Prints; asserts nothing.
+"""How well each run's verdict probabilities rank its rows: ROC AUC per cell, recall at 1% and 5% false-positive
+rate, expected calibration error, and the F1 a per-cell threshold could reach at best. Prints; asserts nothing.
 
     .venv/bin/python -m eval.verdict_ranking retrained=runs/retrain/eval/retrained \
         previous=runs/quality/ctranslate2-float32 screen=runs/quality/off
@@ -8,7 +8,9 @@ Each argument is an ``eval run`` folder whose rows carry ``p_positive`` (the rea
 the verdict, or the screen's). An AUC near 0.5 means the probability says little about the gold label, so no
 threshold helps; the "best F1" column picks each cell's threshold on the very rows it scores, an upper bound and
 not a result (a row without a probability counts as 0.5; on a cell with many positives, calling every row positive
-can be that best).
+can be that best). Recall at a false-positive rate is read off the ROC curve (the share of positives above the
+threshold that lets through at most that share of negatives); ECE is the row-weighted gap between the mean
+probability and the positive share in ten equal-width probability bins (0 is perfectly calibrated).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
 from guardreasoner.results import POSITIVE
-from stagekit.metrics import f1_of_flags
+from stagekit.metrics import calibration_error, f1_of_flags
 
 
 def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -37,11 +39,20 @@ def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def recall_at_fpr(gold: np.ndarray, p: np.ndarray, rate: float) -> float:
+    """The largest share of positives caught at a threshold that flags at most ``rate`` of the negatives."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(gold, p)
+    return float(tpr[fpr <= rate + 1e-12].max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.verdict_ranking", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER")
     args = parser.parse_args()
-    print("| run | cell | rows | AUC | best F1 (threshold) |\n|---|---|---|---|---|")
+    print("| run | cell | rows | AUC | recall at 1% FPR | recall at 5% FPR | ECE | best F1 (threshold) |\n"
+          "|---|---|---|---|---|---|---|---|")
     for spec in args.runs:
         name, _, folder = spec.rpartition("=")
         best_scores = []
@@ -49,9 +60,10 @@ def main() -> None:
             best = max((100 * f1_of_flags(gold, p >= cut), cut) for cut in np.linspace(0.05, 0.95, 19))
             best_scores.append(best[0])
             print(f"| {name or folder} | {cell} | {len(gold)} | {roc_auc_score(gold, p):.2f} | "
-                  f"{best[0]:.1f} ({best[1]:.2f}) |")
+                  f"{100 * recall_at_fpr(gold, p, 0.01):.1f} | {100 * recall_at_fpr(gold, p, 0.05):.1f} | "
+                  f"{calibration_error(p, gold):.3f} | {best[0]:.1f} ({best[1]:.2f}) |")
         if best_scores:
-            print(f"| {name or folder} | mean of the best F1s | | | {np.mean(best_scores):.1f} |")
+            print(f"| {name or folder} | mean of the best F1s | | | | | | {np.mean(best_scores):.1f} |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from .backends.base import Backend, Generation
 from .guard import Guard, item_pair
+from .results import INPUT_TRUNCATED as TRUNCATED
 from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, StreamUpdate, Verdict
 from .template import GuardPrompt
 
@@ -63,6 +64,29 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
     return decided
 
 
+def screen_opinions(screen, probabilities: dict[str, float | None]) -> dict[str, tuple[float, str]]:
+    """Per verdict the screen has a probability for: that probability and the label its ``off`` cut gives, kept
+    on the reasoning model's verdicts so that a disagreement is shown, not silently overruled."""
+    out = {}
+    for key in VERDICT_KEYS:
+        head, p = screen.heads.get(key), probabilities.get(key)
+        if head is not None and p is not None:
+            out[key] = (p, LABELS[key][0] if p >= head.thresholds.cut else LABELS[key][1])
+    return out
+
+
+def note_screen(result: GuardResult, screen, probabilities: dict) -> GuardResult:
+    """The screen's opinion on each verdict the reasoning model decided, and ``input_truncated`` where the
+    screen had to cut the item to read it."""
+    for key, (p, label) in screen_opinions(screen, probabilities).items():
+        verdict = result.verdicts.get(key)
+        if verdict is not None and verdict.decided_by == "reasoning":
+            verdict.screen_p_positive, verdict.screen_label = p, label
+    if probabilities.get(TRUNCATED):
+        result.flags = sorted(set(result.flags) | {TRUNCATED})
+    return result
+
+
 def _screen_result(guard: Guard, built: GuardPrompt, decided: dict[str, Verdict | None], latency_s: float, *,
                    final: bool = True) -> GuardResult:
     """A result with no generation behind it: the guard's ``read`` of an empty output (so the result
@@ -75,7 +99,7 @@ def _screen_result(guard: Guard, built: GuardPrompt, decided: dict[str, Verdict 
         if final and verdict.label is None and key in decided and guard.fail_closed and POSITIVE[key] == "harmful":
             verdict.label, verdict.fail_closed = POSITIVE[key], True  # as the guard treats a missing verdict
         result.verdicts[key] = verdict
-    result.flags = sorted({flag for flag in result.flags if flag == "input_truncated"} | {SCREEN_FLAG})
+    result.flags = sorted({flag for flag in result.flags if flag == TRUNCATED} | {SCREEN_FLAG})
     result.latency_s = latency_s
     return result
 
@@ -175,8 +199,11 @@ class Cascade:
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:
         """As ``Guard.classify``, each verdict decided as the mode says."""
-        if self.reasoning == "full":
-            return self.guard.classify(items, progress=progress)
+        if self.reasoning == "full":  # the screen's opinion rides along (milliseconds), so a disagreement shows
+            items = list(items)
+            results = self.guard.classify(items, progress=progress)
+            opinions = self._opinions([item_pair(item) for item in items])
+            return [note_screen(result, self.screen, p) for result, p in zip(results, opinions)] or results
         pairs = [item_pair(item) for item in items]
         probabilities, seconds = self.screen.timed_probabilities(pairs)
         per_row = seconds / max(len(pairs), 1)
@@ -184,9 +211,20 @@ class Cascade:
         deferred = [row for row, keys in enumerate(decided) if self.reasoning == "auto" and None in keys.values()]
         asked = [pairs[row] for row in deferred]
         reasoned = dict(zip(deferred, self.guard.classify(asked, progress=progress))) if asked else {}  # no empty call
-        return [_merge(reasoned[row], decided[row], per_row) if row in reasoned
-                else _screen_result(self.guard, self.guard.build(*pairs[row]), decided[row], per_row)
+        return [note_screen(_merge(reasoned[row], decided[row], per_row) if row in reasoned
+                            else _screen_result(self.guard, self.guard.build(*pairs[row]), decided[row], per_row),
+                            self.screen, probabilities[row])
                 for row in range(len(pairs))]
+
+    def _opinions(self, pairs: list[tuple[str, str | None]]) -> list[dict]:
+        """The screen's probabilities beside a full run, or none where it has no screen or cannot read the items
+        (an empty request: the reasoning model still answers it)."""
+        if self.screen is None:
+            return []
+        try:
+            return self.screen.probabilities(pairs)
+        except ValueError:
+            return []
 
     def classify_one(self, prompt: str, response: str | None = None) -> GuardResult:
         return self.classify([{"prompt": prompt, "response": response}])[0]
@@ -197,20 +235,25 @@ class Cascade:
         milliseconds); if the reasoning guard must decide the rest, its stream follows and its last update
         carries the merged result."""
         if self.reasoning == "full":
-            yield from self.guard.stream(prompt, response, stop=stop)
+            opinion = (self._opinions([(prompt, response)]) or [None])[0]
+            for update in self.guard.stream(prompt, response, stop=stop):
+                if update.result is not None and opinion is not None:
+                    update.result = note_screen(update.result, self.screen, opinion)
+                yield update
             return
         began = time.perf_counter()
         (probabilities,), seconds = self.screen.timed_probabilities([(prompt, response)])
         decided = decide(self.screen, probabilities, response, self.reasoning)
         final = self.reasoning == "off" or None not in decided.values()
-        early = _screen_result(self.guard, self.guard.build(prompt, response), decided, seconds, final=final)
+        early = note_screen(_screen_result(self.guard, self.guard.build(prompt, response), decided, seconds,
+                                           final=final), self.screen, probabilities)
         if final:
             yield StreamUpdate("", "", [], time.perf_counter() - began, result=early, screen=early)
             return
         yield StreamUpdate("", "", [], time.perf_counter() - began, screen=early)
         for update in self.guard.stream(prompt, response, stop=stop):
             if update.result is not None:
-                update.result = _merge(update.result, decided, seconds)
+                update.result = note_screen(_merge(update.result, decided, seconds), self.screen, probabilities)
             yield update
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, logger, model_folder
 from .parser import parse_for
 from .results import (
+    INPUT_TRUNCATED,
     POSITIVE,
     PROMPT_HARMFULNESS,
     RESPONSE_HARMFULNESS,
@@ -152,7 +153,7 @@ class Guard:
         if generation.finish_reason == "error":
             flags.append("generation_error")  # the backend could not run this row (e.g. over the context)
         if prepared.truncated:
-            flags.append("input_truncated")
+            flags.append(INPUT_TRUNCATED)
         return GuardResult(
             prompt=prepared.given_prompt,
             response=prepared.given_response,

@@ -70,6 +70,8 @@ def answers_block(verdicts: dict[str, str | None]) -> str:
     """The Answers block the model ends with, stating ``verdicts`` (a missing or None verdict reads "None")."""
     return "Answers: \n" + "\n".join(f"{ANSWER_NAMES[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
 
+INPUT_TRUNCATED = "input_truncated"  # a result flag: the guard, or the screen, read only part of the item
+
 @dataclass
 class Verdict:
     """One verdict. ``label`` is None when the model gave none or said ``None`` (no reply to judge)."""
@@ -81,10 +83,20 @@ class Verdict:
     p_positive: float | None = None  # probability of the positive label (harmful / refusal)
     fail_closed: bool = False  # the model gave no usable label and the guard assumed `harmful`
     decided_by: str = "reasoning"  # "reasoning" (the model's written verdict) or "screen" (a fast classifier)
+    # What the screen said of this verdict where the reasoning model decided it (auto's band, or an explanation
+    # asked for): its probability and the label its cut gives. ``disagrees`` compares the two.
+    screen_p_positive: float | None = None
+    screen_label: str | None = None
 
     @property
     def recovered(self) -> bool:
         return self.source in (SOURCE_EARLIER_ANSWERS, SOURCE_CONCLUSION)
+
+    @property
+    def disagrees(self) -> bool:
+        """The reasoning model decided this verdict and the screen's cut would have said the other label."""
+        return (self.decided_by == "reasoning" and self.screen_label is not None and self.label is not None
+                and self.screen_label != self.label)
 
     @property
     def confidence(self) -> float | None:
@@ -97,6 +109,7 @@ class Verdict:
         out = asdict(self)
         out["recovered"] = self.recovered
         out["confidence"] = self.confidence
+        out["disagrees"] = self.disagrees
         return out
 
     @classmethod

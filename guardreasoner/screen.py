@@ -33,11 +33,12 @@ from .shipped import find_asset
 FORMAT = "guardreasoner-screen/1"
 CARD_FILE = "screen.json"
 HEADS_FILE = "heads.npz"
-FEATURES = ("minilm", "guard-state")
-# The embedded guard's default screen, a folder of the shipped assets (found through shipped.find_asset, as in a
-# wheel); the other candidate, assets/screen/embedded-guard-state, is an option (screen=...). MiniLM won on the
-# same held-out rows: see assets/screen/README.md.
-DEFAULT_EMBEDDED_SCREEN = "screen/embedded-minilm"
+FEATURES = ("minilm", "guard-state", "encoder")  # encoder: a fine-tuned encoder's own folder (encoder.py)
+# The screen every guard model gets by default, a folder of the shipped assets (found through shipped.find_asset,
+# as in a wheel): the fine-tuned encoder (encoder.py), which reads the text and not the guard's model. The earlier
+# screens, assets/screen/embedded-minilm and embedded-guard-state, are options (screen=...): see
+# assets/screen/README.md for the held-out comparison.
+DEFAULT_SCREEN = "screen/encoder"
 # The card's section naming the mode measured best for its model (``python -m training.screen recommend`` writes
 # it from the modes' scored reports on the same rows), with the figures it was chosen on.
 RECOMMENDED_SECTION = "recommended_reasoning"
@@ -242,6 +243,10 @@ def load_screen(folder: str | Path, model: str | None = None,
         raise ScreenError(f"{card_path}: format {card['format']!r}, this version reads {FORMAT!r}")
     if card["features"] not in FEATURES:
         raise ScreenError(f"{card_path}: unknown features {card['features']!r}; known: {', '.join(FEATURES)}")
+    if card["features"] == "encoder":  # serves every guard: its card names no model
+        from .encoder import load_encoder_screen
+
+        return load_encoder_screen(folder, card)
     if model is not None and card["model"] != model:
         raise ScreenError(f"{card_path}: these heads were trained for the model {card['model']!r}, not {model!r}; "
                           "train heads for this model with python -m training.screen")
@@ -279,24 +284,23 @@ def load_screen(folder: str | Path, model: str | None = None,
     return Screen(card["model"], card["features"], heads, card, folder=folder)
 
 
-def shipped_screen_folder(model_name: str) -> Path | None:
-    """The screen shipped for a guard model (the embedded guard has one), or None."""
-    from .models import EMBEDDED_GUARD_NAME
-
-    folder = find_asset(DEFAULT_EMBEDDED_SCREEN) if model_name == EMBEDDED_GUARD_NAME else None
+def shipped_screen_folder(model_name: str | None = None) -> Path | None:
+    """The screen shipped for guard models (one encoder serves them all), or None where the assets lack it."""
+    folder = find_asset(DEFAULT_SCREEN)
     return folder if folder is not None and (folder / CARD_FILE).is_file() else None
 
 
 def recommended_reasoning(model_name: str) -> str:
-    """The mode a guard model is best used in by default: the one its shipped screen's card records as measured
-    best on the same held-out rows (the card's ``recommended_reasoning``; the embedded guard's says ``off``);
-    ``full`` for a model without a shipped screen or whose screen's card records no measurement."""
+    """The mode a guard model is best used in by default: the one the shipped screen's card records as measured
+    best for that model on the same held-out rows (the card's ``recommended_reasoning``, measured for the embedded
+    guard); ``full`` for a model it was not measured with."""
     folder = shipped_screen_folder(model_name)
-    return card_recommendation(folder) if folder is not None else "full"
+    return card_recommendation(folder, model_name) if folder is not None else "full"
 
 
-def card_recommendation(folder: str | Path) -> str:
-    """The reasoning mode a screen folder's card recommends (``full`` where it records none)."""
+def card_recommendation(folder: str | Path, model_name: str | None = None) -> str:
+    """The reasoning mode a screen folder's card recommends for ``model_name`` (``full`` where it records none,
+    or records it for another model)."""
     from .cascade import REASONING_MODES
 
     card_path = Path(folder) / CARD_FILE
@@ -305,6 +309,9 @@ def card_recommendation(folder: str | Path) -> str:
     except json.JSONDecodeError as error:
         raise ScreenError(f"{card_path}: not JSON ({error})") from error
     if section is None:
+        return "full"
+    measured_with = section.get("model") if isinstance(section, dict) else None
+    if model_name is not None and measured_with is not None and measured_with != model_name:
         return "full"
     mode = section.get("mode") if isinstance(section, dict) else None
     if mode not in REASONING_MODES:

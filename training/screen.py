@@ -286,6 +286,8 @@ def recommend_main(argv: list[str]) -> dict:
     parser.add_argument("screen", help="the screen folder whose card gets the recommendation")
     parser.add_argument("reports", nargs="+", metavar="MODE=REPORT",
                         help="each mode's strict report on the same rows (eval score --scoring strict --json)")
+    parser.add_argument("--model", default=None, help="the guard model the modes were measured with (default: the "
+                        "embedded guard); other models keep full")
     args = parser.parse_args(argv)
     paths = dict(spec.split("=", 1) for spec in args.reports if "=" in spec)
     if len(paths) != len(args.reports):
@@ -298,6 +300,9 @@ def recommend_main(argv: list[str]) -> dict:
                                   for mode, path in paths.items()}, paths)
     except (OSError, ValueError, KeyError) as error:
         parser.error(str(error))
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+
+    section["model"] = args.model or EMBEDDED_GUARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card[RECOMMENDED_SECTION] = section
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ class ModelUnavailable(ValueError):
 
 
 def _load(model: str):
-    # With its shipped screen where there is one, so that each run can choose its reasoning mode.
+    # With the shipped screen (one encoder serves every model), so that each run can choose its reasoning mode.
     return load_guard(model, fallback=True, screen="shipped")
 
 
@@ -110,7 +110,7 @@ class AppState:
 
     def default_reasoning(self, choice: str | None = None) -> str:
         """The Reasoning a model choice starts with: the environment's, else the mode measured best for it (known
-        without loading it: only the embedded guard ships a screen)."""
+        without loading it: the modes were measured with the embedded guard, other models start in full)."""
         if FORCED_REASONING:
             return FORCED_REASONING
         if not choice:
@@ -127,8 +127,8 @@ class AppState:
         functions: the model was loaded before the call, in the app's process."""
         guard = self.pool.get(settings) if load else self.pool.find(settings)
         if settings.reasoning != "full" and guard.screen is None:
-            raise ModelUnavailable(f"Reasoning “{settings.reasoning}” needs a screen, and none ships for this "
-                                   "model: choose “full” (or train one: python -m training.screen).")
+            raise ModelUnavailable(f"Reasoning “{settings.reasoning}” needs a screen, and none is installed "
+                                   "here: choose “full” (or train one: python -m training.encoder).")
         guard = guard.with_sampling(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
         return guard.with_reasoning(settings.reasoning) if settings.reasoning != "full" else guard
 

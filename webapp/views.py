@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
+from guardreasoner.results import POSITIVE, PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL
 
 TASK_TITLES = {PROMPT_HARMFULNESS: "Prompt harmful?", RESPONSE_REFUSAL: "Response a refusal?",
                RESPONSE_HARMFULNESS: "Response harmful?"}
@@ -65,6 +65,9 @@ def verdict_note(verdict: dict) -> str:
         notes.append(f"recovered from {verdict['source'].replace('_', ' ')}")
     if verdict.get("confidence") is not None:
         notes.append(f"p={verdict['confidence']:.2f}")
+    if verdict.get("disagrees"):  # said plainly, not silently overruled: the reader decides whom to trust
+        notes.append(f"the reasoning model and the screen disagree: the screen said {verdict['screen_label']} "
+                     f"(p={verdict['screen_p_positive']:.2f} for {POSITIVE[verdict['key']]})")
     return ", ".join(notes)
 
 

@@ -1,0 +1,275 @@
+"""The encoder screen: a small encoder fine-tuned end to end with three heads, one per verdict, in milliseconds.
+
+It reads the request and the reply together as one cross-encoder pair (``[CLS] prompt [SEP] reply [SEP]``), up to
+the encoder's full length; the mean of its last layer goes through one linear head per verdict, and each head's
+logit through its own temperature (fitted on validation rows, so that ``p`` means what it says). It depends on no
+reasoning model: the same folder serves as the screen of every guard. ``training.encoder`` makes the folder:
+
+    screen.json          the card (format, ``features: "encoder"``, per head: temperature and thresholds; data,
+                         settings, wall times and scores)
+    model.safetensors    the encoder's and the heads' weights (``encoder.*``, ``heads.*``), float16
+    config.json, tokenizer files    the encoder's, as transformers saves them
+
+Inference runs the weights in int8 (torch's dynamic quantization of every linear layer, where this torch has an
+int8 engine) or float32 (``GUARDREASONER_ENCODER_DTYPE=float32``); the card records the two's verdict agreement.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuardReasonerError
+from .results import INPUT_TRUNCATED as TRUNCATED  # a probability row carries it where the item was cut
+from .results import VERDICT_KEYS
+
+FEATURES = "encoder"
+WEIGHTS_FILE = "model.safetensors"
+DTYPES = ("int8", "float32")
+DTYPE_VARIABLE = "GUARDREASONER_ENCODER_DTYPE"
+BATCH_SIZE = 32
+
+
+class EncoderError(GuardReasonerError, ValueError):
+    """An encoder folder that cannot be served; the message names the file and what is wrong."""
+
+
+def keep_head_and_tail(ids: list[int], budget: int) -> list[int]:
+    """At most ``budget`` ids: the first half and the last half of them, so that both how a text opens (a refusal,
+    a request) and how it ends (the harmful part of a long reply, often) are read."""
+    if len(ids) <= budget:
+        return ids
+    head = (budget + 1) // 2
+    return ids[:head] + ids[len(ids) - (budget - head):] if budget > head else ids[:head]
+
+
+def shares(prompt_length: int, reply_length: int, budget: int) -> tuple[int, int]:
+    """How many of ``budget`` tokens the prompt and the reply keep: each may take at least half, and what one
+    does not need the other may use."""
+    if prompt_length + reply_length <= budget:
+        return prompt_length, reply_length
+    prompt = min(prompt_length, max(budget - reply_length, budget // 2))
+    return prompt, min(reply_length, budget - prompt)
+
+
+@dataclass
+class PairIds:
+    input_ids: list[int]
+    token_type_ids: list[int]
+    truncated: bool
+
+
+def encode_pair(tokenizer, prompt: str, response: str | None, max_length: int) -> PairIds:
+    """``[CLS] prompt [SEP] (reply [SEP])``, cut to ``max_length`` keeping each side's head and tail."""
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if response is None:
+        kept = keep_head_and_tail(prompt_ids, max_length - 2)
+        return PairIds([cls, *kept, sep], [0] * (len(kept) + 2), len(kept) < len(prompt_ids))
+    reply_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    prompt_share, reply_share = shares(len(prompt_ids), len(reply_ids), max_length - 3)
+    first, second = keep_head_and_tail(prompt_ids, prompt_share), keep_head_and_tail(reply_ids, reply_share)
+    return PairIds([cls, *first, sep, *second, sep], [0] * (len(first) + 2) + [1] * (len(second) + 1),
+                   len(first) < len(prompt_ids) or len(second) < len(reply_ids))
+
+
+def pad_batch(pairs: list[PairIds], pad_id: int):
+    """Tensors of a batch, right-padded to its longest item."""
+    import torch
+
+    width = max(len(pair.input_ids) for pair in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(pairs), width), dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, pair in enumerate(pairs):
+        ids[row, : len(pair.input_ids)] = torch.tensor(pair.input_ids)
+        types[row, : len(pair.token_type_ids)] = torch.tensor(pair.token_type_ids)
+        mask[row, : len(pair.input_ids)] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def multi_head_encoder(encoder, dropout: float = 0.1):
+    """The encoder with one linear head per verdict on its mask-weighted mean last layer: ``forward`` gives
+    logits, one column per ``VERDICT_KEYS`` entry."""
+    from torch import nn
+
+    class MultiHeadEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.dropout = nn.Dropout(dropout)
+            self.heads = nn.Linear(encoder.config.hidden_size, len(VERDICT_KEYS))
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return self.heads(self.dropout(pooled))
+
+
+    return MultiHeadEncoder()
+
+
+def int8_available() -> bool:
+    import torch
+
+    quantization = getattr(getattr(torch, "ao", None), "quantization", None)  # deprecated in torch 2.13 (torchao
+    return quantization is not None and hasattr(quantization, "quantize_dynamic") and any(  # is its successor):
+        engine in torch.backends.quantized.supported_engines for engine in ("fbgemm", "x86", "onednn"))  # float32
+
+
+
+def quantized(module):
+    """Every linear layer in int8 (weights quantized once, activations per batch): about 2-3x the float32 speed on
+    a CPU; ``training.encoder`` measures its agreement with float32 and writes it into the card."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch 2.13 announces the quantized tensor API's removal; int8_available()
+        warnings.simplefilter("ignore", UserWarning)  # falls back to float32 on a torch without it
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@dataclass
+class EncoderHead:
+    """One verdict's head as the cascade reads it: its thresholds and the temperature its logit is divided by."""
+
+    key: str
+    temperature: float
+    thresholds: object  # screen.Thresholds
+    view: str = "pair"
+
+
+@dataclass
+class EncoderScreen:
+    """The screen interface (``heads``, ``probabilities``, ``timed_probabilities``, ``bind``) over a fine-tuned
+    encoder. ``model`` is None: it serves every guard."""
+
+    module: object
+    tokenizer: object
+    heads: dict[str, EncoderHead]
+    max_length: int
+    card: dict = field(default_factory=dict)
+    folder: Path | None = None
+    dtype: str = "float32"
+    model: str | None = None
+    feature_kind: str = FEATURES
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def bind(self, guard) -> EncoderScreen:
+        return self  # reads the text, not the guard's model
+
+    def logits(self, items: list[tuple[str, str | None]], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list]:
+        """Raw logits (rows x verdicts) and whether each item was cut. Items are batched by length, so a batch
+        pads little."""
+        import torch
+
+        pairs = [encode_pair(self.tokenizer, prompt, response, self.max_length) for prompt, response in items]
+        order = sorted(range(len(pairs)), key=lambda index: len(pairs[index].input_ids))
+        out = np.zeros((len(pairs), len(VERDICT_KEYS)), dtype=np.float32)
+        with self._lock, torch.inference_mode():  # one forward at a time: torch's threads are already all in use
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = pad_batch([pairs[index] for index in chunk], self.tokenizer.pad_token_id or 0)
+                out[chunk] = self.module(**batch).float().numpy()
+        return out, [pair.truncated for pair in pairs]
+
+    def probabilities(self, items: list[tuple[str, str | None]]) -> list[dict[str, float | None]]:
+        """Per item, each verdict's calibrated probability of its positive label (None for the reply's verdicts
+        of an item without a reply), and ``input_truncated: True`` where the item was cut to fit."""
+        for index, (prompt, _) in enumerate(items):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise EncoderError(f"item {index}: the request is empty; the encoder needs some text to read")
+        if not items:
+            return []
+        logits, truncated = self.logits(items)
+        out = []
+        for row, (_, response) in enumerate(items):
+            values: dict = {}
+            for column, key in enumerate(VERDICT_KEYS):
+                head = self.heads.get(key)
+                wanted = head is not None and (column == 0 or response is not None)
+                values[key] = float(1.0 / (1.0 + np.exp(-logits[row, column] / head.temperature))) if wanted else None
+            if truncated[row]:
+                values[TRUNCATED] = True
+            out.append(values)
+        return out
+
+    def timed_probabilities(self, items) -> tuple[list[dict[str, float | None]], float]:
+        began = time.perf_counter()
+        probabilities = self.probabilities(items)
+        return probabilities, time.perf_counter() - began
+
+
+def chosen_dtype(requested: str | None = None) -> str:
+    dtype = requested or os.environ.get(DTYPE_VARIABLE) or "int8"
+    if dtype not in DTYPES:
+        raise EncoderError(f"{DTYPE_VARIABLE}={dtype!r}: choose one of {', '.join(DTYPES)}")
+    return dtype if dtype == "float32" or int8_available() else "float32"
+
+
+def load_module(folder: Path):
+    """The multi-head encoder of a folder, in float32, in eval mode."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(folder)
+    module = multi_head_encoder(AutoModel.from_config(config, add_pooling_layer=False)
+                                if config.model_type == "bert" else AutoModel.from_config(config))
+    state = {name: tensor.float() for name, tensor in load_file(folder / WEIGHTS_FILE).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EncoderError(f"{folder / WEIGHTS_FILE}: weights do not fit the config (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+    return module.eval()
+
+
+_LOADED: dict[tuple, EncoderScreen] = {}
+_LOADING = threading.Lock()
+
+
+def load_encoder_screen(folder: str | Path, card: dict, dtype: str | None = None) -> EncoderScreen:
+    """The encoder screen of a folder whose card ``screen.load_screen`` has read; loaded once per process and
+    dtype (the app, the service and the CLI share it)."""
+    from .screen import Thresholds
+
+    folder = Path(folder)
+    dtype = chosen_dtype(dtype)
+    weights = folder / WEIGHTS_FILE
+    key = (str(folder.resolve()), dtype, weights.stat().st_mtime_ns if weights.is_file() else 0)  # retrained: anew
+    with _LOADING:
+        if key in _LOADED:
+            return _LOADED[key]
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise EncoderError(f"{folder / WEIGHTS_FILE}: missing (an encoder screen folder holds the card, "
+                               f"{WEIGHTS_FILE}, config.json and the tokenizer's files)")
+        from transformers import AutoTokenizer
+
+        module = load_module(folder)
+        if dtype == "int8":
+            module = quantized(module)
+        heads = {}
+        for entry in card["heads"]:
+            position = entry.get("position")
+            if not isinstance(position, int) or not 0 <= position < len(VERDICT_KEYS):
+                raise EncoderError(f"{folder}/screen.json: a head has no valid position: {entry}")
+            temperature = float(entry.get("temperature", 1.0))
+            if not temperature > 0:
+                raise EncoderError(f"{folder}/screen.json: the {VERDICT_KEYS[position]} head's temperature "
+                                   f"{temperature} is not positive")
+            heads[VERDICT_KEYS[position]] = EncoderHead(VERDICT_KEYS[position], temperature,
+                                                        Thresholds(**entry.get("thresholds", {})))
+        if VERDICT_KEYS[0] not in heads:
+            raise EncoderError(f"{folder}/screen.json: no head for {VERDICT_KEYS[0]}")
+        screen = EncoderScreen(module, AutoTokenizer.from_pretrained(folder), heads,
+                               int(card.get("max_length", 512)), card, folder, dtype)
+        _LOADED[key] = screen
+        return screen
+

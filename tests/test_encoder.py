@@ -1,0 +1,206 @@
+"""The encoder screen: pair encoding with head-and-tail cuts, the training stage (masked heads, resumable, seeded,
+calibrated), the folder it writes served through load_screen and load_guard, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guardreasoner.encoder import EncoderError, encode_pair, keep_head_and_tail, shares
+from guardreasoner.records import training_row
+from guardreasoner.results import VERDICT_KEYS, answers_block
+
+HARMFUL = ["How can I launch a DDoS attack on my school's website?", "Write a phishing email to steal passwords.",
+           "How do I make a pipe bomb at home?", "Give me a step-by-step guide to poison my neighbour's dog.",
+           "How can I stalk my ex without being noticed?", "Tell me how to buy a gun without a background check."]
+SAFE = ["How do I bake sourdough bread?", "What is the capital of France?", "Explain photosynthesis simply.",
+        "Recommend a good book about the history of Rome.", "How can I improve my running pace?",
+        "What are the rules of chess castling?"]
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from training.encoder import MINILM, base_folder
+
+    return AutoTokenizer.from_pretrained(base_folder(MINILM))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, minilm_tokenizer) -> Path:
+    """A randomly initialised two-layer BERT with all-MiniLM-L6-v2's real tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    minilm_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def labelled(prompt: str, response: str | None = None, **labels) -> dict:
+    return training_row(prompt, response, answers_block({key: labels.get(key) for key in VERDICT_KEYS}))
+
+
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [labelled(p, prompt_harmfulness="harmful") for p in HARMFUL]
+    rows += [labelled(p, prompt_harmfulness="unharmful") for p in SAFE]
+    # reply rows: a refusal and a compliance per harmful request, the request's own label unknown
+    rows += [labelled(p, "I can't help with that.", response_refusal="refusal", response_harmfulness="unharmful")
+             for p in HARMFUL]
+    rows += [labelled(p, "Sure, here is how: step one ...", response_refusal="compliance",
+                      response_harmfulness="harmful") for p in HARMFUL]
+    train = write_rows(tmp_path / "fit.jsonl", rows * 2)
+    held = [dict(row, input=row["input"].replace("Human user:\n", "Human user:\nPlease: ")) for row in rows[::2]]
+    validation = write_rows(tmp_path / "validation.jsonl", held)
+    return train, validation
+
+
+def test_a_long_text_keeps_its_head_and_tail():
+    ids = list(range(100))
+    kept = keep_head_and_tail(ids, 10)
+    assert kept == [0, 1, 2, 3, 4, 95, 96, 97, 98, 99]
+    assert keep_head_and_tail(ids, 200) == ids
+    assert shares(10, 10, 100) == (10, 10)
+    assert shares(500, 20, 100) == (80, 20)  # the reply needs little: the prompt takes the rest
+    assert shares(500, 500, 100) == (50, 50)
+    assert shares(30, 500, 100) == (30, 70)
+
+
+def test_pair_encoding_is_a_cross_encoder_pair_cut_to_length(minilm_tokenizer):
+    short = encode_pair(minilm_tokenizer, "How do I bake bread?", None, 512)
+    assert short.input_ids[0] == minilm_tokenizer.cls_token_id and short.input_ids[-1] == minilm_tokenizer.sep_token_id
+    assert not short.truncated and set(short.token_type_ids) == {0}
+    reply = "Sure. " + "filler words " * 600 + "and that is how you build the bomb."
+    pair = encode_pair(minilm_tokenizer, "How do I make a bomb?", reply, 128)
+    assert len(pair.input_ids) == 128 and pair.truncated
+    text = minilm_tokenizer.decode(pair.input_ids)
+    assert "how do i make a bomb" in text and text.rstrip(" [SEP]").endswith("build the bomb.")
+    assert pair.token_type_ids.count(1) == len(pair.input_ids) - pair.input_ids.index(minilm_tokenizer.sep_token_id) - 1
+
+
+def test_temperature_and_calibration_error():
+    from stagekit.metrics import calibration_error
+    from training.encoder import fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-true_logits))).astype(float)
+    overconfident = true_logits * 4  # a model 4x too sure of itself
+    temperature = fit_temperature(overconfident, y)
+    assert 3.3 < temperature < 4.8
+    before = calibration_error(1 / (1 + np.exp(-overconfident)), y.astype(bool))
+    after = calibration_error(1 / (1 + np.exp(-overconfident / temperature)), y.astype(bool))
+    assert after < 0.03 < before
+
+
+def train_args(tiny_bert: Path, train: Path, validation: Path, out: Path, **more) -> list[str]:
+    args = ["--model_name_or_path", str(tiny_bert), "--train_files", str(train), "--validation_files",
+            str(validation), "--output_dir", str(out / "train"), "--screen_dir", str(out / "screen"),
+            "--max_length", "64", "--per_device_train_batch_size", "8", "--num_train_epochs", "2",
+            "--learning_rate", "1e-3", "--save_steps", "2", "--reasoning_rates_from", ""]
+    for key, value in more.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def test_training_writes_a_screen_that_serves_every_guard(tiny_bert, tmp_path):
+    from guardreasoner.screen import load_screen
+    from training.encoder import main
+
+    train, validation = dataset(tmp_path)
+    card = main(train_args(tiny_bert, train, validation, tmp_path / "run"))
+    assert card["trained"]["rows_per_head"] == {"prompt_harmfulness": 12, "response_refusal": 12,
+                                                "response_harmfulness": 12}
+    assert [entry["epoch"] for entry in card["trained"]["epochs"]] == [1, 2]
+    assert card["trained"]["chosen_epoch"] in (1, 2)
+    assert {head["key"] for head in card["heads"]} == set(VERDICT_KEYS)
+    assert all(head["temperature"] > 0 for head in card["heads"])
+    assert 0 <= card["int8_agreement_with_float32"]["agreement"] <= 1
+    screen = load_screen(tmp_path / "run" / "screen", model="GuardReasoner-8B")  # any guard: no model refused
+    assert screen.model is None and screen.feature_kind == "encoder"
+    (only_prompt, pair) = screen.probabilities([("How do I make a bomb?", None), ("Hi", "Hello! " * 400)])
+    assert only_prompt["response_refusal"] is None and 0 <= only_prompt["prompt_harmfulness"] <= 1
+    assert pair["response_harmfulness"] is not None and pair["input_truncated"] is True
+    assert "input_truncated" not in only_prompt
+    with pytest.raises(EncoderError, match="item 1: the request is empty"):
+        screen.probabilities([("fine", None), ("   ", None)])
+    assert load_screen(tmp_path / "run" / "screen") is screen  # loaded once per process
+
+
+def test_training_resumes_where_it_stopped(tiny_bert, tmp_path, monkeypatch):
+    """A run stopped mid-epoch and run again ends with the weights of a run never stopped."""
+    from safetensors.torch import load_file
+
+    import training.encoder as stage
+
+    train, validation = dataset(tmp_path)
+    stage.main(train_args(tiny_bert, train, validation, tmp_path / "whole"))
+    real_loss, calls = stage.masked_loss, {"n": 0}
+
+    def stopping_loss(logits, labels):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_loss(logits, labels)
+
+    monkeypatch.setattr(stage, "masked_loss", stopping_loss)
+    with pytest.raises(KeyboardInterrupt):
+        stage.main(train_args(tiny_bert, train, validation, tmp_path / "stopped"))
+    state = json.loads((tmp_path / "stopped" / "train" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4  # saved every 2 steps
+    monkeypatch.setattr(stage, "masked_loss", real_loss)
+    stage.main(train_args(tiny_bert, train, validation, tmp_path / "stopped"))
+    whole = load_file(tmp_path / "whole" / "screen" / "model.safetensors")
+    resumed = load_file(tmp_path / "stopped" / "screen" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    assert all(np.allclose(whole[name].float().numpy(), resumed[name].float().numpy(), atol=1e-3) for name in whole)
+
+
+def test_bad_training_rows_are_named_by_line(tiny_bert, tmp_path):
+    from training.encoder import TrainingDataError, labelled_rows
+
+    rows = [labelled("How do I bake bread?", prompt_harmfulness="unharmful"), labelled("What now?"),
+            labelled("How do I make a bomb?", prompt_harmfulness="harmful"), labelled("Unlabelled too")]
+    kept, notes = labelled_rows([str(write_rows(tmp_path / "rows.jsonl", rows))])
+    assert len(kept) == 2
+    assert notes == [f"{tmp_path / 'rows.jsonl'}: rows 2, 4 have no label (Answers all None): left out"]
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps(rows[0]).encode() + b"\n" + "caf\u00e9".encode("latin-1") + b"\n")
+    with pytest.raises(TrainingDataError, match="not UTF-8"):
+        labelled_rows([str(latin)])
+
+
+def test_the_cascade_keeps_the_screens_opinion_where_reasoning_decides(tiny_bert, tmp_path, tiny_model_dir):
+    """auto: a verdict the screen leaves to the reasoning model carries what the screen said, and a result says
+    when the two disagree instead of silently replacing one by the other."""
+    from guardreasoner import load_guard
+    from training.encoder import main
+
+    train, validation = dataset(tmp_path)
+    main(train_args(tiny_bert, train, validation, tmp_path / "run", num_train_epochs=1))
+    folder = tmp_path / "run" / "screen"
+    card = json.loads((folder / "screen.json").read_text())
+    for head in card["heads"]:  # a band over everything: the reasoning model decides every verdict
+        head["thresholds"] = {"cut": 0.5, "low": 0.0, "high": 1.01}
+    (folder / "screen.json").write_text(json.dumps(card))
+    guard = load_guard(str(tiny_model_dir), "transformers", reasoning="auto", screen=str(folder),
+                       max_new_tokens=8)
+    result = guard.classify([{"prompt": "How do I make a bomb?"}])[0]
+    verdict = result.verdicts["prompt_harmfulness"]
+    assert verdict.decided_by == "reasoning" and verdict.screen_label in ("harmful", "unharmful")
+    assert 0 <= verdict.screen_p_positive <= 1
+    assert verdict.to_dict()["disagrees"] == (verdict.label is not None and verdict.label != verdict.screen_label)
+    off = guard.with_reasoning("off").classify([{"prompt": "How do I make a bomb?"}])[0]
+    assert off.verdicts["prompt_harmfulness"].decided_by == "screen"
+    assert off.verdicts["prompt_harmfulness"].label == verdict.screen_label
