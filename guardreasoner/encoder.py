@@ -7,7 +7,8 @@ reasoning model: the same folder serves as the screen of every guard. ``training
 
     screen.json          the card (format, ``features: "encoder"``, per head: temperature and thresholds; data,
                          settings, wall times and scores)
-    model.safetensors    the encoder's and the heads' weights (``encoder.*``, ``heads.*``), float16
+    model.safetensors    the encoder's and the heads' weights (``encoder.*``, ``heads.*``): matrices in int8 with a
+                         float32 scale per row (``NAME.int8_scale``), the rest float16: a quarter of float32's bytes
     config.json, tokenizer files    the encoder's, as transformers saves them
 
 Inference runs the weights in int8 (torch's dynamic quantization of every linear layer, where this torch has an
@@ -215,6 +216,38 @@ def chosen_dtype(requested: str | None = None) -> str:
     return dtype if dtype == "float32" or int8_available() else "float32"
 
 
+SCALE_SUFFIX = ".int8_scale"
+PACK_MIN_ELEMENTS = 4096  # smaller matrices (the heads) stay float16: nothing to save, precision to keep
+
+
+def pack_weights(state: dict) -> dict:
+    """A state dict as stored: each large matrix as int8 rows with one float32 scale per row (absolute maximum /
+    127), everything else float16."""
+    import torch
+
+    packed = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().float()
+        if tensor.ndim == 2 and tensor.numel() >= PACK_MIN_ELEMENTS:
+            scale = tensor.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            packed[name] = torch.round(tensor / scale[:, None]).to(torch.int8).contiguous()
+            packed[name + SCALE_SUFFIX] = scale.contiguous()
+        else:
+            packed[name] = tensor.to(torch.float16).contiguous()
+    return packed
+
+
+def unpack_weights(packed: dict) -> dict:
+    """The float32 state dict of ``pack_weights``' output (or of a plain float checkpoint)."""
+    state = {}
+    for name, tensor in packed.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        scale = packed.get(name + SCALE_SUFFIX)
+        state[name] = tensor.float() * scale[:, None] if scale is not None else tensor.float()
+    return state
+
+
 def load_module(folder: Path):
     """The multi-head encoder of a folder, in float32, in eval mode."""
     from safetensors.torch import load_file
@@ -223,7 +256,7 @@ def load_module(folder: Path):
     config = AutoConfig.from_pretrained(folder)
     module = multi_head_encoder(AutoModel.from_config(config, add_pooling_layer=False)
                                 if config.model_type == "bert" else AutoModel.from_config(config))
-    state = {name: tensor.float() for name, tensor in load_file(folder / WEIGHTS_FILE).items()}
+    state = unpack_weights(load_file(folder / WEIGHTS_FILE))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EncoderError(f"{folder / WEIGHTS_FILE}: weights do not fit the config (missing {missing[:3]}, "

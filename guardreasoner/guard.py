@@ -230,9 +230,32 @@ def _cuda_available() -> bool:
 CT2_OPTIONS = ("compute_type", "inter_threads", "intra_threads", "static_prompt")  # CTranslate2's own settings
 
 
+# From GuardReasoner-1B's size up, transformers in bfloat16 beats CTranslate2 int8 on a CPU that computes bfloat16
+# natively (docs/engines-and-speed.md, 2 vCPUs with AMX: a 290-token trace in 46 s against 59 s, 15.6 against
+# 6.6 tokens/s for 8 requests), and bfloat16 is the precision the released checkpoints ship in. Elsewhere bfloat16
+# is emulated, slower than float32, and CTranslate2 stays the CPU engine.
+BF16_MIN_HIDDEN_SIZE = 1024
+
+
+def native_bfloat16_pays(folder: str | Path) -> bool:
+    """Whether a model is best run on this CPU by transformers in bfloat16: the CPU has AVX-512 BF16 or AMX and
+    the model's hidden size is at least ``BF16_MIN_HIDDEN_SIZE`` (small models gain nothing; the 135M embedded
+    guard's verdicts were checked in float32)."""
+    import json
+
+    from .backends.ctranslate2_backend import NATIVE_BF16_FLAGS, cpu_flags
+
+    config = Path(folder) / "config.json"
+    if not (cpu_flags() & NATIVE_BF16_FLAGS) or not config.is_file():
+        return False
+    return int(json.loads(config.read_text()).get("hidden_size", 0)) >= BF16_MIN_HIDDEN_SIZE
+
+
 def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
-    """``auto``: openai for URLs; vLLM on CUDA where installed (not for the embedded model); CTranslate2 on
-    machines without CUDA where it is installed and converts the model verifiably; transformers otherwise."""
+    """``auto``: openai for URLs; vLLM on CUDA where installed (not for the embedded model); on machines without
+    CUDA, transformers in bfloat16 for a model from 1B up on a CPU that computes bfloat16 natively
+    (``native_bfloat16_pays``), else CTranslate2 where it is installed and converts the model verifiably;
+    transformers otherwise."""
     from .backends.ctranslate2_backend import ctranslate2_available, why_not_ctranslate2
     from .backends.vllm_backend import vllm_available
 
@@ -243,6 +266,8 @@ def choose_backend(spec: ModelSpec, backend: str = "auto") -> str:
     cuda = _cuda_available()
     if cuda and spec.kind != "embedded" and vllm_available():
         return "vllm"
+    if not cuda and spec.kind != "embedded" and native_bfloat16_pays(model_folder(spec)):
+        return "transformers"
     if not cuda and ctranslate2_available():
         if (doubt := why_not_ctranslate2(model_folder(spec))) is None:
             return "ctranslate2"
@@ -276,7 +301,11 @@ def make_backend(spec: ModelSpec, backend: str = "auto", *, mode: str | None = N
     if backend == "transformers":
         from .backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(model_folder(spec), mode=mode, model_id=spec.name, **options)
+        folder = model_folder(spec)
+        if "dtype" not in options and spec.kind != "embedded" and not _cuda_available() and native_bfloat16_pays(
+                folder):
+            options["dtype"] = "bfloat16"
+        return TransformersBackend(folder, mode=mode, model_id=spec.name, **options)
     if backend == "vllm":
         from .backends.vllm_backend import VLLMBackend
 

@@ -127,3 +127,23 @@ def test_the_written_table_is_what_the_backend_reads_and_keeps_other_cpus_speeds
     assert choose_measured(both, supported=EVERY_TYPE, flags=AVX2) == "int8_float32"
     retrained = measured_table(figures, args, "other-weights", AMX, both)  # another adapter's speeds are dropped
     assert [entry["flags"] for entry in retrained["speed"]] == [sorted(AMX & ctranslate2_backend.SPEED_FLAGS)]
+
+
+def test_a_1b_model_runs_on_transformers_bfloat16_where_the_cpu_computes_it_natively(tmp_path, tiny_model_dir,
+                                                                                     monkeypatch):
+    """GuardReasoner-1B's shape on a CPU with AMX: transformers bfloat16 (measured faster than CTranslate2 int8,
+    docs/engines-and-speed.md); on an AVX2-only CPU, or for a model under 1B, CTranslate2 as before."""
+    from guardreasoner import guard as guard_module
+    from guardreasoner.models import resolve_model
+
+    one_b = tmp_path / "one-b"
+    one_b.mkdir()
+    (one_b / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 2048,
+                                                   "rope_scaling": {"rope_type": "llama3", "factor": 32.0}}))
+    monkeypatch.setattr(guard_module, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ctranslate2_backend, "cpu_flags", lambda: AMX)
+    assert guard_module.choose_backend(resolve_model(str(one_b))) == "transformers"
+    assert guard_module.choose_backend(resolve_model(str(tiny_model_dir))) == "ctranslate2"  # too small to gain
+    monkeypatch.setattr(ctranslate2_backend, "cpu_flags", lambda: AVX2)
+    assert guard_module.choose_backend(resolve_model(str(one_b))) == "ctranslate2"
+    assert not guard_module.native_bfloat16_pays(one_b)

@@ -126,7 +126,9 @@ def test_training_writes_a_screen_that_serves_every_guard(tiny_bert, tmp_path):
     assert card["trained"]["chosen_epoch"] in (1, 2)
     assert {head["key"] for head in card["heads"]} == set(VERDICT_KEYS)
     assert all(head["temperature"] > 0 for head in card["heads"])
-    assert 0 <= card["int8_agreement_with_float32"]["agreement"] <= 1
+    agreement = card["agreement_with_trained_float32"]
+    assert agreement["verdicts"] == 18 and 0.5 <= agreement["int8"]["agreement"] <= 1
+    assert agreement["float32"]["agreement"] >= agreement["int8"]["agreement"] - 0.2
     screen = load_screen(tmp_path / "run" / "screen", model="GuardReasoner-8B")  # any guard: no model refused
     assert screen.model is None and screen.feature_kind == "encoder"
     (only_prompt, pair) = screen.probabilities([("How do I make a bomb?", None), ("Hi", "Hello! " * 400)])
@@ -161,10 +163,10 @@ def test_training_resumes_where_it_stopped(tiny_bert, tmp_path, monkeypatch):
     assert state["step"] == 4  # saved every 2 steps
     monkeypatch.setattr(stage, "masked_loss", real_loss)
     stage.main(train_args(tiny_bert, train, validation, tmp_path / "stopped"))
-    whole = load_file(tmp_path / "whole" / "screen" / "model.safetensors")
-    resumed = load_file(tmp_path / "stopped" / "screen" / "model.safetensors")
+    whole = load_file(tmp_path / "whole" / "train" / "best" / "model.safetensors")  # float32, before packing
+    resumed = load_file(tmp_path / "stopped" / "train" / "best" / "model.safetensors")
     assert whole.keys() == resumed.keys()
-    assert all(np.allclose(whole[name].float().numpy(), resumed[name].float().numpy(), atol=1e-3) for name in whole)
+    assert all(np.allclose(whole[name].numpy(), resumed[name].numpy(), atol=1e-5) for name in whole)
 
 
 def test_bad_training_rows_are_named_by_line(tiny_bert, tmp_path):

@@ -244,16 +244,20 @@ def test_routing_share_counts_rows_with_any_verdict_in_the_band(tmp_path):
     assert routing_share(tmp_path, "ToxicChat", stub) == 0.5
 
 
-def test_the_embedded_guard_ships_a_default_screen_with_three_heads():
+def test_one_shipped_encoder_screen_serves_every_guard_model():
     from guardreasoner.models import EMBEDDED_GUARD_NAME
     from guardreasoner.screen import default_screen_folder
 
-    screen = load_screen(default_screen_folder(EMBEDDED_GUARD_NAME), model=EMBEDDED_GUARD_NAME)
-    assert set(screen.heads) == set(VERDICT_KEYS)
-    assert all(0 <= h.thresholds.low <= h.thresholds.high <= 1 for h in screen.heads.values())
+    folder = default_screen_folder(EMBEDDED_GUARD_NAME)
+    assert folder == default_screen_folder("GuardReasoner-8B")  # it reads the text, not the guard's model
+    screen = load_screen(folder, model="GuardReasoner-8B")
+    assert screen.feature_kind == "encoder" and set(screen.heads) == set(VERDICT_KEYS)
+    assert all(0 <= h.thresholds.low <= h.thresholds.high <= 1.01 for h in screen.heads.values())
     assert screen.card["trained"]["rows"] > 0 and screen.card["trained"]["sources"]
-    with pytest.raises(ScreenError, match="no screen ships for 'GuardReasoner-8B'"):
-        default_screen_folder("GuardReasoner-8B")
+    harmful, plain = screen.probabilities([("How can I launch a DDoS attack?", None),
+                                           ("How do I bake sourdough bread?", None)])
+    assert harmful["prompt_harmfulness"] >= screen.heads["prompt_harmfulness"].thresholds.cut
+    assert plain["prompt_harmfulness"] < screen.heads["prompt_harmfulness"].thresholds.cut
 
 
 def test_the_recommended_mode_is_the_measured_best_where_a_screen_ships_and_full_elsewhere(tiny_model_dir):

@@ -54,16 +54,19 @@ def test_installed_the_shipped_screen_and_its_recommended_mode_come_from_the_pac
     from guardreasoner.screen import CARD_FILE, recommended_reasoning, shipped_screen_folder
 
     packaged = tmp_path / "guardreasoner" / "assets"
-    folder = packaged / "screen" / "embedded-minilm"
-    shutil.copytree(ROOT / "assets" / "screen" / "embedded-minilm", folder)
+    folder = packaged / "screen" / "encoder"
+    shutil.copytree(ROOT / "assets" / "screen" / "encoder", folder)
     monkeypatch.setattr(shipped, "PACKAGED_ASSETS", packaged)
-    assert shipped_screen_folder(EMBEDDED_GUARD_NAME) == folder
-    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "off"
+    assert shipped_screen_folder(EMBEDDED_GUARD_NAME) == folder == shipped_screen_folder("GuardReasoner-1B")
+    measured = json.loads((folder / CARD_FILE).read_text())["recommended_reasoning"]
+    assert measured["model"] == EMBEDDED_GUARD_NAME
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == measured["mode"]
+    assert recommended_reasoning("GuardReasoner-1B") == "full"  # measured with the embedded guard only
     card = json.loads((folder / CARD_FILE).read_text())
-    card["recommended_reasoning"]["mode"] = "auto"  # the mode is the card's, not the code's
-    (folder / CARD_FILE).write_text(json.dumps(card))
-    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "auto"
+    card["recommended_reasoning"]["mode"] = "auto" if measured["mode"] != "auto" else "off"  # the card's, not
+    (folder / CARD_FILE).write_text(json.dumps(card))                                        # the code's
+    assert recommended_reasoning(EMBEDDED_GUARD_NAME) == card["recommended_reasoning"]["mode"]
     shutil.rmtree(folder)  # an installation without the screen reasons, whatever the checkout holds
     assert shipped_screen_folder(EMBEDDED_GUARD_NAME) is None
     assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "full"
-    assert shipped.find_asset("screen/embedded-minilm") is None
+    assert shipped.find_asset("screen/encoder") is None

@@ -27,9 +27,11 @@ SCREEN_FILES = ("screen.json", "heads.npz")
 # Every file under guardreasoner/assets in the wheel: the adapter and its card, each committed screen's heads and
 # card. Nothing else (no reports/, no README of the screens, no splits, no published figures: stagekit reads those
 # from the checkout).
+ENCODER_FILES = ("screen.json", "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
 SHIPPED = {*(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES),
            *(f"guardreasoner/assets/screen/{card.parent.name}/{name}"
-             for card in (ROOT / "assets" / "screen").glob("*/screen.json") for name in SCREEN_FILES)}
+             for card in (ROOT / "assets" / "screen").glob("*/screen.json")
+             for name in (ENCODER_FILES if card.parent.name == "encoder" else SCREEN_FILES))}
 # Measured: 9,215,926 bytes with the files above (9.0 MB of it the float16 adapter, which deflate barely shrinks);
 # 9,348,794 when the wheel also took the 53 report files. The bound leaves room for code, not for another model.
 MAX_WHEEL_BYTES = 9_500_000

@@ -37,6 +37,7 @@ from guardreasoner.encoder import (
     WEIGHTS_FILE,
     encode_pair,
     multi_head_encoder,
+    pack_weights,
     pad_batch,
     quantized,
 )
@@ -279,9 +280,9 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
         module.train()
         epoch_began = time.perf_counter()
         batches = batch_order(lengths, config.per_device_train_batch_size, config.seed, epoch)
-        torch.manual_seed(config.seed * 1000 + state["step"])  # dropout masks: a function of the step, so a
-        for batch in batches[done:]:                          # resumed run continues as the stopped one would
-            logits = module(**pad_batch([encoded[index] for index in batch], pad_id))
+        for batch in batches[done:]:
+            torch.manual_seed(config.seed * 100_000 + state["step"])  # dropout: a function of the step, so a
+            logits = module(**pad_batch([encoded[index] for index in batch], pad_id))  # resumed run = an unbroken one
             loss = masked_loss(logits, label_tensor[batch])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -347,40 +348,45 @@ def heads_on_validation(logits: np.ndarray, labels: np.ndarray, rates: dict[str,
     return heads, report
 
 
-def int8_agreement(module, held_encoded, labels: np.ndarray, heads: list, batch_size: int, pad_id: int) -> dict:
-    """How often the int8 weights give the float32 weights' ``off`` verdict on the validation rows."""
-    import copy
+def shipped_agreement(module, folder: Path, held_encoded, labels: np.ndarray, heads: list, batch_size: int,
+                      pad_id: int) -> dict:
+    """How often the folder as served (stored weights, loaded in float32 and in int8) gives the trained float32
+    weights' ``off`` verdict on the validation rows, and the int8 path's speed there."""
+    from guardreasoner.encoder import load_module
 
-    full = predict_logits(module, held_encoded, batch_size, pad_id)
-    began = time.perf_counter()
-    small = predict_logits(quantized(copy.deepcopy(module)), held_encoded, batch_size, pad_id)
-    int8_s = time.perf_counter() - began
-    same, asked = 0, 0
-    for head in heads:
-        column, cut, temperature = head["position"], head["thresholds"]["cut"], head["temperature"]
-        mask = labels[:, column] >= 0
-        a = 1 / (1 + np.exp(-full[mask, column] / temperature)) >= cut
-        b = 1 / (1 + np.exp(-small[mask, column] / temperature)) >= cut
-        same, asked = same + int((a == b).sum()), asked + int(mask.sum())
-    return {"verdicts": asked, "agreement": round(same / max(asked, 1), 4), "int8_rows_per_s":
-            round(len(held_encoded) / int8_s, 1)}
+    reference = predict_logits(module, held_encoded, batch_size, pad_id)
+    stored = load_module(folder)
+    out = {"verdicts": int((labels >= 0).sum())}
+    for dtype, served in (("float32", stored), ("int8", quantized(stored))):
+        began = time.perf_counter()
+        logits = predict_logits(served, held_encoded, batch_size, pad_id)
+        seconds = time.perf_counter() - began
+        same = 0
+        for head in heads:
+            column, cut, temperature = head["position"], head["thresholds"]["cut"], head["temperature"]
+            mask = labels[:, column] >= 0
+            a = 1 / (1 + np.exp(-reference[mask, column] / temperature)) >= cut
+            b = 1 / (1 + np.exp(-logits[mask, column] / temperature)) >= cut
+            same += int((a == b).sum())
+        out[dtype] = {"agreement": round(same / max(out["verdicts"], 1), 4),
+                      "rows_per_s": round(len(held_encoded) / seconds, 1)}
+    return out
 
 
 def write_screen(script, config, module, tokenizer, base, rows, validation, held_encoded, held_labels, state, best,
                  notes, wall_s) -> dict:
-    import torch
     from safetensors.torch import save_file
 
     pad_id = tokenizer.pad_token_id or 0
     logits = predict_logits(module, held_encoded, config.per_device_eval_batch_size, pad_id)
     heads, report = heads_on_validation(logits, held_labels, rates_from_card(script.reasoning_rates_from))
-    agreement = int8_agreement(module, held_encoded, held_labels, heads, config.per_device_eval_batch_size, pad_id)
     out = Path(script.screen_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({name: tensor.to(torch.float16).contiguous() for name, tensor in module.state_dict().items()},
-              out / WEIGHTS_FILE, metadata={"format": "pt"})
+    save_file(pack_weights(module.state_dict()), out / WEIGHTS_FILE, metadata={"format": "pt"})
     module.encoder.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    agreement = shipped_agreement(module, out, held_encoded, held_labels, heads, config.per_device_eval_batch_size,
+                                  pad_id)
     labels = label_matrix(rows)
     sources: dict[str, int] = {}
     for row in rows:
@@ -389,7 +395,7 @@ def write_screen(script, config, module, tokenizer, base, rows, validation, held
     card = {
         "format": FORMAT, "model": None, "features": FEATURES, "heads": heads, "max_length": script.max_length,
         "encoder": PACKAGED.get(script.model_name_or_path, script.model_name_or_path),
-        "int8_agreement_with_float32": agreement,
+        "agreement_with_trained_float32": agreement,
         "trained": {
             "rows": len(rows), "validation_rows": len(validation), "sources": sources,
             "rows_per_head": {key: int((labels[:, column] >= 0).sum()) for column, key in enumerate(VERDICT_KEYS)},
@@ -418,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
     except TrainingDataError as error:
         parser.error(str(error))
     print(json.dumps({"screen": script.screen_dir, "chosen_epoch": card["trained"]["chosen_epoch"],
-                      "wall_s": card["trained"]["wall_s"], "int8": card["int8_agreement_with_float32"]}))
+                      "wall_s": card["trained"]["wall_s"], "agreement": card["agreement_with_trained_float32"]}))
     return card
 
 
