@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
 from ..guard import Classifier, Guard
+from . import guardrails, moderations
 from .metrics import MetricsMiddleware
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, StreamEvent
 from .security import APIKeyMiddleware, BodyLimitMiddleware
@@ -103,9 +104,10 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(guard: Classifier | Backend, served_name: str | None = None,
-               settings: ServiceSettings | None = None):
+               settings: ServiceSettings | None = None, extra_routers: tuple[APIRouter, ...] = ()):
     """A FastAPI app serving ``guard`` (a ``Guard`` or a ``Cascade``; a bare backend is wrapped in a default
-    guard) under ``served_name``."""
+    guard) under ``served_name``, with the drop-in routes (/v1/moderations, LiteLLM's guardrail API) and any
+    ``extra_routers`` (the proxy's)."""
     guard = guard if isinstance(guard, Classifier) else Guard(guard)
     app = FastAPI(
         title="GuardReasoner service",
@@ -114,11 +116,15 @@ def create_app(guard: Classifier | Backend, served_name: str | None = None,
         exception_handlers={RequestValidationError: invalid, StarletteHTTPException: http_error, Exception: crashed},
     )
     app.state.serving = GuardServing(guard, served_name or guard.model_name, settings)
-    app.include_router(router)
+    app.state.guardrail = guardrails.Guardrail()
+    routers = (router, moderations.router, guardrails.router, *extra_routers)
+    for included in routers:
+        app.include_router(included)
     # Starlette runs the last added middleware first: metrics see every answer, keys are checked before the
     # body is read, and the body limit guards every read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.serving.settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=app.state.serving.settings.api_keys)
-    paths = {route.path for routes in (app.routes, router.routes) for route in routes if hasattr(route, "path")}
+    paths = {route.path for routes in (app.routes, *(r.routes for r in routers)) for route in routes
+             if hasattr(route, "path")}
     app.add_middleware(MetricsMiddleware, metrics=app.state.serving.metrics, routes=paths)
     return app
