@@ -12,6 +12,7 @@ from .backends.ctranslate2_backend import COMPUTE_TYPES
 from .cascade import REASONING_MODES, RECOMMENDED
 from .cli_support import RenamedFlag, debug_option, run_command
 from .models import DEFAULT_MODEL
+from .proxy import add_proxy_command, run_proxy
 from .results import VERDICT_KEYS
 
 
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-item-chars", type=int, default=20_000, help="characters per prompt or response")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
     serve.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    add_proxy_command(commands, [debug], add_model_options)
     return parser
 
 
@@ -236,6 +238,8 @@ def _command(args) -> int:
         if not args.text:
             raise ValueError("give the request text, or --input FILE --output FILE")
         return _classify_text(args)
+    if args.command == "proxy":
+        return run_proxy(args, _load)
     return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
 
 
