@@ -81,3 +81,28 @@ def test_keys_limits_and_bad_input_answer_clearly(url):
         client(url).moderations.create(input=["   "])
     assert "blank" in refused.value.body["detail"]
     assert post({"input": SAFE}).status_code == 200  # still serving after all that
+
+
+def test_the_nemo_rail_actions_ask_the_service_and_fail_closed(url, monkeypatch):
+    """docs/nemo/actions.py as NeMo Guardrails would call it (nemoguardrails itself does not install here: its
+    releases pin an older FastAPI)."""
+    import asyncio
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("nemo_actions", Path(__file__).parents[1] / "docs/nemo/actions.py")
+    actions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(actions)
+    monkeypatch.setenv("GUARDREASONER_URL", url)
+    monkeypatch.setenv("GUARDREASONER_API_KEY", KEY)
+
+    def check(action, **context):
+        return asyncio.run(action(context=context))
+
+    assert check(actions.guardreasoner_check_input, user_message=SAFE) is True
+    assert check(actions.guardreasoner_check_input, user_message=HARMFUL) is False
+    assert check(actions.guardreasoner_check_output, user_message=SAFE, bot_message="Knead the dough.") is True
+    assert check(actions.guardreasoner_check_output, last_user_message=SAFE,
+                 bot_message="Pack the explosive powder tightly.") is False
+    monkeypatch.setenv("GUARDREASONER_API_KEY", "wrong-key-0123456789abcdef")
+    assert check(actions.guardreasoner_check_input, user_message=SAFE) is False  # an error blocks
