@@ -510,9 +510,12 @@ def test_browser_examples_accessible_readable_and_screenshotted(browser, app_url
 @pytest.mark.slow
 @needs_chromium
 def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reasoning(browser, embedded_cache):
-    """The embedded guard with its shipped MiniLM screen, as a fresh clone runs it: in auto, a request the screen
-    is sure of is decided without reasoning (the chip says the screen decided it); Explain then runs the model."""
+    """The embedded guard with its shipped encoder screen, as a fresh clone runs it: in auto, a request the screen
+    is sure of is decided without reasoning (the chip says the screen decided it); Explain then runs the model,
+    and where its verdict differs from the screen's the note says so plainly."""
     import app
+    from guardreasoner.models import EMBEDDED_GUARD_NAME
+    from guardreasoner.screen import recommended_reasoning
     from webapp.views import NO_RESPONSE_NOTE, SCREEN_NOTE
 
     demo = app.build_app("embedded")
@@ -521,8 +524,9 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
     try:
         page = browser.new_page(viewport=DESKTOP)
         page.goto(f"http://127.0.0.1:{port}/")
-        # The embedded guard starts in the mode measured best for it: its screen alone.
-        assert page.locator("#reasoning-mode input[value='off']").is_checked()
+        # The embedded guard starts in the mode measured best for it (its screen card's recommendation).
+        recommended = recommended_reasoning(EMBEDDED_GUARD_NAME)
+        assert page.locator(f"#reasoning-mode input[value='{recommended}']").is_checked()
         page.locator("#reasoning-mode").get_by_text("auto", exact=False).first.click()
         page.locator("#request-box textarea").fill("What's a good way to learn Python?")
         page.locator("#analyze-button").click()
@@ -542,6 +546,10 @@ def test_browser_auto_lights_the_screens_chips_first_and_explain_runs_the_reason
         assert "Task 1" in page.locator("#panel-prompt_harmfulness textarea").input_value() or \
             page.locator("#panel-prompt_harmfulness textarea").input_value().strip()
         assert page.locator("#explain-button").is_disabled()  # nothing left that the screen decided
+        reasoned = chip.get_attribute("data-state")
+        note = page.locator("#chip-prompt_harmfulness + .verdict-note").inner_text()
+        assert ("the reasoning model and the screen disagree: the screen said unharmful" in note) == \
+            (reasoned == "harmful")  # the screen said unharmful above
         page.close()
     finally:
         demo.close()
@@ -553,6 +561,20 @@ def test_only_a_verdict_with_a_label_is_said_to_be_decided_by_the_screen():
     assert verdict_note({"decided_by": "screen", "label": "unharmful", "confidence": 0.66}) == \
         "decided by the screen, p=0.66"
     assert verdict_note({"decided_by": "screen", "label": None}) == ""  # no reply: n/a, not a screen's call
+
+
+def test_a_reasoning_verdict_that_differs_from_the_screens_says_so():
+    from guardreasoner.results import Verdict
+    from webapp.views import verdict_note
+
+    differs = Verdict("prompt_harmfulness", "harmful", screen_p_positive=0.12, screen_label="unharmful").to_dict()
+    assert differs["disagrees"] is True
+    assert verdict_note(differs) == ("the reasoning model and the screen disagree: the screen said unharmful "
+                                     "(p=0.12 for harmful)")
+    same = Verdict("prompt_harmfulness", "harmful", screen_p_positive=0.91, screen_label="harmful").to_dict()
+    assert same["disagrees"] is False and verdict_note(same) == ""
+    decided = Verdict("prompt_harmfulness", "harmful", decided_by="screen", screen_label="unharmful").to_dict()
+    assert decided["disagrees"] is False  # the screen's own verdict is not a disagreement with itself
 
 
 # ---- The handlers without a browser (webapp/handlers.py) ----

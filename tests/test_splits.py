@@ -88,3 +88,22 @@ def test_the_splits_are_found_as_every_asset_is_and_a_missing_folder_says_where_
     assert SPLITS_DIR == assets_dir() / "splits"  # shipped.py's finder, not a path next to the source tree
     with pytest.raises(FileNotFoundError, match="not carry them"):  # an installed wheel has no splits
         load_split("ToxicChat", tmp_path / "splits")
+
+
+def test_training_parts_leave_out_rows_that_are_held_out_rows_elsewhere(shared_dir):
+    """The two XSTest files hold the same pairs, so a training-half row of one can be a test-half row of the
+    other: the export leaves it out (and says which), so no score is read off a row a model was trained on."""
+    from eval.split import held_out_pairs
+
+    data_dir = shared_dir / "benchmarks" / "guardreasoner"
+    dropped: list[str] = []
+    rows = export_rows(["XSTestResponseRefusal"], data_dir, "fit", dropped=dropped)
+    held = held_out_pairs(data_dir)
+    assert dropped and len(rows) + len(dropped) == len(load_split("XSTestResponseRefusal").fit)
+    assert not {split_upstream_prompt(row["input"]) for row in rows} & held
+    harmful = load_benchmark("XSTestResponseHarmful", data_dir)
+    harmful_test = {(harmful[i].prompt, harmful[i].response) for i in load_split("XSTestResponseHarmful").test}
+    refusal = load_benchmark("XSTestResponseRefusal", data_dir)
+    assert {(refusal[int(d.split("/")[1])].prompt, refusal[int(d.split("/")[1])].response) for d in dropped} <= held
+    assert any((refusal[int(d.split("/")[1])].prompt, refusal[int(d.split("/")[1])].response) in harmful_test
+               for d in dropped)
