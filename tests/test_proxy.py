@@ -209,3 +209,22 @@ def test_the_proxy_command_defaults_to_the_screen_and_refuses_an_open_host_witho
     assert not loaded  # refused before the model load
     with pytest.raises(ValueError, match="http"):
         ProxySettings(upstream="127.0.0.1:8000/v1")
+
+
+def test_concurrent_streams_share_batched_checks_and_each_gets_its_own_verdict(upstream):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = proxy_app(upstream.url)
+    app.state.checks.serving.guard.screen.delay_s = 0.05  # a screen that takes time: checks pile up meanwhile
+    with running(app) as url:
+        prompts = [SAFE, PIPE] * 4
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            answers = list(pool.map(lambda prompt: streamed(url, prompt), prompts))
+    for prompt, (text, chunks) in zip(prompts, answers):
+        if prompt == SAFE:
+            assert text == SAFE_REPLY and chunks[-1].choices[0].finish_reason == "stop"
+        else:
+            assert text == "Sure. First, buy the parts from a hardware shop. "
+            assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert max(app.state.checks.batches) > 1  # several streams' checks went to the screen together
+    assert sum(app.state.checks.batches) == 8 + 4 * 3 + 4 * 3  # the requests, then three sentences each

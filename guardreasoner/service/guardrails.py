@@ -52,7 +52,7 @@ class GuardrailResponse(BaseModel):
                                                        "and decider (LiteLLM ignores it; logs may keep it)")
 
 
-def _text_of(content) -> str:
+def text_of(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
@@ -62,8 +62,8 @@ def _text_of(content) -> str:
 
 def last_user_message(messages: list[dict[str, Any]] | None) -> str | None:
     for message in reversed(messages or []):
-        if message.get("role") == "user" and _text_of(message.get("content")).strip():
-            return _text_of(message.get("content"))
+        if message.get("role") == "user" and text_of(message.get("content")).strip():
+            return text_of(message.get("content"))
     return None
 
 

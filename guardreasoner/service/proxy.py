@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..proxy import POLICIES, REFUSAL
 from ..results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS
-from .guardrails import _text_of, last_user_message
+from .checks import Checks
+from .guardrails import last_user_message, text_of
 from .moderations import openai_error
 from .relay import MAX_HELD_CHARS, BrokenStream, relay, sse
-from .schemas import ClassifyRequest, Item
 
 VERDICTS_HEADER = "x-guardreasoner-verdicts"
 POLICY_HEADER = "x-guardreasoner-policy"
@@ -70,18 +70,6 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
     n: int | None = Field(None, ge=1)
-
-
-async def judge(serving, prompt: str, reply: str | None = None) -> dict:
-    """The verdict that decides: the request's, or (with a reply) the reply's with its request. A reply longer
-    than the service's item limit is judged by its end, where the newest text is."""
-    if reply is not None:
-        reply = reply[-serving.settings.max_item_chars:]
-    (result,) = (await serving.classify(ClassifyRequest(items=[Item(prompt=prompt, response=reply)]))).results
-    key = PROMPT_HARMFULNESS if reply is None else RESPONSE_HARMFULNESS
-    verdict = result.verdicts[key]
-    return {"verdict": key, "label": verdict.label, "p_positive": verdict.p_positive,
-            "decided_by": verdict.decided_by}
 
 
 def describe(verdict: dict) -> str:
@@ -155,7 +143,7 @@ async def chat_completions(body: ChatRequest, request: Request):
                                  f"{serving.settings.max_item_chars}")
     if body.stream and (body.n or 1) > 1:
         raise HTTPException(422, "n: a streamed answer is checked one choice at a time; ask for n=1")
-    asked = await judge(serving, prompt)
+    asked = await state.checks.judge(prompt)
     headers = {POLICY_HEADER: settings.prompt_policy, VERDICTS_HEADER: describe(asked)}
     if asked["label"] == "harmful" and settings.prompt_policy == "block":
         return refusal(body, settings, asked, headers)
@@ -176,12 +164,12 @@ async def chat_completions(body: ChatRequest, request: Request):
     annotation = asked if asked["label"] == "harmful" else None  # annotate: forwarded, and said so
     if body.stream:
         headers[VERDICTS_HEADER] += f"; {RESPONSE_HARMFULNESS}=per sentence"
-        return StreamingResponse(_streamed(answer, serving, settings, prompt), media_type="text/event-stream",
+        return StreamingResponse(_streamed(answer, state.checks, settings, prompt), media_type="text/event-stream",
                                  headers=headers)
-    return await _whole(content, serving, prompt, annotation, headers)
+    return await _whole(content, state.checks, prompt, annotation, headers)
 
 
-async def _whole(content: bytes, serving, prompt: str, annotation: dict | None, headers: dict) -> Response:
+async def _whole(content: bytes, checks: Checks, prompt: str, annotation: dict | None, headers: dict) -> Response:
     try:
         data = json.loads(content)
         choices = data["choices"]
@@ -190,10 +178,10 @@ async def _whole(content: bytes, serving, prompt: str, annotation: dict | None, 
     cut = None
     for choice in choices:
         message = choice.get("message") or {}
-        reply = _text_of(message.get("content"))
+        reply = text_of(message.get("content"))
         if not reply.strip():
             continue
-        verdict = await judge(serving, prompt, reply)
+        verdict = await checks.judge(prompt, reply)
         headers[VERDICTS_HEADER] += f"; {describe(verdict)}"
         if verdict["label"] == "harmful":
             message["content"], choice["finish_reason"], cut = "", "content_filter", verdict
@@ -202,7 +190,7 @@ async def _whole(content: bytes, serving, prompt: str, annotation: dict | None, 
     return JSONResponse(data, headers=headers)
 
 
-async def _streamed(answer: httpx.Response, serving, settings: ProxySettings, prompt: str):
+async def _streamed(answer: httpx.Response, checks: Checks, settings: ProxySettings, prompt: str):
     async def lines():
         try:
             async for line in answer.aiter_lines():
@@ -214,7 +202,7 @@ async def _streamed(answer: httpx.Response, serving, settings: ProxySettings, pr
 
     async def harmful(reply: str) -> dict | None:
         try:
-            verdict = await judge(serving, prompt, reply)
+            verdict = await checks.judge(prompt, reply)
         except HTTPException as error:  # the guard timed out: nothing unchecked goes out
             raise BrokenStream(f"the guard could not judge the reply ({error.detail})") from None
         return verdict if verdict["label"] == "harmful" else None
@@ -233,13 +221,18 @@ def create_proxy_app(guard, settings: ProxySettings, service=None, served_name: 
 
     app = create_app(guard, served_name, service, extra_routers=(router,))
     app.state.proxy = settings
+    app.state.checks = Checks(app.state.serving)
     serve_guard = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         async with serve_guard(app), httpx.AsyncClient(timeout=settings.upstream_timeout_s) as client:
             app.state.upstream = client
-            yield
+            app.state.checks.start()
+            try:
+                yield
+            finally:
+                await app.state.checks.close()
 
     app.router.lifespan_context = lifespan
     return app
