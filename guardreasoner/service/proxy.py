@@ -111,22 +111,11 @@ def passed_on(answer: httpx.Response, content: bytes, headers: dict) -> Response
                     media_type=answer.headers.get("content-type", "application/json"))
 
 
-@contextlib.asynccontextmanager
-async def reaching_upstream(settings: ProxySettings, headers: dict):
-    """Upstream failures as answers: 504 when it is silent past the timeout, 502 when it cannot be reached."""
+async def read_whole(answer: httpx.Response) -> bytes:
     try:
-        yield
-    except httpx.TimeoutException:
-        raise _Failed(openai_error(504, f"the upstream gave no answer within {settings.upstream_timeout_s} s",
-                              "upstream_timeout", headers))
-    except httpx.HTTPError as error:
-        raise _Failed(openai_error(502, f"the upstream cannot be reached ({type(error).__name__})",
-                              "upstream_unreachable", headers))
-
-
-class _Failed(Exception):
-    def __init__(self, answer: Response):
-        self.answer = answer
+        return await answer.aread()
+    finally:
+        await answer.aclose()
 
 
 @router.post("/v1/chat/completions", tags=["proxy"], dependencies=[Depends(bearer)])
@@ -152,13 +141,14 @@ async def chat_completions(body: ChatRequest, request: Request):
                                      json=body.model_dump(exclude_unset=True),
                                      headers=upstream_headers(request, settings, bool(serving.settings.api_keys)))
     try:
-        async with reaching_upstream(settings, headers):
-            answer = await client.send(forwarded, stream=body.stream)
-            if answer.status_code != 200 or not body.stream:
-                content = await answer.aread()
-                await answer.aclose()
-    except _Failed as failed:
-        return failed.answer
+        answer = await client.send(forwarded, stream=body.stream)
+        content = None if body.stream and answer.status_code == 200 else await read_whole(answer)
+    except httpx.TimeoutException:
+        return openai_error(504, f"the upstream gave no answer within {settings.upstream_timeout_s} s",
+                            "upstream_timeout", headers)
+    except httpx.HTTPError as error:
+        return openai_error(502, f"the upstream cannot be reached ({type(error).__name__})", "upstream_unreachable",
+                            headers)
     if answer.status_code != 200:
         return passed_on(answer, content, headers)
     annotation = asked if asked["label"] == "harmful" else None  # annotate: forwarded, and said so
