@@ -228,3 +228,17 @@ def test_concurrent_streams_share_batched_checks_and_each_gets_its_own_verdict(u
             assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert max(app.state.checks.batches) > 1  # several streams' checks went to the screen together
     assert sum(app.state.checks.batches) == 8 + 4 * 3 + 4 * 3  # the requests, then three sentences each
+
+
+def test_a_real_model_behind_the_proxy_streams_the_same_text_as_without_it(teacher_url):
+    """The tests' OpenAI-compatible server over a tiny transformers model (as `vllm serve` would be): greedy
+    answers, whole and streamed with usage, come through the proxy as they come straight from it."""
+    with running(proxy_app(teacher_url.removesuffix("/v1"), timeout=60)) as url:
+        direct = openai.OpenAI(base_url=teacher_url, api_key="none", max_retries=0).chat.completions
+        options = {"model": "teacher", "messages": ask(SAFE), "max_tokens": 40, "temperature": 0}
+        expected = direct.create(**options).choices[0].message.content
+        assert expected.strip()
+        assert chat(url).create(**options).choices[0].message.content == expected
+        chunks = list(chat(url).create(**options, stream=True, stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0  # passed on, not judged
