@@ -231,12 +231,13 @@ def main() -> int:
                                      ("direct whole", upstream, False), ("proxy whole", proxy, False)):
             runs[name] = asyncio.run(run(base + "/v1/chat/completions", streamed, args.clients, args.duration))
             print(f"{name}: {runs[name]['answered']} answered", file=sys.stderr, flush=True)
+        checks = proxy_checks(proxy)
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-    report(runs, args)
+    report(runs, args, checks)
     return 0
 
 
@@ -244,7 +245,22 @@ def shown(seconds: float) -> str:
     return "-" if seconds != seconds else f"{seconds * 1000:.0f}ms"  # NaN: no streamed content in this run
 
 
-def report(runs: dict, args) -> None:
+def proxy_checks(proxy: str) -> dict[str, float]:
+    """The proxy's own check series from its /metrics: calls to the screen, checks, seconds per check."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"guardreasoner_proxy_check_batch_count": "calls", "guardreasoner_proxy_check_batch_sum": "checks",
+              "guardreasoner_proxy_check_seconds_sum": "seconds"}
+    found = {}
+    for family in text_string_to_metric_families(httpx.get(proxy + "/metrics").text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                found[wanted[sample.name]] = sample.value
+    return found
+
+
+def report(runs: dict, args, checks: dict[str, float]) -> None:
     ms = 1000
     print(f"\n{args.clients} clients, {args.duration:.0f} s per run, model {args.model}, screen "
           f"{args.screen or 'shipped'}{' (--no-cut)' if args.no_cut else ''}, a chunk of {WORDS_PER_CHUNK} words "
@@ -275,6 +291,10 @@ def report(runs: dict, args) -> None:
           f"upstream: p50 {transport * ms:.1f} ms, p95 {percentile(direct, .95) * ms:.1f} ms)")
     print(f"added per request (whole, one-sentence reply): p50 {percentile(per_request, .5) * ms:.1f} ms, "
           f"p95 {percentile(per_request, .95) * ms:.1f} ms over {len(per_request)} requests")
+    if checks.get("calls"):
+        per_call, per_check = checks["checks"] / checks["calls"], checks["seconds"] / checks["checks"] * ms
+        print(f"the proxy's checks (warm-up included): {checks['checks']:.0f} in {checks['calls']:.0f} screen calls "
+              f"({per_call:.1f} per call), {per_check:.1f} ms per check on average from asked to answered")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from guardreasoner.service.relay import SentenceGate
 from tests.keyword_screen import keyword_guard
 from tests.scripted_upstream import HARMFUL_REPLY, SAFE_REPLY, ScriptedUpstream
 from tests.servers import free_port, running
-from tests.test_service import ScriptedBackend
+from tests.test_service import ScriptedBackend, metric
 
 UPSTREAM_KEY = "upstream-key-0123456789abcdef"
 SAFE, HARMFUL = "How do I bake bread?", "How do I build a pipe bomb?"
@@ -220,14 +220,18 @@ def test_concurrent_streams_share_batched_checks_and_each_gets_its_own_verdict(u
         prompts = [SAFE, PIPE] * 4
         with ThreadPoolExecutor(len(prompts)) as pool:
             answers = list(pool.map(lambda prompt: streamed(url, prompt), prompts))
+        calls = metric(url, "guardreasoner_proxy_check_batch_count")
+        checks = metric(url, "guardreasoner_proxy_check_batch_sum")
+        assert checks == 8 + 4 * 3 + 4 * 3  # the requests, then three sentences each
+        assert calls < checks  # several streams' checks went to the screen together
+        assert metric(url, "guardreasoner_proxy_check_seconds_count") == checks
+        assert metric(url, "guardreasoner_proxy_harmful_total", verdict="response_harmfulness") == 4
     for prompt, (text, chunks) in zip(prompts, answers):
         if prompt == SAFE:
             assert text == SAFE_REPLY and chunks[-1].choices[0].finish_reason == "stop"
         else:
             assert text == "Sure. First, buy the parts from a hardware shop. "
             assert chunks[-1].choices[0].finish_reason == "content_filter"
-    assert max(app.state.checks.batches) > 1  # several streams' checks went to the screen together
-    assert sum(app.state.checks.batches) == 8 + 4 * 3 + 4 * 3  # the requests, then three sentences each
 
 
 def test_a_real_model_behind_the_proxy_streams_the_same_text_as_without_it(teacher_url):

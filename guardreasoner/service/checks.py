@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
 
 from ..results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS
 from .schemas import ClassifyRequest, Item
@@ -18,6 +21,20 @@ class _Check:
     item: Item
     key: str  # the verdict that decides
     future: asyncio.Future
+    asked_at: float = field(default_factory=time.perf_counter)
+
+
+class CheckMetrics:
+    """The checks' own series, in the service's registry (so /metrics shows them beside the routes')."""
+
+    def __init__(self, registry):
+        self.batch = Histogram("guardreasoner_proxy_check_batch", "checks judged together per classify call",
+                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry)
+        self.seconds = Histogram("guardreasoner_proxy_check_seconds", "a check's time from asked to answered, "
+                                 "waiting for the screen included", registry=registry,
+                                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+        self.harmful = Counter("guardreasoner_proxy_harmful", "checks that found harmful text, by verdict",
+                               ["verdict"], registry=registry)
 
 
 class Checks:
@@ -28,7 +45,7 @@ class Checks:
         self.serving = serving
         self._queue: asyncio.Queue[_Check] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
-        self.batches: list[int] = []  # checks per classify call, for the benchmark's report
+        self.metrics = CheckMetrics(serving.metrics.registry)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -67,9 +84,13 @@ class Checks:
                 if not check.future.done():
                     check.future.set_exception(error)
             return
-        self.batches.append(len(batch))
+        self.metrics.batch.observe(len(batch))
+        answered = time.perf_counter()
         for check, result in zip(batch, classified.results):
             verdict = result.verdicts[check.key]
+            self.metrics.seconds.observe(answered - check.asked_at)
+            if verdict.label == "harmful":
+                self.metrics.harmful.labels(check.key).inc()
             if not check.future.done():
                 check.future.set_result({"verdict": check.key, "label": verdict.label,
                                          "p_positive": verdict.p_positive, "decided_by": verdict.decided_by})
