@@ -17,14 +17,13 @@ from collections import OrderedDict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS
+from .moderations import bearer
 from .schemas import ClassifyRequest, ErrorResponse, Item
 
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False, description="an API key given to the server with --api-key(-file)")
 REMEMBERED_CALLS = 4096  # requests kept for their replies' checks, the oldest dropped first
 
 

@@ -26,20 +26,18 @@ from typing import Any, Literal
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..proxy import POLICIES, REFUSAL
 from ..results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS
 from .checks import Checks
 from .guardrails import last_user_message, text_of
-from .moderations import openai_error
+from .moderations import bearer, openai_error
 from .relay import MAX_HELD_CHARS, BrokenStream, relay, sse
 
 VERDICTS_HEADER = "x-guardreasoner-verdicts"
 POLICY_HEADER = "x-guardreasoner-policy"
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False, description="the proxy's key, or (a proxy without keys) the upstream's")
 
 
 @dataclass
