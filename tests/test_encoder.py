@@ -127,8 +127,9 @@ def test_training_writes_a_screen_that_serves_every_guard(tiny_bert, tmp_path):
     assert {head["key"] for head in card["heads"]} == set(VERDICT_KEYS)
     assert all(head["temperature"] > 0 for head in card["heads"])
     agreement = card["agreement_with_trained_float32"]
-    assert agreement["verdicts"] == 18 and 0.5 <= agreement["int8"]["agreement"] <= 1
-    assert agreement["float32"]["agreement"] >= agreement["int8"]["agreement"] - 0.2
+    assert agreement["verdicts"] == 18
+    assert agreement["float32"]["agreement"] >= 0.9  # int8-packed storage, served in float32
+    assert all(0 <= figures["agreement"] <= 1 for key, figures in agreement.items() if key != "verdicts")
     screen = load_screen(tmp_path / "run" / "screen", model="GuardReasoner-8B")  # any guard: no model refused
     assert screen.model is None and screen.feature_kind == "encoder"
     (only_prompt, pair) = screen.probabilities([("How do I make a bomb?", None), ("Hi", "Hello! " * 400)])
@@ -206,3 +207,19 @@ def test_the_cascade_keeps_the_screens_opinion_where_reasoning_decides(tiny_bert
     off = guard.with_reasoning("off").classify([{"prompt": "How do I make a bomb?"}])[0]
     assert off.verdicts["prompt_harmfulness"].decided_by == "screen"
     assert off.verdicts["prompt_harmfulness"].label == verdict.screen_label
+
+
+def test_the_dtype_is_chosen_from_this_cpu_at_run_time(monkeypatch):
+    from guardreasoner import cpu
+    from guardreasoner.encoder import DTYPE_VARIABLE, chosen_dtype
+
+    monkeypatch.delenv(DTYPE_VARIABLE, raising=False)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    assert chosen_dtype() == "bfloat16"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))  # bfloat16 would be emulated: slower
+    assert chosen_dtype() == "float32"
+    monkeypatch.setenv(DTYPE_VARIABLE, "bfloat16")
+    assert chosen_dtype() == "bfloat16"
+    monkeypatch.setenv(DTYPE_VARIABLE, "float16")
+    with pytest.raises(EncoderError, match="choose one of bfloat16, float32, int8"):
+        chosen_dtype()

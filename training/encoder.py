@@ -350,16 +350,24 @@ def heads_on_validation(logits: np.ndarray, labels: np.ndarray, rates: dict[str,
 
 def shipped_agreement(module, folder: Path, held_encoded, labels: np.ndarray, heads: list, batch_size: int,
                       pad_id: int) -> dict:
-    """How often the folder as served (stored weights, loaded in float32 and in int8) gives the trained float32
-    weights' ``off`` verdict on the validation rows, and the int8 path's speed there."""
-    from guardreasoner.encoder import load_module
+    """How often the folder as served (the stored weights, in each dtype the screen can compute in) gives the
+    trained float32 weights' ``off`` verdict on the validation rows, and its speed there (on a busy machine only
+    a rough guide: benchmarks/encoder_speed.py measures speed)."""
+    from guardreasoner.cpu import native_bfloat16
+    from guardreasoner.encoder import computing, int8_available, load_module
 
     reference = predict_logits(module, held_encoded, batch_size, pad_id)
     stored = load_module(folder)
+    served = {"float32": stored}
+    if native_bfloat16():  # elsewhere bfloat16 is emulated: slower than float32, never chosen
+        served["bfloat16"] = stored
+    if int8_available():
+        served["int8"] = quantized(load_module(folder))
     out = {"verdicts": int((labels >= 0).sum())}
-    for dtype, served in (("float32", stored), ("int8", quantized(stored))):
+    for dtype, weights in served.items():
         began = time.perf_counter()
-        logits = predict_logits(served, held_encoded, batch_size, pad_id)
+        with computing(dtype):
+            logits = predict_logits(weights, held_encoded, batch_size, pad_id)
         seconds = time.perf_counter() - began
         same = 0
         for head in heads:

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..cpu import NATIVE_BF16_FLAGS, cpu_flags  # noqa: F401  (cpu_flags: read here, patched in tests)
 from ..errors import GuardReasonerError
 from ..models import adapter_weights_id, cache_dir, write_folder_atomically
 from ..template import render, user_turn
@@ -45,20 +46,9 @@ INT8_MIN_HIDDEN_SIZE = 1024
 # Beside an adapter (the embedded guard's: assets/embedded-guard/): each compute type's verdict agreement with
 # float32 on held-out rows and its measured speed, written by eval/compute_agreement.py for those adapter weights.
 MEASURED_COMPUTE_TYPES = "compute-types.json"
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # without them bfloat16 is emulated: slower than float32
 # The CPU features the speed of CTranslate2's kernels hangs on: a speed measured on a CPU with another set of them
 # says nothing about this one (int8 without VNNI, bfloat16 without AVX-512 BF16 or AMX run other code paths).
 SPEED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}) | NATIVE_BF16_FLAGS
-
-
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags from /proc/cpuinfo (empty where there is none: no measured speed then applies)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
 
 
 def supported_compute_types() -> frozenset[str]:
