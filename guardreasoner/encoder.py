@@ -37,6 +37,12 @@ WEIGHTS_FILE = "model.safetensors"
 DTYPES = ("bfloat16", "float32", "int8")
 DTYPE_VARIABLE = "GUARDREASONER_ENCODER_DTYPE"
 BATCH_SIZE = 32
+# A batch holds at most this many tokens (rows x its longest row): 32 rows of 512 tokens would keep 400 MB of
+# attention scores alive at once; 8 of them, a quarter of that, and no slower per row.
+BATCH_TOKENS = 4096
+# bfloat16 pays from batches this large (measured: one short item took 10.6 ms in bfloat16 against 6.5 in float32,
+# 64 512-token pairs ran at 32 rows/s against 14); both agree with the trained weights on every validation verdict.
+BF16_MIN_TOKENS = 1024
 
 
 class EncoderError(GuardReasonerError, ValueError):
@@ -80,6 +86,18 @@ def encode_pair(tokenizer, prompt: str, response: str | None, max_length: int) -
     first, second = keep_head_and_tail(prompt_ids, prompt_share), keep_head_and_tail(reply_ids, reply_share)
     return PairIds([cls, *first, sep, *second, sep], [0] * (len(first) + 2) + [1] * (len(second) + 1),
                    len(first) < len(prompt_ids) or len(second) < len(reply_ids))
+
+
+def length_batches(lengths: list[int], batch_size: int = BATCH_SIZE, tokens: int = BATCH_TOKENS) -> list[list[int]]:
+    """Indices grouped shortest first, each group at most ``batch_size`` rows and ``tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[index] <= tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def pad_batch(pairs: list[PairIds], pad_id: int):
@@ -186,14 +204,14 @@ class EncoderScreen:
         import torch
 
         pairs = [encode_pair(self.tokenizer, prompt, response, self.max_length) for prompt, response in items]
-        order = sorted(range(len(pairs)), key=lambda index: len(pairs[index].input_ids))
         out = np.zeros((len(pairs), len(VERDICT_KEYS)), dtype=np.float32)
         # One forward at a time: torch's threads are already all in use.
-        with self._lock, torch.inference_mode(), computing(self.dtype):
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+        with self._lock, torch.inference_mode():
+            for chunk in length_batches([len(pair.input_ids) for pair in pairs], batch_size):
                 batch = pad_batch([pairs[index] for index in chunk], self.tokenizer.pad_token_id or 0)
-                out[chunk] = self.module(**batch).float().numpy()
+                tokens = batch["input_ids"].numel()
+                with computing(self.dtype if tokens >= BF16_MIN_TOKENS else "float32"):
+                    out[chunk] = self.module(**batch).float().numpy()
         return out, [pair.truncated for pair in pairs]
 
     def probabilities(self, items: list[tuple[str, str | None]]) -> list[dict[str, float | None]]:

@@ -223,3 +223,14 @@ def test_the_dtype_is_chosen_from_this_cpu_at_run_time(monkeypatch):
     monkeypatch.setenv(DTYPE_VARIABLE, "float16")
     with pytest.raises(EncoderError, match="choose one of bfloat16, float32, int8"):
         chosen_dtype()
+
+
+def test_batches_are_bounded_in_rows_and_tokens():
+    from guardreasoner.encoder import length_batches
+
+    lengths = [512] * 20 + [10] * 100
+    batches = length_batches(lengths, batch_size=32, tokens=4096)
+    assert sorted(index for batch in batches for index in batch) == list(range(120))
+    assert all(len(batch) <= 32 and len(batch) * max(lengths[i] for i in batch) <= 4096 for batch in batches)
+    assert [sum(lengths[i] == 512 for i in batch) for batch in batches][-3:] == [4, 8, 8]  # the 4 short rows
+    # left over from the last full short batch share the first long batch: 8 rows of at most 512 tokens
