@@ -222,7 +222,7 @@ class Cascade:
         if self.screen is None:
             return []
         try:
-            return self.screen.probabilities(pairs)
+            return self.screen.timed_probabilities(pairs)[0]
         except ValueError:
             return []
 

@@ -265,7 +265,7 @@ def test_the_recommended_mode_is_the_measured_best_where_a_screen_ships_and_full
     from guardreasoner.screen import recommended_reasoning
 
     assert recommended_reasoning(EMBEDDED_GUARD_NAME) == "off"  # its screen beat its reasoning on the same rows
-    assert recommended_reasoning("GuardReasoner-8B") == "full"
+    assert recommended_reasoning("GuardReasoner-8B") == "full"  # the same screen, but measured with no 8B
     guard = load_guard(str(tiny_model_dir), reasoning="recommended")  # no screen for it: it reasons
     assert isinstance(guard, Guard) and guard.reasoning == "full" and guard.screen is None
 

@@ -32,9 +32,9 @@ SHIPPED = {*(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_F
            *(f"guardreasoner/assets/screen/{card.parent.name}/{name}"
              for card in (ROOT / "assets" / "screen").glob("*/screen.json")
              for name in (ENCODER_FILES if card.parent.name == "encoder" else SCREEN_FILES))}
-# Measured: 9,215,926 bytes with the files above (9.0 MB of it the float16 adapter, which deflate barely shrinks);
-# 9,348,794 when the wheel also took the 53 report files. The bound leaves room for code, not for another model.
-MAX_WHEEL_BYTES = 9_500_000
+# Measured: 30,324,983 bytes with the files above: the float16 adapter (9.8 MB) and the encoder screen's int8-packed
+# weights (22.8 MB), which deflate barely shrinks. The bound leaves room for code, not for another model.
+MAX_WHEEL_BYTES = 31_000_000
 
 # Runs in the fresh virtualenv, from a folder outside the checkout, with STAGES as arguments; prints one JSON line.
 OUTSIDE_SCRIPT = """
