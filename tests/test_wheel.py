@@ -28,7 +28,11 @@ SCREEN_FILES = ("screen.json", "heads.npz")
 # card. Nothing else (no reports/, no README of the screens, no splits, no published figures: stagekit reads those
 # from the checkout).
 ENCODER_FILES = ("screen.json", "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
-SHIPPED = {*(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES),
+# The adapter's measured CTranslate2 compute types (eval/compute_agreement.py --write), read by the backend at run
+# time, ship beside it once measured.
+MEASURED_FILES = tuple(name for name in ("compute-types.json",)
+                       if (ROOT / "assets" / "embedded-guard" / name).is_file())
+SHIPPED = {*(f"guardreasoner/assets/embedded-guard/{name}" for name in ADAPTER_FILES + MEASURED_FILES),
            *(f"guardreasoner/assets/screen/{card.parent.name}/{name}"
              for card in (ROOT / "assets" / "screen").glob("*/screen.json")
              for name in (ENCODER_FILES if card.parent.name == "encoder" else SCREEN_FILES))}
