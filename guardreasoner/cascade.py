@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from .backends.base import Backend, Generation
+from .confidence import apply_threshold
 from .guard import Guard, item_pair
 from .results import INPUT_TRUNCATED as TRUNCATED
 from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, StreamUpdate, Verdict
@@ -47,9 +48,11 @@ def screen_verdict(key: str, p: float, threshold: float) -> Verdict:
                    decided_by="screen")
 
 
-def decide(screen, probabilities: dict[str, float | None], response: str | None, mode: str
-           ) -> dict[str, Verdict | None]:
-    """The screen's verdict for each needed key, or None where it leaves the key to the reasoning guard."""
+def decide(screen, probabilities: dict[str, float | None], response: str | None, mode: str,
+           thresholds: dict[str, float] | None = None) -> dict[str, Verdict | None]:
+    """The screen's verdict for each needed key, or None where it leaves the key to the reasoning guard; the
+    guard's ``thresholds`` (an operating point's) choose the label of a verdict the screen decides, as they do
+    the reasoning model's."""
     decided: dict[str, Verdict | None] = {}
     for key in needed_keys(response):
         head, p = screen.heads.get(key), probabilities.get(key)
@@ -61,6 +64,8 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
             decided[key] = screen_verdict(key, p, head.thresholds.high)
         else:
             decided[key] = None
+        if decided[key] is not None and key in (thresholds or {}):
+            apply_threshold(decided[key], thresholds[key])
     return decided
 
 
@@ -151,6 +156,10 @@ class Cascade:
         return self.guard.thresholds
 
     @property
+    def operating_point(self) -> str | None:
+        return self.guard.operating_point
+
+    @property
     def fail_closed(self) -> bool:
         return self.guard.fail_closed
 
@@ -207,7 +216,8 @@ class Cascade:
         pairs = [item_pair(item) for item in items]
         probabilities, seconds = self.screen.timed_probabilities(pairs)
         per_row = seconds / max(len(pairs), 1)
-        decided = [decide(self.screen, p, response, self.reasoning) for p, (_, response) in zip(probabilities, pairs)]
+        decided = [decide(self.screen, p, response, self.reasoning, self.thresholds)
+                   for p, (_, response) in zip(probabilities, pairs)]
         deferred = [row for row, keys in enumerate(decided) if self.reasoning == "auto" and None in keys.values()]
         asked = [pairs[row] for row in deferred]
         reasoned = dict(zip(deferred, self.guard.classify(asked, progress=progress))) if asked else {}  # no empty call
@@ -243,7 +253,7 @@ class Cascade:
             return
         began = time.perf_counter()
         (probabilities,), seconds = self.screen.timed_probabilities([(prompt, response)])
-        decided = decide(self.screen, probabilities, response, self.reasoning)
+        decided = decide(self.screen, probabilities, response, self.reasoning, self.thresholds)
         final = self.reasoning == "off" or None not in decided.values()
         early = note_screen(_screen_result(self.guard, self.guard.build(prompt, response), decided, seconds,
                                            final=final), self.screen, probabilities)

@@ -15,6 +15,9 @@ from .models import DEFAULT_MODEL
 from .proxy import add_proxy_command, run_proxy
 from .results import VERDICT_KEYS
 
+OPERATING_POINT_HELP = ("a folder `calibrate` wrote for this model and reasoning mode: its thresholds choose every "
+                        "verdict's label, and each result names it")
+
 
 def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool = False,
                       reasoning_default: str = RECOMMENDED, sampling_options: bool = True) -> None:
@@ -52,7 +55,8 @@ def _load(args, **options):
     guard = load_guard(
         args.model, args.backend, mode=args.prompt_format, fallback=not args.no_fallback,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
-        reasoning=getattr(args, "reasoning", RECOMMENDED), screen=getattr(args, "screen", None), **options,
+        reasoning=getattr(args, "reasoning", RECOMMENDED), screen=getattr(args, "screen", None),
+        operating_point=getattr(args, "operating_point", None), **options,
     )
     if guard.fallback_reason:
         print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)
@@ -108,6 +112,20 @@ def _classify_file(args) -> int:
         print(f"{len(errors)} row(s) skipped because of errors (see above); the others are in {output}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .operating_point import calibrate
+
+    point = calibrate(_load(args), args.data, args.out, target_fpr=args.target_fpr, target_recall=args.target_recall,
+                      screen=args.screen, batch_size=args.batch_size)
+    for key, figures in point["verdicts"].items():
+        fpr, recall = figures["fpr"], figures["recall"]
+        print(f"{key}: threshold {figures['threshold']:.4f}  FPR {fpr['value']:.3f} "
+              f"[{fpr['interval'][0]:.3f}, {fpr['interval'][1]:.3f}]  recall {recall['value']:.3f} "
+              f"[{recall['interval'][0]:.3f}, {recall['interval'][1]:.3f}]  rows {figures['rows']}")
+    print(f"wrote {Path(args.out) / 'operating_point.json'}")
     return 0
 
 
@@ -174,7 +192,8 @@ def _serve(args) -> int:
     )
     serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.prompt_format,
           fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-          settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped")
+          settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped",
+          operating_point=args.operating_point)
     return 0
 
 
@@ -192,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=int, default=16)
     classify.add_argument("--json", action="store_true", help="print the result as JSON")
     add_model_options(classify)
+    classify.add_argument("--operating-point", help=OPERATING_POINT_HELP)
+
+    calibrate = commands.add_parser(
+        "calibrate", parents=[debug], help="choose per-verdict thresholds for a target false-positive rate or recall "
+        "from labelled rows, and write them as an operating point folder")
+    calibrate.add_argument("--data", required=True, help="rows.csv or rows.jsonl: 'prompt', optional 'response', and "
+                           f"gold labels under {', '.join(VERDICT_KEYS)} (a row may label only some)")
+    target = calibrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-fpr", type=float, help="the highest recall at a false-positive rate <= this")
+    target.add_argument("--target-recall", type=float, help="the lowest false-positive rate at a recall >= this")
+    calibrate.add_argument("--out", required=True, help="the operating point folder to write (OUT.partial keeps "
+                           "the rows classified so far: a rerun resumes there)")
+    calibrate.add_argument("--batch-size", type=int, default=16)
+    add_model_options(calibrate, sampling_options=False)
+    calibrate.set_defaults(temperature=0.0, no_fallback=True)  # greedy, and the model named or nothing
 
     prompt = commands.add_parser("prompt", parents=[debug], help="print the exact model input")
     prompt.add_argument("--prompt", required=True)
@@ -225,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-item-chars", type=int, default=20_000, help="characters per prompt or response")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
     serve.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    serve.add_argument("--operating-point", help=OPERATING_POINT_HELP)
     add_proxy_command(commands, [debug], add_model_options)
     return parser
 
@@ -240,7 +275,7 @@ def _command(args) -> int:
         return _classify_text(args)
     if args.command == "proxy":
         return run_proxy(args, _load)
-    return {"prompt": _prompt, "parse": _parse, "serve": _serve}[args.command](args)
+    return {"prompt": _prompt, "parse": _parse, "serve": _serve, "calibrate": _calibrate}[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

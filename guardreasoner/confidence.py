@@ -109,6 +109,7 @@ def apply_threshold(verdict: Verdict, threshold: float) -> None:
         return
     positive, negative = LABELS[verdict.key]
     verdict.label = positive if verdict.p_positive >= threshold else negative
+    verdict.threshold = threshold
 
 
 __all__ = ["attach_confidences", "apply_threshold", "positive_probability", "POSITIVE"]

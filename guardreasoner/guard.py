@@ -77,10 +77,11 @@ class Guard:
         fail_closed: bool = True,
         thresholds: dict[str, float] | None = None,
         fallback_reason: str | None = None,
+        operating_point: str | None = None,
     ):
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
         ``thresholds`` (e.g. ``{"prompt_harmfulness": 0.3}``) pick the positive label at that probability
-        instead of 0.5."""
+        instead of 0.5; ``operating_point`` names where they came from (each result carries the name)."""
         self.backend = backend
         self.model_name = model_name or backend.model_id
         self.sampling = sampling or SamplingConfig()
@@ -88,6 +89,7 @@ class Guard:
         self.fail_closed = fail_closed
         self.thresholds = checked_thresholds(thresholds)
         self.fallback_reason = fallback_reason
+        self.operating_point = operating_point
 
     @property
     def mode(self) -> str:
@@ -104,8 +106,11 @@ class Guard:
         return self._copy(sampling=replace(self.sampling, **changes))
 
     def with_thresholds(self, thresholds: dict[str, float] | None) -> Guard:
-        """The same guard and loaded model with these thresholds in place of its own."""
-        return self._copy(thresholds=checked_thresholds(thresholds))
+        """The same guard and loaded model with these thresholds in place of its own (its results name its
+        operating point only while that point's thresholds are the ones in force)."""
+        thresholds = checked_thresholds(thresholds)
+        point = self.operating_point if thresholds == self.thresholds else None
+        return self._copy(thresholds=thresholds, operating_point=point)
 
     def with_backend(self, backend: Backend) -> Guard:
         """The same settings on another backend (eval's replay wraps the loaded one)."""
@@ -168,6 +173,7 @@ class Guard:
             output_tokens=generation.completion_tokens,
             latency_s=generation.latency_s,
             finish_reason=generation.finish_reason,
+            operating_point=self.operating_point,
         )
 
     def classify(self, items: Iterable, *, progress: bool = False) -> list[GuardResult]:

@@ -26,6 +26,7 @@ def load_guard(
     thresholds: dict[str, float] | None = None,
     reasoning: str = "full",
     screen: str | None = None,
+    operating_point: str | None = None,
     **backend_options,
 ) -> Guard | Cascade:
     """Load a guard: a ``Guard`` for ``reasoning="full"`` without a screen, else a ``Cascade`` of that guard and
@@ -40,7 +41,9 @@ def load_guard(
     ``screen="shipped"`` loads the model's shipped screen where there is one (the app does this).
     ``reasoning="recommended"`` takes the mode measured best for the model (``off`` for the embedded guard,
     ``full`` for models without a screen; see ``screen.recommended_reasoning``): the CLI's and the service's
-    default."""
+    default. ``operating_point`` is a folder ``python -m guardreasoner calibrate`` wrote for this model and mode:
+    its thresholds apply to every verdict (``thresholds`` given too override it per verdict), and each result
+    names it."""
     if reasoning != RECOMMENDED:
         check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
@@ -48,6 +51,13 @@ def load_guard(
         from .screen import recommended_reasoning
 
         reasoning = recommended_reasoning(spec.name)
+    point = None
+    if operating_point is not None:
+        from .operating_point import check_fits, load_operating_point
+
+        point = load_operating_point(operating_point)
+        check_fits(point, spec.name, reasoning)  # before loading the model
+        thresholds = {**point.thresholds, **(thresholds or {})}
     chosen_screen = None
     if screen == "shipped":
         from .screen import shipped_screen_folder
@@ -73,6 +83,8 @@ def load_guard(
         fail_closed=fail_closed,
         thresholds=thresholds,
         fallback_reason=spec.fallback_reason,
+        # named only while its thresholds are the ones in force (as Guard.with_thresholds keeps it)
+        operating_point=point.name if point and thresholds == point.thresholds else None,
     )
     if chosen_screen is None:
         return guard

@@ -87,6 +87,9 @@ class Verdict:
     # asked for): its probability and the label its cut gives. ``disagrees`` compares the two.
     screen_p_positive: float | None = None
     screen_label: str | None = None
+    # The threshold on ``p_positive`` that chose the label, where thresholds or an operating point set one (None:
+    # the model's own answer, or the screen's cut).
+    threshold: float | None = None
 
     @property
     def recovered(self) -> bool:
@@ -185,6 +188,7 @@ class GuardResult:
     output_tokens: int = 0
     latency_s: float = 0.0
     finish_reason: str | None = None
+    operating_point: str | None = None  # the operating point whose thresholds chose the labels (its folder's name)
 
     @property
     def labels(self) -> dict[str, str | None]:

@@ -1,0 +1,365 @@
+"""Operating points: per-verdict thresholds chosen from the user's own labelled rows for a target false-positive
+rate or recall, with the figures they achieve there (bootstrap 95% intervals), kept in a folder and applied
+through the guard's ``thresholds`` (``load_guard(..., operating_point=DIR)``).
+
+``python -m guardreasoner calibrate`` reads the rows (``rows.read_rows``: CSV or JSONL, gold labels under the
+verdict names), classifies them resumably (``rows.classify_rows``, as ``classify --input --output`` does) into
+``DIR.partial/classified.jsonl``, picks the thresholds and writes ``DIR/operating_point.json`` in one rename.
+
+The rule for "too few rows": the class the target is about (negatives for a false-positive rate X, positives
+for a recall Y, whose miss rate is 1 - Y) needs at least ``max(MIN_ROWS, ceil(1 / rate))`` rows, so that one
+error is no more than the rate asked for; the other class needs ``MIN_ROWS`` for its figure to mean anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuardReasonerError
+from .results import LABELS, NEGATIVE, POSITIVE, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
+from .rows import Row, append_lines, classify_rows, done_lines, read_jsonl, split_rows
+
+OPERATING_POINT_FILE = "operating_point.json"
+FORMAT = "guardreasoner-operating-point/1"
+CLASSIFIED_FILE = "classified.jsonl"  # in DIR.partial: the rows classified so far (a rerun resumes after them)
+RUN_FILE = "run.json"  # in DIR.partial: what classified them (model, reasoning, screen, data), checked on resume
+MIN_ROWS = 10
+RESAMPLES = 1000
+SEED = 0
+SHOWN_ERRORS = 10  # a bad file's message names this many problems, then counts the rest
+REPLY_KEYS = (RESPONSE_REFUSAL, RESPONSE_HARMFULNESS)
+
+
+class OperatingPointError(GuardReasonerError, ValueError):
+    """A calibration that cannot be made (bad rows, too few of a class, an unreachable target) or an operating
+    point folder that cannot be read."""
+
+
+# --- Choosing a threshold -----------------------------------------------------------------------------------------
+
+@dataclass
+class Choice:
+    """One threshold and what it gives on the rows: positive where ``p >= threshold``."""
+
+    threshold: float
+    fpr: float
+    recall: float
+
+
+def candidates(scores: np.ndarray, positive: np.ndarray) -> list[Choice]:
+    """Every distinct way a threshold splits the rows, from the strictest that flags something to flagging all.
+
+    Each threshold is the midpoint between the lowest score it flags and the next lower score (the lowest score
+    itself where it flags every row): the same split of these rows, with room on either side for new ones."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, truth = scores[order], positive[order]
+    true_positives, false_positives = np.cumsum(truth), np.cumsum(~truth)
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # each distinct score's last row
+    distinct = ranked[last]
+    negatives, positives = max(int((~positive).sum()), 1), max(int(positive.sum()), 1)
+    out = []
+    for index, row in enumerate(last):
+        score = float(distinct[index])
+        threshold = score
+        if index + 1 < len(distinct):
+            middle = float((distinct[index] + distinct[index + 1]) / 2)
+            threshold = middle if middle > distinct[index + 1] else score  # adjacent floats: no room between
+        out.append(Choice(threshold, int(false_positives[row]) / negatives, int(true_positives[row]) / positives))
+    return out
+
+
+def choose_threshold(scores, positive, *, target_fpr: float | None = None,
+                     target_recall: float | None = None, key: str = "") -> Choice:
+    """The threshold meeting the target: the highest recall at FPR <= ``target_fpr`` (of those, the lowest FPR),
+    or the lowest FPR at recall >= ``target_recall`` (of those, the highest recall). A threshold that flags no
+    positive row is no answer to an FPR target: where every other one exceeds it, the error names the closest."""
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    options = candidates(scores, positive)
+    if target_fpr is not None:
+        meeting = [c for c in options if c.fpr <= target_fpr and c.recall > 0]
+        if not meeting:
+            flagging = [c for c in options if c.recall > 0]
+            closest = min(flagging, key=lambda c: (c.fpr, -c.recall))
+            raise OperatingPointError(
+                f"{key}: no threshold gives a false-positive rate <= {target_fpr:g} while flagging any "
+                f"{POSITIVE.get(key, 'positive')} row; the closest is {closest.fpr:.4g} (threshold "
+                f"{closest.threshold:.4g}, recall {closest.recall:.4g})")
+        return max(meeting, key=lambda c: (c.recall, -c.fpr))
+    if target_recall is None:
+        raise ValueError("give target_fpr or target_recall")
+    meeting = [c for c in options if c.recall >= target_recall]  # flagging every row always meets it
+    return min(meeting, key=lambda c: (c.fpr, -c.recall))
+
+
+def interval(successes: int, rows: int, rng: np.random.Generator) -> list[float]:
+    """The percentile bootstrap 95% interval of a rate ``successes / rows``: a resampled mean of 0/1 outcomes is
+    a binomial draw, so the resamples are drawn as binomials (the same distribution, without the row arrays)."""
+    draws = rng.binomial(rows, successes / rows, size=RESAMPLES) / rows
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def rows_needed(rate: float) -> int:
+    """Rows of the target's class needed for one error to be no more than ``rate`` (and never under MIN_ROWS)."""
+    if rate <= 0:
+        return MIN_ROWS
+    return max(MIN_ROWS, math.ceil(1 / rate - 1e-9))
+
+
+# --- Reading the labelled rows ------------------------------------------------------------------------------------
+
+@dataclass
+class LabelledRows:
+    rows: list[Row]
+    gold: dict[int, dict[str, bool]]  # line -> verdict key -> positive?
+
+
+def _label_error(line: int, key: str, value) -> str | None:
+    if not isinstance(value, str) or value.strip().lower() not in LABELS[key]:
+        return f"line {line}: {key} is {value!r}, not one of {', '.join(LABELS[key])}"
+    return None
+
+
+def read_labelled(path: str | Path) -> LabelledRows:
+    """The rows of a CSV or JSONL file and their gold labels; every bad row (unreadable, a label outside the
+    vocabulary, a reply label without a reply, a repeated prompt and response) is named by line in one error."""
+    rows, errors = split_rows(path)
+    problems = [str(error) for error in errors]
+    gold: dict[int, dict[str, bool]] = {}
+    seen: dict[tuple[str, str | None], int] = {}
+    for row in rows:
+        labels = {}
+        for key in VERDICT_KEYS:
+            value = row.extra.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue  # this row does not label this verdict
+            problem = _label_error(row.line, key, value)
+            if problem is None and key in REPLY_KEYS and row.response is None:
+                problem = f"line {row.line}: {key} is labelled but the row has no response"
+            if problem:
+                problems.append(problem)
+                continue
+            labels[key] = value.strip().lower() == POSITIVE[key]
+        pair = (row.prompt, row.response)
+        if pair in seen:
+            problems.append(f"line {row.line}: repeats line {seen[pair]} (the same prompt and response)")
+        seen.setdefault(pair, row.line)
+        gold[row.line] = labels
+    if problems:
+        shown = "; ".join(problems[:SHOWN_ERRORS])
+        more = f"; and {len(problems) - SHOWN_ERRORS} more" if len(problems) > SHOWN_ERRORS else ""
+        raise OperatingPointError(f"{path}: {shown}{more}")
+    if not any(gold.values()):
+        raise OperatingPointError(f"{path}: no gold labels; label rows under {', '.join(VERDICT_KEYS)}")
+    return LabelledRows(rows, gold)
+
+
+def check_counts(labelled: LabelledRows, *, target_fpr: float | None, target_recall: float | None) -> None:
+    """Enough rows of each class, for each verdict the file labels (the rule in the module's docstring)."""
+    problems = []
+    for key in VERDICT_KEYS:
+        outcomes = [labels[key] for labels in labelled.gold.values() if key in labels]
+        if not outcomes:
+            continue
+        counts = {True: sum(outcomes), False: len(outcomes) - sum(outcomes)}
+        if target_fpr is not None:
+            needs = {False: (rows_needed(target_fpr), f"a false-positive rate of {target_fpr:g}"),
+                     True: (MIN_ROWS, "a recall")}
+        else:
+            needs = {True: (rows_needed(1 - target_recall), f"a recall of {target_recall:g}"),
+                     False: (MIN_ROWS, "a false-positive rate")}
+        for positive, (needed, what) in needs.items():
+            if counts[positive] < needed:
+                name = POSITIVE[key] if positive else NEGATIVE[key]
+                problems.append(f"{key} has {counts[positive]} {name} rows; estimating {what} needs at least "
+                                f"{needed}")
+    if problems:
+        raise OperatingPointError("too few rows: " + "; ".join(problems))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- Calibrating --------------------------------------------------------------------------------------------------
+
+def calibrate_verdicts(labelled: LabelledRows, classified: list[dict], *, target_fpr: float | None = None,
+                       target_recall: float | None = None, seed: int = SEED) -> dict[str, dict]:
+    """Per labelled verdict: the chosen threshold and the figures it achieves on the rows, with intervals.
+    Rows whose verdict has no probability (the guard gave none) cannot be thresholded and are counted apart."""
+    by_line = {int(record["line"]): record for record in classified}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key in VERDICT_KEYS:
+        scores, positive, unscored = [], [], 0
+        for line, labels in labelled.gold.items():
+            if key not in labels:
+                continue
+            p = by_line[line]["verdicts"][key].get("p_positive")
+            if p is None:
+                unscored += 1
+                continue
+            scores.append(float(p))
+            positive.append(labels[key])
+        if not scores and not unscored:
+            continue
+        positive_rows, negative_rows = sum(positive), len(positive) - sum(positive)
+        if not positive_rows or not negative_rows:
+            raise OperatingPointError(f"{key}: {unscored} labelled rows got no probability from the guard, leaving "
+                                      f"{positive_rows} {POSITIVE[key]} and {negative_rows} {NEGATIVE[key]}")
+        choice = choose_threshold(scores, positive, target_fpr=target_fpr, target_recall=target_recall, key=key)
+        flagged = np.asarray(scores) >= choice.threshold
+        truth = np.asarray(positive)
+        false_positives, true_positives = int((flagged & ~truth).sum()), int((flagged & truth).sum())
+        out[key] = {
+            "threshold": choice.threshold,
+            "fpr": {"value": choice.fpr, "interval": interval(false_positives, negative_rows, rng)},
+            "recall": {"value": choice.recall, "interval": interval(true_positives, positive_rows, rng)},
+            "rows": {POSITIVE[key]: positive_rows, NEGATIVE[key]: negative_rows},
+            "unscored_rows": unscored,
+        }
+    return out
+
+
+def _run_identity(guard, data_sha256: str, screen: str | None) -> dict:
+    return {"model": guard.model_name, "reasoning": guard.reasoning, "screen": screen, "data_sha256": data_sha256}
+
+
+def _classified(guard, labelled: LabelledRows, staging: Path, identity: dict, batch_size: int) -> list[dict]:
+    """Every row's result, classifying only those not already in ``staging`` from an interrupted run of the
+    same model, mode, screen and data (another run's rows are discarded)."""
+    from tqdm.auto import tqdm
+
+    run_file, output = staging / RUN_FILE, staging / CLASSIFIED_FILE
+    if run_file.exists() and json.loads(run_file.read_text(encoding="utf-8")) != identity:
+        print(f"note: {staging} holds rows classified by another run; starting again", file=sys.stderr)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(identity), encoding="utf-8")
+    done = done_lines(output)
+    todo = [row for row in labelled.rows if row.line not in done]
+    if done:
+        print(f"resuming: {len(done)} rows already in {output}, {len(todo)} to go", file=sys.stderr)
+    with tqdm(total=len(todo), desc="classify", unit="row", disable=not todo) as bar:
+        for records in classify_rows(guard, todo, batch_size):
+            append_lines(output, [json.dumps(record, ensure_ascii=False) for record in records])
+            bar.update(len(records))
+    return read_jsonl(output)
+
+
+def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | None = None,
+              target_recall: float | None = None, screen: str | None = None, batch_size: int = 16,
+              seed: int = SEED) -> dict:
+    """Classify ``data`` with ``guard`` and write the operating point meeting the target to ``out``; returns
+    what ``operating_point.json`` holds. The file is checked before anything is classified or written."""
+    if (target_fpr is None) == (target_recall is None):
+        raise OperatingPointError("give one target: --target-fpr or --target-recall")
+    target = {"fpr": target_fpr} if target_fpr is not None else {"recall": target_recall}
+    if not 0 < next(iter(target.values())) <= 1:
+        raise OperatingPointError(f"the target {next(iter(target))} must be in (0, 1]")
+    out = Path(out)
+    if out.exists() and not (out / OPERATING_POINT_FILE).is_file() and any(out.iterdir()):
+        raise OperatingPointError(f"{out} exists and is not an operating point folder; choose another --out")
+    labelled = read_labelled(data)
+    check_counts(labelled, target_fpr=target_fpr, target_recall=target_recall)
+    data_sha256 = file_sha256(data)
+    staging = out.with_name(out.name + ".partial")
+    identity = _run_identity(guard, data_sha256, screen)
+    classified = _classified(guard, labelled, staging, identity, batch_size)
+    verdicts = calibrate_verdicts(labelled, classified, target_fpr=target_fpr, target_recall=target_recall,
+                                  seed=seed)
+    point = {
+        "format": FORMAT,
+        "model": guard.model_name,
+        "reasoning": guard.reasoning,
+        "screen": screen,
+        "target": target,
+        "thresholds": {key: figures["threshold"] for key, figures in verdicts.items()},
+        "verdicts": verdicts,
+        "data": {"file": Path(data).name, "sha256": data_sha256, "rows": len(labelled.rows)},
+        "bootstrap": {"resamples": RESAMPLES, "seed": seed, "level": 0.95},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _publish(staging, out, point)
+    return point
+
+
+def _publish(staging: Path, out: Path, point: dict) -> None:
+    """Write the point into the staging folder and rename it to ``out`` (replacing an earlier operating point
+    there), so ``out`` is either the old folder or the whole new one, never half of one."""
+    temporary = staging / (OPERATING_POINT_FILE + ".tmp")
+    temporary.write_text(json.dumps(point, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, staging / OPERATING_POINT_FILE)
+    (staging / RUN_FILE).unlink()
+    if out.exists():
+        retired = out.with_name(out.name + ".old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, out)
+
+
+# --- Loading ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class OperatingPoint:
+    name: str  # the folder's name: what each result applied with it names
+    thresholds: dict[str, float]
+    model: str
+    reasoning: str
+    folder: str
+
+
+def load_operating_point(folder: str | Path) -> OperatingPoint:
+    folder = Path(folder)
+    path = folder / OPERATING_POINT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OperatingPointError(f"{folder} is not an operating point folder (no {OPERATING_POINT_FILE}); "
+                                  "make one with python -m guardreasoner calibrate") from None
+    except json.JSONDecodeError as error:
+        raise OperatingPointError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise OperatingPointError(f"{path}: not a {FORMAT} file")
+    thresholds = data.get("thresholds")
+    if (not isinstance(thresholds, dict) or set(thresholds) - set(VERDICT_KEYS)
+            or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds.values())):
+        raise OperatingPointError(f"{path}: 'thresholds' must map verdict names to numbers between 0 and 1")
+    return OperatingPoint(folder.resolve().name, dict(thresholds), str(data.get("model")),
+                          str(data.get("reasoning")), str(folder))
+
+
+def same_model(calibrated: str, loaded: str) -> bool:
+    """A model named the same way, or the same local folder reached by another path."""
+    if calibrated == loaded:
+        return True
+    first, second = Path(calibrated).expanduser(), Path(loaded).expanduser()
+    return first.is_dir() and second.is_dir() and first.resolve() == second.resolve()
+
+
+def check_fits(point: OperatingPoint, model: str, reasoning: str) -> None:
+    """An operating point's thresholds mean something only for the model and mode whose probabilities they cut."""
+    if not same_model(point.model, model):
+        raise OperatingPointError(f"the operating point {point.folder} was calibrated for {point.model}, "
+                                  f"not {model}; calibrate one for this model")
+    if point.reasoning != reasoning:
+        raise OperatingPointError(f"the operating point {point.folder} was calibrated with reasoning "
+                                  f"{point.reasoning}; load the guard with that mode (--reasoning "
+                                  f"{point.reasoning}), not {reasoning}")
