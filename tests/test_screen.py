@@ -114,7 +114,9 @@ def test_a_cascade_reads_its_guards_settings_and_keeps_its_screen_and_mode(taugh
     assert stricter.thresholds == {PROMPT_KEY: 0.1} and off.reasoning == "off"
     assert (cascade.sampling.max_new_tokens, cascade.thresholds, cascade.reasoning) == (200, {PROMPT_KEY: 0.4}, "auto")
     (decided,) = off.classify([SAFE_REQUEST])
-    assert decided.verdicts[PROMPT_KEY].decided_by == "screen" and decided.verdicts[PROMPT_KEY].label == "harmful"
+    # the guard's thresholds choose the screen's labels too (0.3 < 0.4); without them, the screen's cut (0.25)
+    assert decided.verdicts[PROMPT_KEY].decided_by == "screen" and decided.verdicts[PROMPT_KEY].label == "unharmful"
+    assert off.with_thresholds(None).classify([SAFE_REQUEST])[0].verdicts[PROMPT_KEY].label == "harmful"
     # a generation alone is the result only in full: there prepare/read are the guard's, elsewhere refused
     with pytest.raises(ValueError, match="use classify or stream"):
         cascade.prepare([SAFE_REQUEST])
