@@ -38,6 +38,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from benchmarks.service_load import wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 PROMPT = "Write a short note about autumn."
@@ -178,22 +180,6 @@ async def run(url: str, streamed: bool, clients: int, duration: float) -> dict:
     good = [r for r in results if "error" not in r]
     return {"sent": sent, "answered": len(results), "results": good, "elapsed": elapsed,
             "errors": [r["error"] for r in results if "error" in r]}
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url} exited with status {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} was not ready within {timeout} s")
 
 
 def main() -> int:
