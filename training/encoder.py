@@ -313,7 +313,7 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     module.load_state_dict(load_file(out / "best" / WEIGHTS_FILE))
     module.eval()
     best = max(state["epochs"], key=lambda entry: entry["mean_auc"])
-    card = write_screen(script, config, module, tokenizer, folder, rows, validation, held_encoded, held_labels,
+    card = write_screen(script, config, module, tokenizer, rows, validation, held_encoded, held_labels,
                         state, best, notes + validation_notes, time.perf_counter() - began)
     return card
 
@@ -381,7 +381,7 @@ def shipped_agreement(module, folder: Path, held_encoded, labels: np.ndarray, he
     return out
 
 
-def write_screen(script, config, module, tokenizer, base, rows, validation, held_encoded, held_labels, state, best,
+def write_screen(script, config, module, tokenizer, rows, validation, held_encoded, held_labels, state, best,
                  notes, wall_s) -> dict:
     from safetensors.torch import save_file
 
