@@ -120,6 +120,31 @@ class Verdict:
         return cls(**field_values(cls, data))
 
 
+# A category's two labels: the item falls under the policy, or it does not.
+CATEGORY_LABELS = ("positive", "negative")
+
+
+@dataclass
+class Category:
+    """One policy's answer for an item, independent of the other policies' and of the three verdicts (an item
+    can fall under several). ``p`` is the calibrated probability that it falls under the policy (None where the
+    policy model gave a label without one); ``threshold`` the cut on ``p`` that chose ``label``."""
+
+    label: str | None  # one of CATEGORY_LABELS, or None where the policy model gave no usable answer
+    p: float | None = None
+    threshold: float | None = None
+    source: str = "head"  # "head" (a policy fitted on examples) or "text" (a written policy a served model applied)
+    rationale: str | None = None  # a text policy's reason, where the model gave one
+    rule_ids: list[str] = field(default_factory=list)  # the rules of a text policy it cited
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Category:
+        return cls(**field_values(cls, data))
+
+
 @dataclass
 class TaskReasoning:
     """The reasoning the model wrote for one verdict's task."""
@@ -189,6 +214,7 @@ class GuardResult:
     latency_s: float = 0.0
     finish_reason: str | None = None
     operating_point: str | None = None  # the operating point whose thresholds chose the labels (its folder's name)
+    categories: dict[str, Category] = field(default_factory=dict)  # per policy (its name), beside the verdicts
 
     @property
     def labels(self) -> dict[str, str | None]:
@@ -213,6 +239,7 @@ class GuardResult:
         out["verdicts"] = {key: verdict.to_dict() for key, verdict in self.verdicts.items()}
         out["reasoning"] = {key: asdict(task) for key, task in self.reasoning.items()}
         out["flags"] = list(self.flags)
+        out["categories"] = {name: category.to_dict() for name, category in self.categories.items()}
         out.update(labels=self.labels, is_harmful=self.is_harmful, status=self.status, fail_closed=self.fail_closed)
         return out
 
@@ -222,6 +249,7 @@ class GuardResult:
         values = field_values(cls, data)
         values["verdicts"] = {key: Verdict.from_dict(v) for key, v in data["verdicts"].items()}
         values["reasoning"] = {key: TaskReasoning(**v) for key, v in data.get("reasoning", {}).items()}
+        values["categories"] = {name: Category.from_dict(v) for name, v in (data.get("categories") or {}).items()}
         values.setdefault("model_input", "")
         values.setdefault("flags", [])
         return cls(**values)
