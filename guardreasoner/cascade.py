@@ -187,6 +187,9 @@ class Cascade:
     def with_thresholds(self, thresholds: dict[str, float] | None) -> Cascade:
         return Cascade(self.guard.with_thresholds(thresholds), self.screen, self.reasoning)
 
+    def with_operating_point(self, name: str | None, thresholds: dict[str, float]) -> Cascade:
+        return Cascade(self.guard.with_operating_point(name, thresholds), self.screen, self.reasoning)
+
     def with_backend(self, backend: Backend) -> Cascade:
         """The guard on another backend; the screen stays as bound (eval's replay wraps the guard's backend, so
         guard-state features still read the same model)."""

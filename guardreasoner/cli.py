@@ -259,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-item-chars", type=int, default=20_000, help="characters per prompt or response")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
     serve.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
-    serve.add_argument("--operating-point", help=OPERATING_POINT_HELP)
+    serve.add_argument("--operating-point", action="append",
+                       help="a folder `calibrate` wrote for this model (repeatable): requests choose one by its "
+                       "folder's name (`operating_point`); the first applies to requests that name none, in its mode")
     add_proxy_command(commands, [debug], add_model_options)
     return parser
 

@@ -33,8 +33,10 @@ class GuardClient:
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def _options(self, items: Iterable, max_new_tokens: int | None, thresholds: dict | None,
-                 reasoning: str | None) -> dict:
+                 reasoning: str | None, operating_point: str | None = None) -> dict:
         body = {"items": [_item(item) for item in items]}
+        if operating_point is not None:  # else the server's default point, if any
+            body["operating_point"] = operating_point
         if reasoning is not None:  # else the server's default mode
             body["reasoning"] = reasoning
         if max_new_tokens is not None:
@@ -54,10 +56,12 @@ class GuardClient:
         raise GuardServiceError(response.status_code, str(detail))
 
     def classify(self, items: Iterable, *, max_new_tokens: int | None = None, thresholds: dict | None = None,
-                 reasoning: str | None = None) -> list[GuardResult]:
+                 reasoning: str | None = None, operating_point: str | None = None) -> list[GuardResult]:
         """Classify dicts with ``prompt`` and optional ``response`` (or plain prompt strings), in order.
-        ``reasoning``: full, auto or off (default: the server's mode; GET /health lists what it offers)."""
-        response = self._http.post("/v1/classify", json=self._options(items, max_new_tokens, thresholds, reasoning))
+        ``reasoning``: full, auto or off (default: the server's mode; GET /health lists what it offers);
+        ``operating_point``: the name of one the server offers (GET /health, ``operating_points``)."""
+        body = self._options(items, max_new_tokens, thresholds, reasoning, operating_point)
+        response = self._http.post("/v1/classify", json=body)
         self._check(response)
         return [GuardResult.from_dict(result) for result in response.json()["results"]]
 
@@ -68,7 +72,7 @@ class GuardClient:
         """The server-sent events of /v1/classify/stream as (event, data) pairs: screen (mode auto), delta,
         result, done, error."""
         body = self._options(items, options.get("max_new_tokens"), options.get("thresholds"),
-                             options.get("reasoning"))
+                             options.get("reasoning"), options.get("operating_point"))
         with self._http.stream("POST", "/v1/classify/stream", json=body) as response:
             if not response.is_success:
                 response.read()

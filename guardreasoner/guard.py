@@ -112,6 +112,11 @@ class Guard:
         point = self.operating_point if thresholds == self.thresholds else None
         return self._copy(thresholds=thresholds, operating_point=point)
 
+    def with_operating_point(self, name: str | None, thresholds: dict[str, float]) -> Guard:
+        """The same guard and loaded model cutting by an operating point's thresholds, its results naming it
+        (``None`` and ``{}``: no operating point, the labels at 0.5 or the screen's cut)."""
+        return self._copy(thresholds=checked_thresholds(thresholds), operating_point=name)
+
     def with_backend(self, backend: Backend) -> Guard:
         """The same settings on another backend (eval's replay wraps the loaded one)."""
         return self._copy(backend=backend)

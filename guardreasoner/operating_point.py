@@ -324,6 +324,7 @@ class OperatingPoint:
     model: str
     reasoning: str
     folder: str
+    target: dict[str, float] | None = None  # {"fpr": X} or {"recall": Y}: what the thresholds were chosen for
 
 
 def load_operating_point(folder: str | Path) -> OperatingPoint:
@@ -342,8 +343,9 @@ def load_operating_point(folder: str | Path) -> OperatingPoint:
     if (not isinstance(thresholds, dict) or set(thresholds) - set(VERDICT_KEYS)
             or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds.values())):
         raise OperatingPointError(f"{path}: 'thresholds' must map verdict names to numbers between 0 and 1")
+    target = data.get("target") if isinstance(data.get("target"), dict) else None
     return OperatingPoint(folder.resolve().name, dict(thresholds), str(data.get("model")),
-                          str(data.get("reasoning")), str(folder))
+                          str(data.get("reasoning")), str(folder), target)
 
 
 def same_model(calibrated: str, loaded: str) -> bool:
@@ -354,11 +356,16 @@ def same_model(calibrated: str, loaded: str) -> bool:
     return first.is_dir() and second.is_dir() and first.resolve() == second.resolve()
 
 
-def check_fits(point: OperatingPoint, model: str, reasoning: str) -> None:
-    """An operating point's thresholds mean something only for the model and mode whose probabilities they cut."""
+def check_model(point: OperatingPoint, model: str) -> None:
+    """An operating point's thresholds mean something only for the model whose probabilities they cut."""
     if not same_model(point.model, model):
         raise OperatingPointError(f"the operating point {point.folder} was calibrated for {point.model}, "
                                   f"not {model}; calibrate one for this model")
+
+
+def check_fits(point: OperatingPoint, model: str, reasoning: str) -> None:
+    """An operating point's thresholds mean something only for the model and mode whose probabilities they cut."""
+    check_model(point, model)
     if point.reasoning != reasoning:
         raise OperatingPointError(f"the operating point {point.folder} was calibrated with reasoning "
                                   f"{point.reasoning}; load the guard with that mode (--reasoning "

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
 from ..guard import Classifier, Guard
+from ..operating_point import OperatingPoint
 from . import guardrails, moderations
 from .metrics import MetricsMiddleware
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, StreamEvent
@@ -104,10 +105,12 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(guard: Classifier | Backend, served_name: str | None = None,
-               settings: ServiceSettings | None = None, extra_routers: tuple[APIRouter, ...] = ()):
+               settings: ServiceSettings | None = None, extra_routers: tuple[APIRouter, ...] = (),
+               operating_points: tuple[OperatingPoint, ...] = ()):
     """A FastAPI app serving ``guard`` (a ``Guard`` or a ``Cascade``; a bare backend is wrapped in a default
     guard) under ``served_name``, with the drop-in routes (/v1/moderations, LiteLLM's guardrail API) and any
-    ``extra_routers`` (the proxy's)."""
+    ``extra_routers`` (the proxy's). ``operating_points`` (``load_operating_point``'s, for this model) are
+    offered to requests by name; the guard's own (``load_guard(..., operating_point=)``) is the default."""
     guard = guard if isinstance(guard, Classifier) else Guard(guard)
     app = FastAPI(
         title="GuardReasoner service",
@@ -115,7 +118,7 @@ def create_app(guard: Classifier | Backend, served_name: str | None = None,
         lifespan=lifespan,
         exception_handlers={RequestValidationError: invalid, StarletteHTTPException: http_error, Exception: crashed},
     )
-    app.state.serving = GuardServing(guard, served_name or guard.model_name, settings)
+    app.state.serving = GuardServing(guard, served_name or guard.model_name, settings, tuple(operating_points))
     app.state.guardrail = guardrails.Guardrail()
     routers = (router, moderations.router, guardrails.router, *extra_routers)
     for included in routers:

@@ -49,6 +49,12 @@ class ClassifyRequest(BaseModel):
         None, description="full: the model reasons on every item; auto: the server's screen decides where it is "
         "sure and the model reasons on the rest; off: the screen alone (milliseconds). Default: the server's "
         "mode (GET /health). auto and off need a server with a screen.")
+    operating_point: str | None = Field(
+        None, description="the name of an operating point this server offers (GET /health, `operating_points`): "
+        "its thresholds choose the labels, and the request runs in the reasoning mode it was calibrated for "
+        "(naming another mode is refused). `thresholds` given too override it per verdict. Default: the "
+        "server's default point, where it has one and the request's mode is that point's.",
+        examples=["strict"])
 
     @field_validator("thresholds")
     @classmethod
@@ -56,8 +62,8 @@ class ClassifyRequest(BaseModel):
         for key, threshold in (value or {}).items():
             if key not in VERDICT_KEYS:
                 raise ValueError(f"unknown verdict {key!r}; choose among {list(VERDICT_KEYS)}")
-            if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"the threshold for {key!r} must be between 0 and 1")
+            if not 0.0 < threshold < 1.0:  # 0 would flag every item whatever its probability
+                raise ValueError(f"the threshold for {key!r} must be strictly between 0 and 1, not {threshold}")
         return value
 
 
@@ -166,6 +172,18 @@ class Reasoning(BaseModel):
     modes: list[Literal[REASONING_MODES]]
 
 
+class OfferedPoint(BaseModel):
+    name: str = Field(description="what a request names under `operating_point`")
+    reasoning: Literal[REASONING_MODES] = Field(description="the mode it was calibrated for (and applies in)")
+    target: dict[str, float] | None = Field(description="what its thresholds were chosen for: fpr or recall")
+    thresholds: dict[str, float] = Field(description="per verdict, the cut on the positive label's probability")
+
+
+class OperatingPoints(BaseModel):
+    default: str | None = Field(description="the point applied to requests that name none (in its mode)")
+    offered: list[OfferedPoint] = Field(description="the points a request may name")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
@@ -174,3 +192,4 @@ class Health(BaseModel):
     limits: Limits = Field(description="what a client must keep to")
     auth: bool = Field(description="whether requests need an API key")
     reasoning: Reasoning = Field(description="the default mode and the modes this server offers")
+    operating_points: OperatingPoints = Field(description="the operating points loaded (serve --operating-point)")

@@ -15,6 +15,7 @@ from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from ..cascade import REASONING_MODES, Cascade
 from ..guard import Guard
+from ..operating_point import OperatingPoint, OperatingPointError, check_model
 from .batching import Batcher, generate_unbatched
 from .metrics import Metrics
 from .schemas import (
@@ -26,6 +27,8 @@ from .schemas import (
     ErrorEvent,
     Health,
     Limits,
+    OfferedPoint,
+    OperatingPoints,
     Reasoning,
     ResultEvent,
     ScreenEvent,
@@ -82,7 +85,8 @@ class GuardServing:
     """Classify, stream and health for one guard, within ``settings``' limits. ``start()`` (at app start-up)
     starts the batch worker for a local backend; ``close()`` stops it."""
 
-    def __init__(self, guard: Guard | Cascade, name: str, settings: ServiceSettings | None = None):
+    def __init__(self, guard: Guard | Cascade, name: str, settings: ServiceSettings | None = None,
+                 operating_points: tuple[OperatingPoint, ...] = ()):
         self.guard = guard
         self.name = name
         self.settings = replace(settings or ServiceSettings())  # a copy: the token cap is filled in
@@ -92,6 +96,23 @@ class GuardServing:
         self.remote = guard.backend.name in REMOTE_BACKENDS
         self.modes = [mode for mode in REASONING_MODES if mode == "full" or guard.screen is not None]
         self.batcher: Batcher | None = None
+        self.operating_points = self._offered(operating_points)
+        # the guard's own point (load_guard(operating_point=...)), where it is one of these: its mode is known
+        self.default_point = self.operating_points.get(guard.operating_point)
+
+    def _offered(self, points: tuple[OperatingPoint, ...]) -> dict[str, OperatingPoint]:
+        """The points requests may name, by name; each must be this model's, in a mode this server offers."""
+        offered: dict[str, OperatingPoint] = {}
+        for point in points:
+            check_model(point, self.guard.model_name)
+            if point.reasoning not in self.modes:
+                raise OperatingPointError(f"the operating point {point.folder} was calibrated with reasoning "
+                                          f"{point.reasoning}, which this server does not offer ({self.modes})")
+            if point.name in offered:
+                raise OperatingPointError(f"two operating points are named {point.name!r} ({offered[point.name].folder}"
+                                          f" and {point.folder}); requests choose them by folder name")
+            offered[point.name] = point
+        return offered
 
     def start(self) -> None:
         if not self.remote:
@@ -186,7 +207,10 @@ class GuardServing:
                       batching=Batching(enabled=self.batcher is not None, max_size=self.settings.batch_max_size,
                                         wait_ms=self.settings.batch_wait_ms),
                       limits=self.settings.limits(), auth=bool(self.settings.api_keys),
-                      reasoning=Reasoning(default=self.guard.reasoning, modes=self.modes))
+                      reasoning=Reasoning(default=self.guard.reasoning, modes=self.modes),
+                      operating_points=OperatingPoints(default=self.guard.operating_point, offered=[
+                          OfferedPoint(name=point.name, reasoning=point.reasoning, target=point.target,
+                                       thresholds=point.thresholds) for point in self.operating_points.values()]))
 
     # --- shared by the classify endpoints ----------------------------------------------------------------------
 
@@ -201,20 +225,42 @@ class GuardServing:
                     raise HTTPException(413, f"items.{index}.{part} has {length} characters; the limit is "
                                              f"{self.settings.max_item_chars}")
 
+    def _request_point(self, body: ClassifyRequest) -> tuple[OperatingPoint | None, str | None]:
+        """The operating point the request names (None: none named) and its reasoning mode: the one asked for,
+        else the point's (None: the server's default mode)."""
+        if body.operating_point is None:
+            return None, body.reasoning
+        point = self.operating_points.get(body.operating_point)
+        if point is None:
+            offered = (f"it offers {sorted(self.operating_points)}" if self.operating_points else
+                       "it offers none (serve --operating-point DIR loads one)")
+            raise HTTPException(422, f"this server has no operating point {body.operating_point!r}; {offered}")
+        if body.reasoning is not None and body.reasoning != point.reasoning:
+            raise HTTPException(422, f"the operating point {point.name!r} was calibrated with reasoning "
+                                     f"{point.reasoning}: its thresholds do not fit {body.reasoning}'s probabilities; "
+                                     f"ask for reasoning={point.reasoning!r} or name none")
+        return point, point.reasoning
+
     def _request_guard(self, body: ClassifyRequest) -> Guard | Cascade:
-        """The server's guard, or a copy with this request's max_new_tokens, thresholds and reasoning mode."""
+        """The server's guard, or a copy with this request's max_new_tokens, reasoning mode, operating point and
+        thresholds."""
         cap = self.settings.max_new_tokens
         if body.max_new_tokens is not None and body.max_new_tokens > cap:
             raise HTTPException(422, f"max_new_tokens={body.max_new_tokens} is over this server's cap of {cap}")
-        if body.reasoning is not None and body.reasoning not in self.modes:
-            raise HTTPException(422, f"reasoning={body.reasoning!r} needs a screen, and this server has none; "
+        point, reasoning = self._request_point(body)
+        if reasoning is not None and reasoning not in self.modes:
+            raise HTTPException(422, f"reasoning={reasoning!r} needs a screen, and this server has none; "
                                      f"it offers {self.modes}")
         chosen = self.guard
         if body.max_new_tokens is not None:
             chosen = chosen.with_sampling(max_new_tokens=body.max_new_tokens)
-        if body.thresholds:
+        if reasoning is not None and reasoning != chosen.reasoning:
+            chosen = chosen.with_reasoning(reasoning)
+        if point is not None:
+            chosen = chosen.with_operating_point(point.name, point.thresholds)
+        elif self.default_point is not None and chosen.reasoning != self.default_point.reasoning:
+            chosen = chosen.with_operating_point(None, {})  # its thresholds cut another mode's probabilities
+        if body.thresholds:  # after the point's: they override it per verdict
             chosen = chosen.with_thresholds({**chosen.thresholds, **body.thresholds})
-        if body.reasoning is not None and body.reasoning != chosen.reasoning:
-            chosen = chosen.with_reasoning(body.reasoning)
         return chosen
 
