@@ -19,8 +19,8 @@ CTranslate2 backend reads to choose its compute type at run time (``choose_measu
 the numerics; speed is one of the CPU, so each machine's speeds are kept under its CPU's speed flags, and a machine
 with other flags adds its own entry when it runs the same command (an entry of the same flags is replaced). Only
 complete runs are written (a type stopped out of reach counts as complete, with its partial figures and the
-``at_most`` share it could have reached); the table names the adapter weights it was measured for, so a retrained adapter does
-not inherit it.
+``at_most`` share it could have reached); the table names the adapter weights it was measured for, so a retrained
+adapter does not inherit it.
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ from guardreasoner.backends.ctranslate2_backend import (
     cpu_flags,
     supported_compute_types,
 )
+from guardreasoner.cascade import needed_keys
 from guardreasoner.models import adapter_weights_id, resolve_model
 from guardreasoner.predictions import read_run
-
-from guardreasoner.cascade import needed_keys
 from guardreasoner.rows import seeded_sample
 
 from .data import load_benchmark

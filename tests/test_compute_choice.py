@@ -115,8 +115,8 @@ def test_the_written_table_is_what_the_backend_reads_and_keeps_other_cpus_speeds
     from eval.compute_agreement import table as measured_table
 
     args = SimpleNamespace(min_agreement=0.98, benchmarks=["ToxicChat"], sample=4, seed=0, max_new_tokens=512)
-    figures = {"float32": {"agreement": 1.0, "verdicts": 16, "rows_per_s": 0.1},
-               "int8_float32": {"agreement": 0.99, "verdicts": 16, "rows_per_s": 0.3}}
+    figures = {"float32": {"agreement": 1.0, "at_most": 1.0, "verdicts": 16, "rows_per_s": 0.1},
+               "int8_float32": {"agreement": 0.99, "at_most": 0.99, "verdicts": 16, "rows_per_s": 0.3}}
     on_avx2 = measured_table(figures, args, "w", AVX2, None)
     assert choose_measured(on_avx2, supported=EVERY_TYPE, flags=AVX2) == "int8_float32"
     assert choose_measured(on_avx2, supported=EVERY_TYPE, flags=AMX) == "float32"  # not measured there
@@ -127,6 +127,26 @@ def test_the_written_table_is_what_the_backend_reads_and_keeps_other_cpus_speeds
     assert choose_measured(both, supported=EVERY_TYPE, flags=AVX2) == "int8_float32"
     retrained = measured_table(figures, args, "other-weights", AMX, both)  # another adapter's speeds are dropped
     assert [entry["flags"] for entry in retrained["speed"]] == [sorted(AMX & ctranslate2_backend.SPEED_FLAGS)]
+
+
+def test_a_type_out_of_reach_stops_early_and_is_never_chosen():
+    """compute_agreement stops a type once even full agreement on the verdicts left cannot lift it to the bar (the
+    embedded guard's int8: 27 of ToxicChat's 40 verdicts, at most 97.05% of the sample's 440); its partial
+    figures are written and the faster type is still not chosen."""
+    from types import SimpleNamespace
+
+    from eval.compute_agreement import best_possible
+    from eval.compute_agreement import table as measured_table
+
+    assert best_possible({"agreed": 27, "verdicts": 40}, 440) == pytest.approx(427 / 440)
+    assert best_possible({"agreed": 40, "verdicts": 40}, 440) == 1.0
+    assert best_possible({"agreed": 32, "verdicts": 40}, 440) >= 0.98  # 8 misses of 440 still within reach
+    args = SimpleNamespace(min_agreement=0.98, benchmarks=["ToxicChat"], sample=40, seed=0, max_new_tokens=512)
+    figures = {"float32": {"agreement": 1.0, "at_most": 1.0, "verdicts": 40, "rows_per_s": 0.23},
+               "int8": {"agreement": 0.675, "at_most": 427 / 440, "verdicts": 40, "rows_per_s": 0.27}}
+    written = measured_table(figures, args, "w", AVX2, None)
+    assert written["at_most"]["int8"] == 0.9705
+    assert choose_measured(written, supported=EVERY_TYPE, flags=AVX2) == "float32"
 
 
 def test_a_1b_model_runs_on_transformers_bfloat16_where_the_cpu_computes_it_natively(tmp_path, tiny_model_dir,
