@@ -255,7 +255,7 @@ GOOD = {"format": "guardreasoner-text-policy/1", "kind": "text", "name": "medica
     ("{not json", POLICY, r"policy\.json: not valid JSON"),
     ([1, 2], POLICY, r"policy\.json: expected a JSON object, got list"),
     (GOOD | {"kind": "head"}, POLICY, r"policy\.json: kind is 'head', not a text policy"),
-    (GOOD | {"format": "guardreasoner-text-policy/9"}, POLICY, r"format is 'guardreasoner-text-policy/9'; a text policy has"),
+    (GOOD | {"format": "guardreasoner-policy/1"}, POLICY, r"format is 'guardreasoner-policy/1'; a text policy has"),
     ({k: v for k, v in GOOD.items() if k != "model"}, POLICY, r"policy\.json: missing model \(a text policy has"),
     (GOOD | {"modle": "x"}, POLICY, r"policy\.json: unknown modle"),
     (GOOD | {"style": "llama-guard"}, POLICY, r"style 'llama-guard' is not one of gpt-oss-safeguard, nemotron"),
