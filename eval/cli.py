@@ -54,7 +54,24 @@ def _score(args) -> int:
         Path(args.markdown).write_text(markdown)
     if args.html:
         Path(args.html).write_text(to_html(report, name))
+    _write_curves(args, report, name)
     return 0
+
+
+def _write_curves(args, report: dict, name: str) -> None:
+    """The reliability and ROC page: at --curves, else beside the first report written (REPORT-curves.html)."""
+    from .calibration import curves_html
+
+    beside = next((Path(path) for path in (args.json, args.markdown, args.html) if path), None)
+    target = Path(args.curves) if args.curves else beside.with_name(beside.stem + "-curves.html") if beside else None
+    if target is None:
+        return
+    page = curves_html(report, name)
+    if page is None:
+        print("no reliability or ROC page: no cell's rows carry verdict probabilities (p_positive)", file=sys.stderr)
+        return
+    target.write_text(page)
+    print(f"wrote {target}", file=sys.stderr)
 
 
 def _compare(args) -> int:
@@ -104,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json")
     score.add_argument("--markdown")
     score.add_argument("--html")
+    score.add_argument("--curves", help="the reliability diagrams and ROC curves of the cells whose rows carry "
+                       "verdict probabilities, as HTML (default: REPORT-curves.html beside the first of --json, "
+                       "--markdown, --html given)")
     compare = commands.add_parser("compare", parents=[debug],
                                   help="one table for several `score --json` reports on the same rows")
     compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file); a NAME "

@@ -12,6 +12,7 @@ from stagekit.metrics import (
 )
 from stagekit.reports import published_f1
 
+from .calibration import markdown_table as calibration_table
 from .registry import CELLS, TASKS
 
 PUBLISHED = published_f1()
@@ -61,6 +62,9 @@ def to_markdown(report: dict, name: str = "this run") -> str:
             ms = cell.get("mean_ms_per_row")
             lines.append(f"| {cell['benchmark']} ({cell['task']}) | {cell['n']} | {cell['parse_failures']} "
                          f"| {_fmt(tokens)} | {_fmt(ms)} |")
+    calibration = calibration_table(report)
+    if calibration:
+        lines += ["", "Verdict probabilities (recall in %; ECE over ten equal-width bins):", "", *calibration]
     return "\n".join(lines) + "\n"
 
 

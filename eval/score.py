@@ -5,6 +5,9 @@ paper  — upstream evaluate.py exactly: only the last 300 characters are search
          averages weighted by the paper's row counts.
 strict — the core parser on the whole output; a failed parse counts once as wrong; averages weighted by the
          rows actually labelled; 95% bootstrap intervals, parse-failure rates, confusion matrices, cost per row.
+
+In both, a cell whose rows carry the guard's ``p_positive`` also gets calibration and ranking figures (ECE,
+Brier, ROC AUC, recall at 1% and 5% FPR, reliability bins and ROC points; see ``eval.calibration``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from guardreasoner.predictions import Prediction, read_predictions
 from stagekit.metrics import bootstrap_f1_interval, confusion, f1_percent
 
+from .calibration import ranking_figures
 from .data import ANSWER_PATTERNS, PREDICTIONS_FILE, find_run_folder, gold_labels
 from .registry import CELLS, NEGATIVE_OF_TASK, POSITIVE_OF_TASK, TASKS, Cell
 
@@ -119,7 +123,9 @@ def score_run(run: str | Path, mode: str = "paper", data_dir: str | Path | None 
         except FileNotFoundError as error:
             missing.append({"benchmark": cell.benchmark, "task": cell.task, "reason": str(error)})
             continue
-        cells.append(scorer(cell, rows, golds))
+        scored = scorer(cell, rows, golds)
+        scored.extra.update(ranking_figures(rows, golds, cell.task, cell.positive))  # where rows carry p_positive
+        cells.append(scored)
     tasks = {}
     for task in TASKS:
         scored = [c for c in cells if c.task == task]

@@ -1,0 +1,146 @@
+"""How well a cell's verdict probabilities mean what they say and rank its rows, for ``eval score``: expected
+calibration error, Brier score, ROC AUC and recall at 1% and 5% false-positive rate, per cell whose rows carry
+``p_positive``; and the reliability diagram and ROC curve of every such cell on one plotly page.
+
+The figures are computed on the labelled rows that have a probability (``scored_rows``); rows without one (a
+backend without token log-probabilities, a verdict the model never wrote) are counted as ``unscored_rows`` and
+left out, not given 0.5. ECE and the reliability diagram use ten equal-width probability bins (as
+``stagekit.metrics.calibration_error``); recall at a false-positive rate is read off the ROC curve
+(``eval.verdict_ranking.recall_at_fpr``). AUC and the recalls need both classes among the scored rows (else
+None). The report keeps each cell's bins and ROC points, so the page can be drawn again from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stagekit.metrics import calibration_error
+
+from .verdict_ranking import recall_at_fpr
+
+BINS = 10
+FPR_RATES = {"recall_at_1pct_fpr": 0.01, "recall_at_5pct_fpr": 0.05}
+MAX_ROC_POINTS = 200  # a long curve is thinned to this many points (its ends kept) to keep reports small
+
+
+def cell_probabilities(rows, golds: list[str | None], task: str, positive: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(gold is positive, probability) of the labelled rows with a probability for ``task``, and how many
+    labelled rows had none."""
+    gold, scores, unscored = [], [], 0
+    for row, label in zip(rows, golds):
+        if label is None:
+            continue
+        p = (row.p_positive or {}).get(task)
+        if p is None:
+            unscored += 1
+            continue
+        gold.append(label == positive)
+        scores.append(float(p))
+    return np.array(gold, dtype=bool), np.array(scores, dtype=float), unscored
+
+
+def reliability_bins(gold: np.ndarray, p: np.ndarray, bins: int = BINS) -> list[dict]:
+    """Per non-empty equal-width bin: the mean probability, the share of positive rows, and the row count."""
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    return [{"mean_p": float(p[which == b].mean()), "positive_share": float(gold[which == b].mean()),
+             "rows": int((which == b).sum())} for b in range(bins) if (which == b).any()]
+
+
+def roc_points(gold: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(gold, p)
+    if len(fpr) > MAX_ROC_POINTS:
+        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, MAX_ROC_POINTS).round().astype(int), len(fpr) - 1])
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(x), 5) for x in fpr], "tpr": [round(float(y), 5) for y in tpr]}
+
+
+def ranking_figures(rows, golds: list[str | None], task: str, positive: str) -> dict:
+    """The cell's calibration and ranking figures; {} where no labelled row has a probability."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    gold, p, unscored = cell_probabilities(rows, golds, task, positive)
+    if not len(p):
+        return {}
+    both = bool(gold.any() and (~gold).any())
+    figures = {
+        "scored_rows": int(len(p)),
+        "unscored_rows": unscored,
+        "ece": calibration_error(p, gold, BINS),
+        "brier": float(brier_score_loss(gold, p, pos_label=True)),
+        "roc_auc": float(roc_auc_score(gold, p)) if both else None,
+        **{name: (recall_at_fpr(gold, p, rate) if both else None) for name, rate in FPR_RATES.items()},
+        "reliability": reliability_bins(gold, p),
+    }
+    if both:
+        figures["roc"] = roc_points(gold, p)
+    return figures
+
+
+def has_scores(cell: dict) -> bool:
+    return cell.get("scored_rows") is not None
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _decimal(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown_table(report: dict) -> list[str]:
+    """The figures per cell as markdown lines ([] where no cell has probabilities)."""
+    cells = [cell for cell in report["cells"] if has_scores(cell)]
+    if not cells:
+        return []
+    lines = ["| cell | scored rows | ECE | Brier | ROC AUC | recall at 1% FPR | recall at 5% FPR |",
+             "|---|---|---|---|---|---|---|"]
+    for cell in cells:
+        unscored = f" (+{cell['unscored_rows']} without p)" if cell["unscored_rows"] else ""
+        lines.append(f"| {cell['benchmark']} ({cell['task']}) | {cell['scored_rows']}{unscored} | "
+                     f"{_decimal(cell['ece'])} | {_decimal(cell['brier'])} | {_decimal(cell['roc_auc'])} | "
+                     f"{_percent(cell['recall_at_1pct_fpr'])} | {_percent(cell['recall_at_5pct_fpr'])} |")
+    return lines
+
+
+def curves_figure(report: dict, name: str = "this run"):
+    """Reliability diagrams (left) and ROC curves (right) of every cell with probabilities, one colour per cell
+    (clicking a cell in the legend hides both of its curves); None where no cell has probabilities."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cells = [cell for cell in report["cells"] if has_scores(cell)]
+    if not cells:
+        return None
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[
+        "Reliability: positive share per probability bin", "ROC: recall against false-positive rate"])
+    for index, cell in enumerate(cells):
+        label = f"{cell['benchmark']} ({cell['task']})"
+        color = f"hsl({int(360 * index / len(cells))},65%,45%)"
+        bins = cell["reliability"]
+        figure.add_trace(go.Scatter(
+            x=[b["mean_p"] for b in bins], y=[b["positive_share"] for b in bins], mode="lines+markers",
+            name=f"{label}: ECE {cell['ece']:.3f}", legendgroup=label, line={"color": color},
+            customdata=[b["rows"] for b in bins],
+            hovertemplate="mean p %{x:.3f}<br>positive share %{y:.3f}<br>%{customdata} rows"), row=1, col=1)
+        if cell.get("roc"):
+            figure.add_trace(go.Scatter(
+                x=cell["roc"]["fpr"], y=cell["roc"]["tpr"], mode="lines", name=f"{label}: AUC {cell['roc_auc']:.3f}",
+                legendgroup=label, line={"color": color, "shape": "hv"}), row=1, col=2)
+    for col in (1, 2):
+        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "grey", "dash": "dot"},
+                                    showlegend=False, hoverinfo="skip"), row=1, col=col)
+    figure.update_xaxes(range=[0, 1], title_text="mean probability in the bin", row=1, col=1)
+    figure.update_yaxes(range=[0, 1], title_text="share of positive rows", row=1, col=1)
+    figure.update_xaxes(range=[0, 1], title_text="false-positive rate", row=1, col=2)
+    figure.update_yaxes(range=[0, 1.02], title_text="recall", row=1, col=2)
+    figure.update_layout(height=560, title=f"Calibration and ranking of the verdict probabilities — {name}")
+    return figure
+
+
+def curves_html(report: dict, name: str = "this run") -> str | None:
+    """A self-contained page (plotly.js inlined) of ``curves_figure``; None where no cell has probabilities."""
+    figure = curves_figure(report, name)
+    return None if figure is None else figure.to_html(full_html=True, include_plotlyjs=True)
