@@ -89,6 +89,7 @@ def note_screen(result: GuardResult, screen, probabilities: dict) -> GuardResult
             verdict.screen_p_positive, verdict.screen_label = p, label
     if probabilities.get(TRUNCATED):
         result.flags = sorted(set(result.flags) | {TRUNCATED})
+    result.categories.update(probabilities.get("categories") or {})  # a PolicyScreen's policies, beside the verdicts
     return result
 
 
@@ -213,9 +214,8 @@ class Cascade:
         """As ``Guard.classify``, each verdict decided as the mode says."""
         if self.reasoning == "full":  # the screen's opinion rides along (milliseconds), so a disagreement shows
             items = list(items)
-            results = self.guard.classify(items, progress=progress)
-            opinions = self._opinions([item_pair(item) for item in items])
-            return [note_screen(result, self.screen, p) for result, p in zip(results, opinions)] or results
+            return self.note_opinions([item_pair(item) for item in items],
+                                      self.guard.classify(items, progress=progress))
         pairs = [item_pair(item) for item in items]
         probabilities, seconds = self.screen.timed_probabilities(pairs)
         per_row = seconds / max(len(pairs), 1)
@@ -228,6 +228,12 @@ class Cascade:
                             else _screen_result(self.guard, self.guard.build(*pairs[row]), decided[row], per_row),
                             self.screen, probabilities[row])
                 for row in range(len(pairs))]
+
+    def note_opinions(self, pairs: list[tuple[str, str | None]], results: list[GuardResult]) -> list[GuardResult]:
+        """The reasoning guard's results of ``pairs`` with the screen's opinions (and its policies' categories)
+        noted on them: what ``full`` adds to the guard's own results (a batcher that ran the guard calls it)."""
+        opinions = self._opinions(pairs)
+        return [note_screen(result, self.screen, p) for result, p in zip(results, opinions)] or results
 
     def _opinions(self, pairs: list[tuple[str, str | None]]) -> list[dict]:
         """The screen's probabilities beside a full run, or none where it has no screen or cannot read the items

@@ -12,6 +12,7 @@ from .backends.ctranslate2_backend import COMPUTE_TYPES
 from .cascade import REASONING_MODES, RECOMMENDED
 from .cli_support import RenamedFlag, debug_option, run_command
 from .models import DEFAULT_MODEL
+from .policy_cli import POLICY_HELP, add_policy_command, run_policy
 from .proxy import add_proxy_command, run_proxy
 from .results import VERDICT_KEYS
 
@@ -47,6 +48,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool =
                         help="full: reason on every item; off: the screen's verdicts only; auto: the screen where it "
                         f"is sure, reasoning for the rest{recommended} (default: {reasoning_default})")
     parser.add_argument("--screen", help="screen folder for --reasoning off/auto (default: the model's own)")
+    parser.add_argument("--policy", action="append", help=POLICY_HELP)
 
 
 def _load(args, **options):
@@ -56,7 +58,7 @@ def _load(args, **options):
         args.model, args.backend, mode=args.prompt_format, fallback=not args.no_fallback,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, compute_type=args.compute_type,
         reasoning=getattr(args, "reasoning", RECOMMENDED), screen=getattr(args, "screen", None),
-        operating_point=getattr(args, "operating_point", None), **options,
+        operating_point=getattr(args, "operating_point", None), policies=getattr(args, "policy", None), **options,
     )
     if guard.fallback_reason:
         print(f"note: using the embedded model {guard.model_name} ({guard.fallback_reason})", file=sys.stderr)
@@ -193,7 +195,7 @@ def _serve(args) -> int:
     serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.prompt_format,
           fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
           settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped",
-          operating_point=args.operating_point)
+          operating_point=args.operating_point, policies=args.policy)
     return 0
 
 
@@ -263,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a folder `calibrate` wrote for this model (repeatable): requests choose one by its "
                        "folder's name (`operating_point`); the first applies to requests that name none, in its mode")
     add_proxy_command(commands, [debug], add_model_options)
+    add_policy_command(commands, [debug])
     return parser
 
 
@@ -277,6 +280,8 @@ def _command(args) -> int:
         return _classify_text(args)
     if args.command == "proxy":
         return run_proxy(args, _load)
+    if args.command == "policy":
+        return run_policy(args)
     return {"prompt": _prompt, "parse": _parse, "serve": _serve, "calibrate": _calibrate}[args.command](args)
 
 

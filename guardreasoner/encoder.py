@@ -201,28 +201,53 @@ class EncoderScreen:
     def logits(self, items: list[tuple[str, str | None]], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list]:
         """Raw logits (rows x verdicts) and whether each item was cut. Items are batched by length, so a batch
         pads little."""
+        logits, truncated, _ = self.read(items, batch_size)
+        return logits, truncated
+
+    def read(self, items: list[tuple[str, str | None]], batch_size: int = BATCH_SIZE, layers: tuple[int, ...] = ()
+             ) -> tuple[np.ndarray, list, np.ndarray | None]:
+        """``logits``' two answers and, with ``layers`` (indices into the encoder's hidden states, 0 the
+        embeddings), the mask-weighted mean of each of those layers side by side (rows x layers x hidden): the
+        representation policies are fitted on, from the same forward pass as the verdicts."""
         import torch
 
         pairs = [encode_pair(self.tokenizer, prompt, response, self.max_length) for prompt, response in items]
         out = np.zeros((len(pairs), len(VERDICT_KEYS)), dtype=np.float32)
+        features = None
+        if layers:
+            features = np.zeros((len(pairs), len(layers) * self.module.heads.in_features), dtype=np.float32)
         # One forward at a time: torch's threads are already all in use.
         with self._lock, torch.inference_mode():
             for chunk in length_batches([len(pair.input_ids) for pair in pairs], batch_size):
                 batch = pad_batch([pairs[index] for index in chunk], self.tokenizer.pad_token_id or 0)
                 tokens = batch["input_ids"].numel()
                 with computing(self.dtype if tokens >= BF16_MIN_TOKENS else "float32"):
-                    out[chunk] = self.module(**batch).float().numpy()
-        return out, [pair.truncated for pair in pairs]
+                    if not layers:
+                        out[chunk] = self.module(**batch).float().numpy()
+                        continue
+                    hidden = self.module.encoder(**batch, output_hidden_states=True).hidden_states
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden[-1].dtype)
+                    last = len(hidden) - 1
+                    pooled = {layer: (hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                              for layer in {*layers, last}}
+                    out[chunk] = self.module.heads(pooled[last]).float().numpy()  # as forward: the last layer's mean
+                    features[chunk] = torch.cat([pooled[layer] for layer in layers], dim=1).float().numpy()
+        return out, [pair.truncated for pair in pairs], features
 
     def probabilities(self, items: list[tuple[str, str | None]]) -> list[dict[str, float | None]]:
         """Per item, each verdict's calibrated probability of its positive label (None for the reply's verdicts
         of an item without a reply), and ``input_truncated: True`` where the item was cut to fit."""
+        return self.scored(items)[0]
+
+    def scored(self, items: list[tuple[str, str | None]], layers: tuple[int, ...] = ()
+               ) -> tuple[list[dict[str, float | None]], np.ndarray | None]:
+        """``probabilities`` and, with ``layers``, the representation ``read`` gives, from one forward pass."""
         for index, (prompt, _) in enumerate(items):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise EncoderError(f"item {index}: the request is empty; the encoder needs some text to read")
         if not items:
-            return []
-        logits, truncated = self.logits(items)
+            return [], None
+        logits, truncated, features = self.read(items, layers=layers)
         out = []
         for row, (_, response) in enumerate(items):
             values: dict = {}
@@ -233,7 +258,7 @@ class EncoderScreen:
             if truncated[row]:
                 values[TRUNCATED] = True
             out.append(values)
-        return out
+        return out, features
 
     def timed_probabilities(self, items) -> tuple[list[dict[str, float | None]], float]:
         began = time.perf_counter()

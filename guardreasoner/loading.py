@@ -27,6 +27,7 @@ def load_guard(
     reasoning: str = "full",
     screen: str | None = None,
     operating_point: str | None = None,
+    policies: list[str] | None = None,
     **backend_options,
 ) -> Guard | Cascade:
     """Load a guard: a ``Guard`` for ``reasoning="full"`` without a screen, else a ``Cascade`` of that guard and
@@ -43,7 +44,9 @@ def load_guard(
     ``full`` for models without a screen; see ``screen.recommended_reasoning``): the CLI's and the service's
     default. ``operating_point`` is a folder ``python -m guardreasoner calibrate`` wrote for this model and mode:
     its thresholds apply to every verdict (``thresholds`` given too override it per verdict), and each result
-    names it."""
+    names it. ``policies`` are policy folders (``python -m guardreasoner policy fit``, or text policies): each
+    result's ``categories`` gives every policy's label and probability, in every reasoning mode (they need the
+    encoder screen, which is then loaded in ``full`` too)."""
     if reasoning != RECOMMENDED:
         check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
@@ -64,12 +67,16 @@ def load_guard(
 
         screen = shipped_screen_folder(spec.name)
         screen = str(screen) if screen else None
-    if reasoning != "full" or screen:
+    if reasoning != "full" or screen or policies:
         from .models import weights_id
         from .screen import default_screen_folder, load_screen
 
         chosen_screen = load_screen(screen or default_screen_folder(spec.name), model=spec.name,
                                     weights=lambda: weights_id(spec))
+        if policies:
+            from .policy import load_policies
+
+            chosen_screen = load_policies(policies, chosen_screen)  # before the model: a bad folder fails fast
         if chosen_screen.feature_kind == "guard-state" and backend == "auto":
             backend = "transformers"  # the screen reads the model's hidden states, which only transformers exposes
     # vLLM's context must hold the longest input plus the answer (and the chat template's few tokens).

@@ -30,6 +30,10 @@ class FlagRecord:
     comment: str = ""
     model: str | None = None
     source: str = "app_flag"
+    # A flag can also correct a policy: its name and the label the item should get (``positive``/``negative``);
+    # ``python -m guardreasoner policy fit --flags QUEUE`` adds it to that policy's examples.
+    policy: str | None = None
+    policy_label: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @classmethod

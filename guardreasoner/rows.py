@@ -41,26 +41,41 @@ def _check(line: int, record) -> Row | RowError:
     return Row(line, prompt, response or None, extra)
 
 
+def leading_comments(path: str | Path) -> list[str]:
+    """The ``#`` lines a file opens with (a policy's ``# description: ...``), without their ``#``."""
+    comments = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for text in handle:
+            if not text.startswith("#"):
+                break
+            comments.append(text[1:].strip())
+    return comments
+
+
 def read_rows(path: str | Path) -> Iterator[Row | RowError]:
-    """Yield a Row or RowError per record of a .jsonl/.json-lines or .csv file (with a header row)."""
+    """Yield a Row or RowError per record of a .jsonl/.json-lines or .csv file (with a header row). Lines starting
+    with ``#`` at the top of the file are comments (line numbers still count them)."""
     path = Path(path)
+    skipped = len(leading_comments(path))
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
+            for _ in range(skipped):
+                handle.readline()
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "prompt" not in reader.fieldnames:
-                yield RowError(1, f"the CSV header needs a 'prompt' column; found {reader.fieldnames}")
+                yield RowError(skipped + 1, f"the CSV header needs a 'prompt' column; found {reader.fieldnames}")
                 return
-            start = reader.line_num + 1
+            start = skipped + reader.line_num + 1
             for record in reader:
                 if None in record:
                     yield RowError(start, "more fields than the header names")
                 else:
                     yield _check(start, record)
-                start = reader.line_num + 1
+                start = skipped + reader.line_num + 1
         return
     with path.open(encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
-            if not text.strip():
+            if not text.strip() or number <= skipped:
                 continue
             try:
                 record = json.loads(text)

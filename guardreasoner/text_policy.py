@@ -280,7 +280,7 @@ class TextPolicy:
         sampling = SamplingConfig(max_new_tokens=self.max_tokens or DEFAULT_MAX_TOKENS[self.style], temperature=0.0)
         create = backend.client.chat.completions.create
         try:
-            reply = backend._send(lambda: create(model=self.model, messages=messages, temperature=0.0,
+            reply = backend.send(lambda: create(model=self.model, messages=messages, temperature=0.0,
                                                  max_tokens=sampling.max_new_tokens,
                                                  timeout=backend.request_timeout(sampling)))
         except openai.OpenAIError as error:

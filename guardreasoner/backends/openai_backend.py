@@ -46,7 +46,7 @@ class OpenAIBackend(Backend):
             base_url=base_url.rstrip("/"),
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
             timeout=timeout if timeout is not None else CONNECT_SECONDS,
-            max_retries=0,  # retries are ours (_send): the client would also retry timeouts
+            max_retries=0,  # retries are ours (send): the client would also retry timeouts
         )
         self.timeout = timeout
         self.max_retries = max_retries
@@ -68,7 +68,7 @@ class OpenAIBackend(Backend):
             return self.timeout
         return CONNECT_SECONDS + sampling.max_new_tokens / SLOW_TOKENS_PER_SECOND
 
-    def _send(self, create):
+    def send(self, create):
         """Call ``create()`` under the retry policy above."""
         import openai
 
@@ -89,7 +89,7 @@ class OpenAIBackend(Backend):
         raise AssertionError("unreachable")
 
     def _request(self, prompt: str, sampling: SamplingConfig, stream: bool):
-        return self._send(lambda: self._create(prompt, sampling, stream))
+        return self.send(lambda: self._create(prompt, sampling, stream))
 
     def _create(self, prompt: str, sampling: SamplingConfig, stream: bool):
         common = dict(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from ..cascade import REASONING_MODES
-from ..results import VERDICT_KEYS, GuardResult, TaskReasoning, Verdict
+from ..results import VERDICT_KEYS, Category, GuardResult, TaskReasoning, Verdict
 from ..stream_parser import ParseEvent
 from .generated import model_of
 
@@ -80,6 +80,11 @@ VerdictModel = model_of(Verdict, {
     "decided_by": "reasoning (the model's written verdict) or screen (the fast classifier)",
     "recovered": "the label was read outside the final Answers block",
 })
+CategoryModel = model_of(Category, {
+    "label": "positive (the item falls under the policy) or negative; null where the policy model gave no answer",
+    "p": "the calibrated probability that it falls under the policy",
+    "source": "head (a policy fitted on examples) or text (a written policy a served model applied)",
+})
 TaskReasoningModel = model_of(TaskReasoning, {"task": "the verdict key of the task", "steps": "the reasoning steps"})
 GuardResultModel = model_of(GuardResult, {
     "prompt": "the prompt as the caller sent it",
@@ -91,6 +96,8 @@ GuardResultModel = model_of(GuardResult, {
     "status": "ok, recovered (some verdict read outside the final Answers) or failed",
     "fail_closed": "the model gave no usable label somewhere and the guard assumed harmful",
     "model": "the model that answered",
+    "categories": "per policy the service loaded (serve --policy): its label and probability, independent of "
+                  "each other and of the verdicts",
 })
 ParseEventModel = model_of(ParseEvent, {
     "kind": "step, conclusion or verdict",

@@ -153,6 +153,8 @@ class GuardServing:
             raise HTTPException(504, f"classifying took over the server's {self.settings.request_timeout_s} s limit")
         except ValueError as error:  # an item the guard cannot build a prompt from
             raise HTTPException(422, str(error))
+        if chosen.reasoning == "full" and isinstance(chosen, Cascade):  # the screen's opinions and policies
+            results = await run_in_threadpool(chosen.note_opinions, items, results)  # the encoder has its own lock
         if not batched:  # the batch worker records its own results
             self.metrics.record_results(results)
         return ClassifyResponse(model=self.name, results=[result.to_dict() for result in results])
