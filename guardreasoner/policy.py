@@ -314,18 +314,26 @@ def save_policy(policy: PolicyHead, out: str | Path) -> Path:
     return out
 
 
+def read_card(folder: str | Path) -> dict | None:
+    """A policy folder's card (fitted or text policy), or None where the folder has none."""
+    card_path = Path(folder) / CARD_FILE
+    if not card_path.is_file():
+        return None
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise PolicyError(f"{card_path}: not JSON ({error})") from error
+
+
 def load_policy(folder: str | Path, screen=None) -> PolicyHead:
     """A policy folder; with ``screen``, one fitted on another encoder is refused (its representation differs)."""
     from safetensors.numpy import load_file
 
     folder = Path(folder)
     card_path = folder / CARD_FILE
-    if not card_path.is_file():
+    card = read_card(folder)
+    if card is None:
         raise PolicyError(f"{card_path}: no policy card here (python -m guardreasoner policy fit writes one)")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise PolicyError(f"{card_path}: not JSON ({error})") from error
     if card.get("format") != FORMAT:
         raise PolicyError(f"{card_path}: format {card.get('format')!r}, this version reads {FORMAT!r}")
     if screen is not None and card["encoder"] != encoder_id(screen):
@@ -396,14 +404,7 @@ def load_policies(folders: list[str | Path], screen) -> PolicyScreen:
     around ``screen``."""
     heads, texts = [], []
     for folder in folders:
-        card_path = Path(folder) / CARD_FILE
-        card = {}
-        if card_path.is_file():
-            try:
-                card = json.loads(card_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise PolicyError(f"{card_path}: not JSON ({error})") from error
-        if card.get("kind") == "text":
+        if (read_card(folder) or {}).get("kind") == "text":
             from .text_policy import load_text_policy
 
             texts.append(load_text_policy(folder))
