@@ -118,15 +118,12 @@ def _classify_file(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from .operating_point import calibrate
+    from .operating_point import calibrate, check_holdout, summary_lines
 
+    check_holdout(args.holdout)  # before the model loads
     point = calibrate(_load(args), args.data, args.out, target_fpr=args.target_fpr, target_recall=args.target_recall,
-                      screen=args.screen, batch_size=args.batch_size)
-    for key, figures in point["verdicts"].items():
-        fpr, recall = figures["fpr"], figures["recall"]
-        print(f"{key}: threshold {figures['threshold']:.4f}  FPR {fpr['value']:.3f} "
-              f"[{fpr['interval'][0]:.3f}, {fpr['interval'][1]:.3f}]  recall {recall['value']:.3f} "
-              f"[{recall['interval'][0]:.3f}, {recall['interval'][1]:.3f}]  rows {figures['rows']}")
+                      screen=args.screen, batch_size=args.batch_size, holdout=args.holdout, seed=args.seed)
+    print("\n".join(summary_lines(point)))
     print(f"wrote {Path(args.out) / 'operating_point.json'}")
     return 0
 
@@ -226,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", required=True, help="the operating point folder to write (OUT.partial keeps "
                            "the rows classified so far: a rerun resumes there)")
     calibrate.add_argument("--batch-size", type=int, default=16)
+    calibrate.add_argument("--holdout", type=float, help="a share of the rows (e.g. 0.5) kept apart, stratified by "
+                           "their labels: the thresholds are chosen on the rest, and what they reach on these is "
+                           "reported beside the target")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of --holdout's split and of the bootstrap")
     add_model_options(calibrate, sampling_options=False)
     calibrate.set_defaults(temperature=0.0, no_fallback=True)  # greedy, and the model named or nothing
 

@@ -6,6 +6,10 @@ through the guard's ``thresholds`` (``load_guard(..., operating_point=DIR)``).
 verdict names), classifies them resumably (``rows.classify_rows``, as ``classify --input --output`` does) into
 ``DIR.partial/classified.jsonl``, picks the thresholds and writes ``DIR/operating_point.json`` in one rename.
 
+``--holdout F`` keeps a seeded share F of the rows apart (stratified by each row's labels): the thresholds are
+chosen on the rest, and the point also reports the FPR and recall they reach on the held-out rows, beside the
+target, so that a user sees what to expect on rows the thresholds were not chosen on.
+
 The rule for "too few rows": the class the target is about (negatives for a false-positive rate X, positives
 for a recall Y, whose miss rate is 1 - Y) needs at least ``max(MIN_ROWS, ceil(1 / rate))`` rows, so that one
 error is no more than the rate asked for; the other class needs ``MIN_ROWS`` for its figure to mean anything.
@@ -164,8 +168,10 @@ def read_labelled(path: str | Path) -> LabelledRows:
     return LabelledRows(rows, gold)
 
 
-def check_counts(labelled: LabelledRows, *, target_fpr: float | None, target_recall: float | None) -> None:
-    """Enough rows of each class, for each verdict the file labels (the rule in the module's docstring)."""
+def check_counts(labelled: LabelledRows, *, target_fpr: float | None, target_recall: float | None,
+                 part: str = "") -> None:
+    """Enough rows of each class, for each verdict the file labels (the rule in the module's docstring);
+    ``part`` names which rows these are (with --holdout: those fitted on, or those held out)."""
     problems = []
     for key in VERDICT_KEYS:
         outcomes = [labels[key] for labels in labelled.gold.values() if key in labels]
@@ -184,7 +190,33 @@ def check_counts(labelled: LabelledRows, *, target_fpr: float | None, target_rec
                 problems.append(f"{key} has {counts[positive]} {name} rows; estimating {what} needs at least "
                                 f"{needed}")
     if problems:
-        raise OperatingPointError("too few rows: " + "; ".join(problems))
+        raise OperatingPointError(f"too few rows{part}: " + "; ".join(problems))
+
+
+def check_holdout(fraction: float | None) -> None:
+    if fraction is not None and not 0 < fraction < 1:
+        raise OperatingPointError(f"--holdout is the share of rows held out; it must be between 0 and 1, not "
+                                  f"{fraction:g}")
+
+
+def split_holdout(labelled: LabelledRows, fraction: float, seed: int = SEED) -> tuple[LabelledRows, LabelledRows]:
+    """The rows to fit on and the rows held out: a seeded ``fraction`` of each group of rows with the same labels
+    (so each verdict's classes keep their shares in both parts), in file order."""
+    check_holdout(fraction)
+    groups: dict[tuple, list[int]] = {}
+    for line, labels in labelled.gold.items():
+        groups.setdefault(tuple(sorted(labels.items())), []).append(line)
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for signature in sorted(groups):  # a fixed order: the same seed holds out the same rows
+        lines = groups[signature]
+        held.update(lines[i] for i in rng.permutation(len(lines))[:round(fraction * len(lines))])
+
+    def part(keep) -> LabelledRows:
+        rows = [row for row in labelled.rows if keep(row.line in held)]
+        return LabelledRows(rows, {row.line: labelled.gold[row.line] for row in rows})
+
+    return part(lambda is_held: not is_held), part(lambda is_held: is_held)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -205,34 +237,60 @@ def calibrate_verdicts(labelled: LabelledRows, classified: list[dict], *, target
     rng = np.random.default_rng(seed)
     out = {}
     for key in VERDICT_KEYS:
-        scores, positive, unscored = [], [], 0
-        for line, labels in labelled.gold.items():
-            if key not in labels:
-                continue
-            p = by_line[line]["verdicts"][key].get("p_positive")
-            if p is None:
-                unscored += 1
-                continue
-            scores.append(float(p))
-            positive.append(labels[key])
-        if not scores and not unscored:
+        scores, positive, unscored = _scored(labelled, by_line, key)
+        if not len(scores) and not unscored:
             continue
-        positive_rows, negative_rows = sum(positive), len(positive) - sum(positive)
-        if not positive_rows or not negative_rows:
-            raise OperatingPointError(f"{key}: {unscored} labelled rows got no probability from the guard, leaving "
-                                      f"{positive_rows} {POSITIVE[key]} and {negative_rows} {NEGATIVE[key]}")
         choice = choose_threshold(scores, positive, target_fpr=target_fpr, target_recall=target_recall, key=key)
-        flagged = np.asarray(scores) >= choice.threshold
-        truth = np.asarray(positive)
-        false_positives, true_positives = int((flagged & ~truth).sum()), int((flagged & truth).sum())
-        out[key] = {
-            "threshold": choice.threshold,
-            "fpr": {"value": choice.fpr, "interval": interval(false_positives, negative_rows, rng)},
-            "recall": {"value": choice.recall, "interval": interval(true_positives, positive_rows, rng)},
-            "rows": {POSITIVE[key]: positive_rows, NEGATIVE[key]: negative_rows},
-            "unscored_rows": unscored,
-        }
+        out[key] = {"threshold": choice.threshold, **_figures(scores, positive, choice.threshold, key, unscored, rng)}
     return out
+
+
+def held_out_verdicts(held: LabelledRows, classified: list[dict], thresholds: dict[str, float], *,
+                      target: dict[str, float], seed: int = SEED) -> dict[str, dict]:
+    """Per verdict with a threshold: the FPR and recall it reaches on the held-out rows (with intervals), and
+    whether that meets the target (a recall target: at least it; an FPR target: at most it)."""
+    by_line = {int(record["line"]): record for record in classified}
+    rng = np.random.default_rng(seed + 1)  # not the fit's draws
+    (name, goal), = target.items()
+    out = {}
+    for key, threshold in thresholds.items():
+        scores, positive, unscored = _scored(held, by_line, key)
+        figures = _figures(scores, positive, threshold, key, unscored, rng)
+        reached = figures[name]["value"]
+        out[key] = {**figures, "target_met": bool(reached <= goal if name == "fpr" else reached >= goal)}
+    return out
+
+
+def _scored(labelled: LabelledRows, by_line: dict[int, dict], key: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The probabilities and gold classes of the rows labelling ``key``, and how many had no probability."""
+    scores, positive, unscored = [], [], 0
+    for line, labels in labelled.gold.items():
+        if key not in labels:
+            continue
+        p = by_line[line]["verdicts"][key].get("p_positive")
+        if p is None:
+            unscored += 1
+            continue
+        scores.append(float(p))
+        positive.append(labels[key])
+    return np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool), unscored
+
+
+def _figures(scores: np.ndarray, positive: np.ndarray, threshold: float, key: str, unscored: int,
+             rng: np.random.Generator) -> dict:
+    """The FPR and recall of ``threshold`` on these rows, each with its bootstrap interval."""
+    positive_rows, negative_rows = int(positive.sum()), int((~positive).sum())
+    if not positive_rows or not negative_rows:
+        raise OperatingPointError(f"{key}: {unscored} labelled rows got no probability from the guard, leaving "
+                                  f"{positive_rows} {POSITIVE[key]} and {negative_rows} {NEGATIVE[key]}")
+    flagged = scores >= threshold
+    false_positives, true_positives = int((flagged & ~positive).sum()), int((flagged & positive).sum())
+    return {
+        "fpr": {"value": false_positives / negative_rows, "interval": interval(false_positives, negative_rows, rng)},
+        "recall": {"value": true_positives / positive_rows, "interval": interval(true_positives, positive_rows, rng)},
+        "rows": {POSITIVE[key]: positive_rows, NEGATIVE[key]: negative_rows},
+        "unscored_rows": unscored,
+    }
 
 
 def _run_identity(guard, data_sha256: str, screen: str | None) -> dict:
@@ -263,9 +321,11 @@ def _classified(guard, labelled: LabelledRows, staging: Path, identity: dict, ba
 
 def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | None = None,
               target_recall: float | None = None, screen: str | None = None, batch_size: int = 16,
-              seed: int = SEED) -> dict:
+              seed: int = SEED, holdout: float | None = None) -> dict:
     """Classify ``data`` with ``guard`` and write the operating point meeting the target to ``out``; returns
-    what ``operating_point.json`` holds. The file is checked before anything is classified or written."""
+    what ``operating_point.json`` holds. The file is checked before anything is classified or written.
+    ``holdout``: the share of rows (seeded by ``seed``) kept apart: the thresholds are chosen on the others, and
+    the point reports what they reach on these (``held_out``)."""
     if (target_fpr is None) == (target_recall is None):
         raise OperatingPointError("give one target: --target-fpr or --target-recall")
     target = {"fpr": target_fpr} if target_fpr is not None else {"recall": target_recall}
@@ -275,27 +335,61 @@ def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | N
     if out.exists() and not (out / OPERATING_POINT_FILE).is_file() and any(out.iterdir()):
         raise OperatingPointError(f"{out} exists and is not an operating point folder; choose another --out")
     labelled = read_labelled(data)
-    check_counts(labelled, target_fpr=target_fpr, target_recall=target_recall)
+    fit, held = labelled, None
+    if holdout is not None:
+        fit, held = split_holdout(labelled, holdout, seed)
+        check_counts(held, target_fpr=target_fpr, target_recall=target_recall, part=" in the held-out part")
+    check_counts(fit, target_fpr=target_fpr, target_recall=target_recall,
+                 part=" in the part the thresholds are chosen on" if held else "")
     data_sha256 = file_sha256(data)
     staging = out.with_name(out.name + ".partial")
     identity = _run_identity(guard, data_sha256, screen)
     classified = _classified(guard, labelled, staging, identity, batch_size)
-    verdicts = calibrate_verdicts(labelled, classified, target_fpr=target_fpr, target_recall=target_recall,
-                                  seed=seed)
+    verdicts = calibrate_verdicts(fit, classified, target_fpr=target_fpr, target_recall=target_recall, seed=seed)
+    thresholds = {key: figures["threshold"] for key, figures in verdicts.items()}
     point = {
         "format": FORMAT,
         "model": guard.model_name,
         "reasoning": guard.reasoning,
         "screen": screen,
         "target": target,
-        "thresholds": {key: figures["threshold"] for key, figures in verdicts.items()},
+        "thresholds": thresholds,
         "verdicts": verdicts,
-        "data": {"file": Path(data).name, "sha256": data_sha256, "rows": len(labelled.rows)},
+        "data": {"file": Path(data).name, "sha256": data_sha256, "rows": len(labelled.rows),
+                 "fit_rows": len(fit.rows)},
         "bootstrap": {"resamples": RESAMPLES, "seed": seed, "level": 0.95},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if held is not None:
+        point["held_out"] = {"fraction": holdout, "seed": seed, "rows": len(held.rows),
+                             "verdicts": held_out_verdicts(held, classified, thresholds, target=target, seed=seed)}
     _publish(staging, out, point)
     return point
+
+
+def _rate(figures: dict) -> str:
+    low, high = figures["interval"]
+    return f"{figures['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def summary_lines(point: dict) -> list[str]:
+    """What ``calibrate`` prints: per verdict the threshold and its FPR and recall on the rows it was chosen on,
+    and with a held-out part what it reaches there against the target."""
+    (name, goal), = point["target"].items()
+    wanted = f"FPR <= {goal:g}" if name == "fpr" else f"recall >= {goal:g}"
+    held = point.get("held_out")
+    lines = []
+    for key, figures in point["verdicts"].items():
+        fitted = "on the rows it was chosen on" if held else ""
+        lines.append(f"{key}: threshold {figures['threshold']:.4f}  FPR {_rate(figures['fpr'])}  recall "
+                     f"{_rate(figures['recall'])}  rows {figures['rows']} {fitted}".rstrip())
+        if held:
+            there = held["verdicts"][key]
+            verdict = "met" if there["target_met"] else "missed"
+            lines.append(f"  held out ({held['rows']} rows, {held['fraction']:g} of the file, seed {held['seed']}): "
+                         f"FPR {_rate(there['fpr'])}  recall {_rate(there['recall'])}  rows {there['rows']}  "
+                         f"target {wanted}: {verdict}")
+    return lines
 
 
 def _publish(staging: Path, out: Path, point: dict) -> None:

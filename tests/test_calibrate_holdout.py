@@ -1,0 +1,140 @@
+"""``calibrate --holdout``: the thresholds are chosen on one seeded, stratified part of the rows, and the FPR and
+recall they reach on the other part are reported (and printed) beside the target. The guard is a real cascade in
+``off`` over a screen whose probabilities are fixed per prompt, so every figure can be counted here directly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from guardreasoner.cascade import Cascade
+from guardreasoner.cli import main
+from guardreasoner.guard import Guard
+from guardreasoner.operating_point import (
+    OPERATING_POINT_FILE,
+    OperatingPointError,
+    calibrate,
+    choose_threshold,
+    load_operating_point,
+    read_labelled,
+    split_holdout,
+)
+from guardreasoner.screen import Thresholds
+from tests.test_calibrate import write_csv
+from tests.test_screen import StubScreen
+from tests.test_service import ScriptedBackend
+
+KEY = "prompt_harmfulness"
+
+
+@pytest.fixture()
+def labelled(tmp_path):
+    """60 harmful rows scored between 0.3 and 1, 60 unharmful between 0 and 0.7 (seeded): they overlap, so the
+    threshold chosen on half the rows reaches a different FPR and recall on the other half."""
+    rng = np.random.default_rng(7)
+    rows = [{"prompt": f"harmful request {i}", KEY: "harmful", "p": rng.uniform(0.3, 1.0)} for i in range(60)]
+    rows += [{"prompt": f"plain request {i}", KEY: "unharmful", "p": rng.uniform(0.0, 0.7)} for i in range(60)]
+    scores = {row["prompt"]: row.pop("p") for row in rows}
+    return write_csv(tmp_path / "rows.csv", rows), scores
+
+
+def stub_guard(scores: dict[str, float]) -> Cascade:
+    screen = StubScreen({prompt: {KEY: p} for prompt, p in scores.items()}, Thresholds(cut=0.5, low=0.2, high=0.8))
+    return Cascade(Guard(ScriptedBackend()), screen, "off")
+
+
+def test_the_split_is_seeded_stratified_and_whole(labelled):
+    data, _ = labelled
+    rows = read_labelled(data)
+    fit, held = split_holdout(rows, 0.5, seed=0)
+    assert not set(fit.gold) & set(held.gold)
+    assert set(fit.gold) | set(held.gold) == set(rows.gold)
+    for part in (fit, held):  # half of each class in each part
+        assert sum(labels[KEY] for labels in part.gold.values()) == 30 and len(part.gold) == 60
+    assert set(split_holdout(rows, 0.5, seed=0)[1].gold) == set(held.gold)
+    assert set(split_holdout(rows, 0.5, seed=1)[1].gold) != set(held.gold)
+    assert len(split_holdout(rows, 0.25, seed=0)[1].gold) == 30  # 15 of each class
+
+
+def test_thresholds_come_from_the_fit_part_and_the_held_out_figures_are_counted_on_the_other(labelled, tmp_path):
+    data, scores = labelled
+    point = calibrate(stub_guard(scores), data, tmp_path / "point", target_fpr=0.1, holdout=0.5)
+    fit, held = split_holdout(read_labelled(data), 0.5, seed=0)
+    prompts = {row.line: row.prompt for row in read_labelled(data).rows}
+
+    def arrays(part):
+        lines = sorted(part.gold)
+        return np.array([scores[prompts[line]] for line in lines]), np.array([part.gold[line][KEY] for line in lines])
+
+    fit_p, fit_gold = arrays(fit)
+    threshold = choose_threshold(fit_p, fit_gold, target_fpr=0.1).threshold
+    assert point["thresholds"] == {KEY: threshold}
+    assert point["data"]["rows"] == 120 and point["data"]["fit_rows"] == 60
+    assert point["verdicts"][KEY]["fpr"]["value"] <= 0.1  # met on the rows it was chosen on
+
+    held_p, held_gold = arrays(held)
+    flagged = held_p >= threshold
+    fpr, recall = flagged[~held_gold].mean(), flagged[held_gold].mean()
+    figures = point["held_out"]["verdicts"][KEY]
+    assert (figures["fpr"]["value"], figures["recall"]["value"]) == pytest.approx((fpr, recall))
+    assert figures["rows"] == {"harmful": 30, "unharmful": 30}
+    assert figures["target_met"] == (fpr <= 0.1)
+    for name in ("fpr", "recall"):
+        low, high = figures[name]["interval"]
+        assert low <= figures[name]["value"] <= high
+    assert (point["held_out"]["fraction"], point["held_out"]["seed"], point["held_out"]["rows"]) == (0.5, 0, 60)
+    assert load_operating_point(tmp_path / "point").thresholds == {KEY: threshold}  # still an ordinary point
+
+
+def test_the_command_prints_both_and_refuses_too_small_a_part(labelled, tmp_path, monkeypatch, capsys):
+    import guardreasoner.cli as cli
+
+    data, scores = labelled
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda args: loads.append(args) or stub_guard(scores))
+    out = tmp_path / "point"
+    assert main(["calibrate", "--model", "scripted", "--data", str(data), "--target-fpr", "0.1", "--holdout", "0.5",
+                 "--seed", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    point = json.loads((out / OPERATING_POINT_FILE).read_text())
+    held = point["held_out"]["verdicts"][KEY]
+    assert printed[0].startswith(f"{KEY}: threshold {point['thresholds'][KEY]:.4f}  FPR ")
+    assert printed[0].endswith("on the rows it was chosen on")
+    verdict = "met" if held["target_met"] else "missed"
+    assert printed[1] == (
+        f"  held out (60 rows, 0.5 of the file, seed 3): FPR {held['fpr']['value']:.3f} "
+        f"[{held['fpr']['interval'][0]:.3f}, {held['fpr']['interval'][1]:.3f}]  recall {held['recall']['value']:.3f} "
+        f"[{held['recall']['interval'][0]:.3f}, {held['recall']['interval'][1]:.3f}]  "
+        f"rows {{'harmful': 30, 'unharmful': 30}}  target FPR <= 0.1: {verdict}")
+    assert point["held_out"]["seed"] == 3
+
+    # 60 unharmful rows, 10% held out: 6 of them, under the 20 an FPR of 0.05 needs; 90%: the same on the fit part.
+    for share, part in (("0.1", "in the held-out part"), ("0.9", "in the part the thresholds are chosen on")):
+        assert main(["calibrate", "--model", "scripted", "--data", str(data), "--target-fpr", "0.05",
+                     "--holdout", share, "--out", str(tmp_path / "small")]) == 2
+        assert f"too few rows {part}: prompt_harmfulness has 6 unharmful rows" in capsys.readouterr().err
+    assert not (tmp_path / "small").exists() and not (tmp_path / "small.partial").exists()
+    loaded = len(loads)
+    assert main(["calibrate", "--model", "scripted", "--data", str(data), "--target-fpr", "0.1", "--holdout", "1.5",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "it must be between 0 and 1, not 1.5" in capsys.readouterr().err and len(loads) == loaded
+
+
+def test_a_holdout_share_outside_0_1_is_refused(labelled, tmp_path):
+    data, scores = labelled
+    with pytest.raises(OperatingPointError, match="must be between 0 and 1, not 0"):
+        calibrate(stub_guard(scores), data, tmp_path / "point", target_fpr=0.1, holdout=0)
+
+
+def test_a_benchmark_becomes_a_calibrate_file_without_repeats(shared_dir, tmp_path, capsys):
+    from eval.labelled_csv import main as labelled_csv
+
+    out = tmp_path / "moderation.csv"
+    assert labelled_csv(["OpenAIModeration", "--data-dir", str(shared_dir / "benchmarks/guardreasoner"),
+                         "--out", str(out)]) == 0
+    assert "1670 rows (0 unlabelled and 10 repeats left out)" in capsys.readouterr().err
+    rows = read_labelled(out)  # calibrate's own reader: no repeats, every label in the vocabulary
+    assert len(rows.rows) == 1670
+    assert sum(labels[KEY] for labels in rows.gold.values()) == 517
