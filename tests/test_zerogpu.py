@@ -271,7 +271,8 @@ def test_a_batch_runs_in_chunks_that_each_fit_the_gpu_maximum_and_keeps_the_resu
     assert calls == [35, 35, 32]  # 2 + 2 + 1 rows, each call within the maximum
     assert frames[0][3].startswith("Checking… 0 of 5 rows done.") and "1 rows could not be read" in frames[0][3]
     table, files, _, message, _ = frames[-1]
-    assert message.startswith("5 rows checked.") and [row[0] for row in table] == [1, 2, 3, 4, 5]
+    # The table is an update: its headers follow the policies the rows were answered for (#33).
+    assert message.startswith("5 rows checked.") and [row[0] for row in table["value"]["data"]] == [1, 2, 3, 4, 5]
     jsonl = next(path for path in files["value"] if path.endswith(".jsonl"))
     assert [json.loads(line)["labels"]["prompt_harmfulness"] for line in open(jsonl)] == \
         ["harmful", "unharmful", "harmful", "unharmful", "harmful"]
@@ -288,7 +289,7 @@ def test_an_aborted_chunk_keeps_the_rows_done_and_offers_their_download(zerogpu,
     frames = in_a_thread(lambda: list(modules.handlers.run_batch(state, str(rows_file(tmp_path, 5)), settings)))
     table, files, _, message, stop_button = frames[-1]
     assert message.startswith("Stopped after 2 of 5 rows: GPU task aborted; the rows checked so far are ready")
-    assert [row[0] for row in table] == [1, 2] and files["visible"]
+    assert [row[0] for row in table["value"]["data"]] == [1, 2] and files["visible"]
     csv_file = next(path for path in files["value"] if path.endswith(".csv"))
     assert len(open(csv_file).read().splitlines()) == 3  # the header and the two rows done
     assert stop_button["interactive"] is False

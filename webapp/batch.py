@@ -9,12 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gradio as gr
+
 from guardreasoner.results import VERDICT_KEYS
 from guardreasoner.rows import RowError, classify_rows, split_rows
 
-# Verdicts first, so that a narrow screen shows them before the long texts.
+# Verdicts first, so that a narrow screen shows them before the long texts; a column per policy follows them.
 TABLE_COLUMNS = ["line", "prompt harmful", "response refusal", "response harmful", "status", "prompt", "response"]
 COLUMN_WIDTHS = ["64px", "130px", "150px", "150px", "110px", "320px", "320px"]
+VERDICT_COLUMNS = 4  # line and the three verdicts: the policy columns go after them
+POLICY_WIDTH = "170px"
 
 
 @dataclass
@@ -25,12 +29,29 @@ class BatchOutcome:
     jsonl: Path | None = None
     csv: Path | None = None
 
+    def policy_names(self) -> list[str]:
+        """The policies the rows were answered for, in the order they first appear."""
+        names = {}
+        for record in self.records:
+            names.update(dict.fromkeys(record.get("categories") or {}))
+        return list(names)
+
+    def headers(self) -> list[str]:
+        return [*TABLE_COLUMNS[:VERDICT_COLUMNS], *self.policy_names(), *TABLE_COLUMNS[VERDICT_COLUMNS:]]
+
     def table(self) -> list[list]:
+        """A row per record, in ``headers()`` order; a policy's cell is its label and p (``positive 0.93``)."""
         def short(text):
             return (text[:80] + "…") if text and len(text) > 80 else (text or "")
 
-        return [[r["line"], *(r["labels"][key] or "n/a" for key in VERDICT_KEYS), r["status"], short(r["prompt"]),
-                 short(r["response"])] for r in self.records]
+        def policy_cell(record, name):
+            category = (record.get("categories") or {}).get(name) or {}
+            p = category.get("p")
+            return " ".join(filter(None, [category.get("label") or "n/a", f"{p:.2f}" if p is not None else ""]))
+
+        names = self.policy_names()
+        return [[r["line"], *(r["labels"][key] or "n/a" for key in VERDICT_KEYS), *(policy_cell(r, n) for n in names),
+                 r["status"], short(r["prompt"]), short(r["response"])] for r in self.records]
 
     def downloads(self) -> list[str] | None:
         """The result files, written for the rows checked so far; None when there is nothing to download."""
@@ -46,11 +67,23 @@ class BatchOutcome:
         self.csv = folder / "results.csv"
         with self.csv.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["line", "prompt", "response", *VERDICT_KEYS, "status", "is_harmful", "fail_closed"])
+            names = self.policy_names()  # per policy its label, then its p (the JSONL has the whole category)
+            writer.writerow(["line", "prompt", "response", *VERDICT_KEYS, "status", "is_harmful", "fail_closed",
+                             *(column for name in names for column in (name, f"{name}_p"))])
             for r in self.records:
+                categories = [(r.get("categories") or {}).get(name) or {} for name in names]
                 writer.writerow([r["line"], r["prompt"], r["response"] or "",
                                  *(r["labels"][key] or "" for key in VERDICT_KEYS),
-                                 r["status"], r["is_harmful"], r["fail_closed"]])
+                                 r["status"], r["is_harmful"], r["fail_closed"],
+                                 *(value for category in categories
+                                   for value in (category.get("label") or "", category.get("p", "")))])
+
+
+def table_update(outcome: BatchOutcome):
+    """The Batch table: its headers follow the policies the rows were answered for, and so do its widths."""
+    names = outcome.policy_names()
+    widths = [*COLUMN_WIDTHS[:VERDICT_COLUMNS], *[POLICY_WIDTH] * len(names), *COLUMN_WIDTHS[VERDICT_COLUMNS:]]
+    return gr.update(value={"headers": outcome.headers(), "data": outcome.table()}, column_widths=widths)
 
 
 def check_file(guard, path: str | Path, *, chunk: int = 8,

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from guardreasoner.records import FlagRecord, PushReport, latest_flags
@@ -60,6 +61,8 @@ def record_flag(flag: FlagRecord, path: Path | None = None) -> tuple[Path, bool]
 def what_was_recorded(flag: FlagRecord, updated: bool) -> str:
     """"Recorded: the prompt should be unharmful." in words a visitor reads, no ids or paths."""
     said = [PLAIN_VERDICTS[key].format(label) for key, label in flag.corrected.items() if label in LABELS.get(key, ())]
+    if flag.policy:
+        said.append(f"for the policy {flag.policy} the item is {flag.policy_label}")
     text = "; ".join(said) or "no label chosen"
     if flag.comment:
         text += f' (comment: "{flag.comment}")'
@@ -78,8 +81,11 @@ def where_it_goes(path: Path) -> str:
     return "It waits for the reviewers in this server's review queue."
 
 
-def make_flag(result: dict, corrected: dict[str, str | None], comment: str) -> FlagRecord:
-    return FlagRecord.for_result(result, corrected, comment)
+def make_flag(result: dict, corrected: dict[str, str | None], comment: str, *, policy: str | None = None,
+              policy_label: str | None = None) -> FlagRecord:
+    """A flag of a result; with ``policy``, the label the item should get for that policy, which
+    ``python -m guardreasoner policy fit NAME --flags QUEUE`` (and the Policies tab's Fit) then learns from."""
+    return replace(FlagRecord.for_result(result, corrected, comment), policy=policy, policy_label=policy_label)
 
 
 def append_flag(flag: FlagRecord, path: Path | None = None) -> Path:

@@ -17,7 +17,7 @@ from guardreasoner.parser import task_sections
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 from guardreasoner.rows import split_rows
 
-from . import batch, benchmarks, charts, flags, views
+from . import batch, benchmarks, charts, flags, policies, views
 from .gpu import rows_per_call
 from .settings import MAX_INPUT_CHARS, PROMPT, RunSettings
 from .state import AppState, ModelUnavailable, model_banner
@@ -134,13 +134,15 @@ def stop(state: AppState, session: str) -> None:
     state.stops.stop(session)
 
 
-def flag(result: dict | None, prompt_label, refusal_label, response_label, comment: str) -> str:
+def flag(result: dict | None, prompt_label, refusal_label, response_label, comment: str,
+         policy: str | None = None, policy_label: str | None = None) -> str:
     if not result:
         raise gr.Error("Analyze something first, then flag the result.")
+    policy, policy_label = policies.flag_policy(policy, policy_label)
     corrected = {PROMPT_HARMFULNESS: prompt_label,
                  RESPONSE_REFUSAL: None if refusal_label == "n/a" else refusal_label,
                  RESPONSE_HARMFULNESS: None if response_label == "n/a" else response_label}
-    record = flags.make_flag(result, corrected, comment)
+    record = flags.make_flag(result, corrected, comment, policy=policy, policy_label=policy_label)
     path, updated = flags.record_flag(record)
     delivery = flags.deliver_to_argilla(path)
     text = " ".join(filter(None, [flags.what_was_recorded(record, updated), delivery or flags.where_it_goes(path)]))
@@ -159,7 +161,7 @@ def run_batch(state: AppState, upload, settings: RunSettings, session: str = "")
     failure = None
 
     def frame(run_state):
-        return (outcome.table(), gr.update(value=None, visible=False), gr.update(visible=False),
+        return (batch.table_update(outcome), gr.update(value=None, visible=False), gr.update(visible=False),
                 batch.progress_message(outcome, run_state), gr.update(interactive=True))
 
     yield frame("running")  # the bad rows at once
@@ -186,8 +188,9 @@ def run_batch(state: AppState, upload, settings: RunSettings, session: str = "")
     run_state = "aborted" if failure else "stopped" if stop_event.is_set() else "done"
     files = outcome.downloads()
     chart = charts.verdict_counts(outcome.records) if outcome.records else None
-    yield (outcome.table(), gr.update(value=files, visible=bool(files)), gr.update(value=chart, visible=bool(chart)),
-           batch.progress_message(outcome, run_state, reason=failure), gr.update(interactive=False))
+    yield (batch.table_update(outcome), gr.update(value=files, visible=bool(files)),
+           gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, run_state, reason=failure),
+           gr.update(interactive=False))
 
 
 def upload_ready(file) -> str:

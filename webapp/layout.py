@@ -8,7 +8,7 @@ import gradio as gr
 
 from guardreasoner.results import VERDICT_KEYS
 
-from . import batch, handlers, views
+from . import batch, handlers, policies, views
 from .settings import CONCURRENCY, EXAMPLES, MODEL_CHOICES, PROMPT, REASONING_CHOICES, RESPONSE, RunSettings
 from .state import AppState, model_banner
 
@@ -59,6 +59,7 @@ def build_page(state: AppState) -> gr.Blocks:
                         label="Examples: harmful prompt · safe but alarming · refusal · harmful compliance")
             with gr.Row():
                 chip_boxes = [gr.HTML(views.chip(key)) for key in VERDICT_KEYS]
+            policy_chips = gr.HTML(policies.category_chips(None))  # one chip per policy (the Policies tab)
             with gr.Row():
                 panels = [gr.Textbox(label=views.TASK_TITLES[key], lines=10, max_lines=20, interactive=False,
                                      autoscroll=True, elem_id=f"panel-{key}") for key in VERDICT_KEYS]
@@ -75,6 +76,7 @@ def build_page(state: AppState) -> gr.Blocks:
                                                label=f"{RESPONSE} is a")
                     correct_response = gr.Radio(["harmful", "unharmful", "n/a"], value="n/a", label=f"{RESPONSE} is")
                 comment = gr.Textbox(label="Comment", lines=2, elem_id="flag-comment")
+                flag_policy, flag_policy_label = policies.flag_inputs()
                 flag_button = gr.Button("Flag", elem_id="flag-button", interactive=False)
                 flag_status = gr.HTML()
 
@@ -93,6 +95,9 @@ def build_page(state: AppState) -> gr.Blocks:
             batch_files = gr.File(label="Download results", file_count="multiple", elem_id="batch-files",
                                   visible=False)
             batch_chart = gr.Plot(visible=False)
+
+        with gr.Tab("Policies"):
+            policy_tab = policies.build_tab()
 
         with gr.Tab("Benchmarks"):
             gr.Markdown("Upload one or more reports from `python -m eval score RUN --json report.json` to compare "
@@ -138,8 +143,11 @@ def build_page(state: AppState) -> gr.Blocks:
             handlers.stop(state, _session(request) + ":batch")
 
         stop_button.click(stop_run, None, None, api_name=False, queue=False)
-        flag_button.click(handlers.flag, [result_state, correct_prompt, correct_refusal, correct_response, comment],
-                          flag_status, api_name=False)
+        flag_button.click(handlers.flag, [result_state, correct_prompt, correct_refusal, correct_response, comment,
+                                          flag_policy, flag_policy_label], flag_status, api_name=False)
+        # The policy chips follow the result (cleared at a new run's click, filled when its result lands).
+        result_state.change(policies.category_chips, result_state, policy_chips, api_name=False, queue=False)
+        policies.wire(policy_tab, flag_policy, demo)
         batch_button.click(with_settings(handlers.run_batch, state, ":batch"), [upload, *settings],
                            [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
                            show_progress="hidden")  # the message says the progress; no overlay on the table

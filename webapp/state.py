@@ -12,7 +12,7 @@ from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard
 from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME
 from guardreasoner.screen import recommended_reasoning
 
-from . import gpu, runner
+from . import gpu, policies, runner
 from .runs import StopSignals
 from .settings import ENDPOINT_CHOICE, FORCED_REASONING, RunSettings
 
@@ -126,6 +126,7 @@ class AppState:
         """The guard for a run: the pool's model with the run's sampling and reasoning. ``load=False`` in GPU
         functions: the model was loaded before the call, in the app's process."""
         guard = self.pool.get(settings) if load else self.pool.find(settings)
+        guard = policies.answering(guard)  # the Policies tab's policies too (#33), the model not loaded again
         if settings.reasoning != "full" and guard.screen is None:
             raise ModelUnavailable(f"Reasoning “{settings.reasoning}” needs a screen, and none is installed "
                                    "here: choose “full” (or train one: python -m training.encoder).")
