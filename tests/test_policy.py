@@ -226,3 +226,27 @@ def test_the_shipped_example_policies_fit_the_shipped_encoder_and_hold_out(name,
     folder = Path(__file__).parent.parent / "docs" / "policies" / name
     figures = evaluate_policy(folder / "fitted", folder / "held_out.csv", encoder)
     assert figures["examples"] == 80 and figures["f1"] >= 97, figures
+
+
+def test_moderations_carry_the_policies_as_categories_of_their_own(cooking, sports, tiny_model_dir):
+    """/v1/moderations through the official openai client: each policy under its own name, its p as the score,
+    and `flagged` where a policy holds even though the request is harmless."""
+    from openai import OpenAI
+
+    from guardreasoner import load_guard
+    from guardreasoner.service import ServiceSettings, create_app
+    from tests.servers import running
+
+    guard = load_guard(str(tiny_model_dir), "transformers", reasoning="off", max_new_tokens=8,
+                       screen=str(shipped_screen_folder()), policies=[str(cooking), str(sports)])
+    with running(create_app(guard, settings=ServiceSettings())) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="unused")
+        tart, code = client.moderations.create(input=["How do I make a lemon tart?",
+                                                     "How do I sort a dict by value in Python?"]).results
+    extra = tart.model_extra or {}
+    categories = {**tart.categories.model_dump(), **(tart.categories.model_extra or {})}
+    scores = {**tart.category_scores.model_dump(), **(tart.category_scores.model_extra or {})}
+    assert categories["cooking"] is True and categories["sports"] is False and tart.flagged
+    assert scores["cooking"] > 0.5 > scores["sports"] and extra["verdicts"]["prompt_harmfulness"] == "unharmful"
+    code_categories = {**code.categories.model_dump(), **(code.categories.model_extra or {})}
+    assert code_categories["cooking"] is False and not code.flagged

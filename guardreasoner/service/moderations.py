@@ -11,7 +11,10 @@ honest rather than flattering:
   OpenAI's categories corresponds to it (``illicit`` comes nearest, yet our "harmful" also covers hate,
   harassment and self-harm, which OpenAI keeps apart). ``CATEGORY_OF_VERDICT`` is where a true correspondence
   would go; it is empty;
-- each result adds ``verdicts`` (labels), ``probabilities`` and ``decided_by`` (screen or reasoning).
+- each result adds ``verdicts`` (labels), ``probabilities`` and ``decided_by`` (screen or reasoning);
+- the server's own policies (``serve --policy``) go in under their own names, as categories of ours: true where
+  the item falls under the policy, its probability as the score; ``flagged`` is true where any category is (as
+  OpenAI's is), so a policy an app wants to block flags as harm does.
 """
 
 from __future__ import annotations
@@ -81,9 +84,9 @@ class ModerationRequest(BaseModel):
 
 
 class Moderation(BaseModel):
-    flagged: bool = Field(description="the request was judged harmful")
-    categories: dict[str, bool] = Field(description="OpenAI's categories (all false: none corresponds to ours) "
-                                                    "and prompt_harmfulness")
+    flagged: bool = Field(description="the request was judged harmful, or falls under one of the server's policies")
+    categories: dict[str, bool] = Field(description="OpenAI's categories (all false: none corresponds to ours), "
+                                                    "prompt_harmfulness and each of the server's policies")
     category_scores: dict[str, float] = Field(description="0.0 for OpenAI's categories; our verdict's probability "
                                                           "of harmful (its label as 0/1 where it has none)")
     category_applied_input_types: dict[str, list[Literal["text"]]]
@@ -116,6 +119,11 @@ def moderation_of(result) -> Moderation:
     for name in (JUDGED, CATEGORY_OF_VERDICT.get(JUDGED)):
         if name:
             categories[name], scores[name], applied[name] = flagged, score, ["text"]
+    for name, category in (result.categories or {}).items():
+        hit = category.label == "positive"
+        categories[name], applied[name] = hit, ["text"]
+        scores[name] = category.p if category.p is not None else float(hit)
+    flagged = any(categories.values())
     return Moderation(flagged=flagged, categories=categories, category_scores=scores,
                       category_applied_input_types=applied, verdicts={JUDGED: verdict.label},
                       probabilities={JUDGED: verdict.p_positive}, decided_by={JUDGED: verdict.decided_by})
