@@ -306,6 +306,22 @@ def test_browser_a_new_run_clears_the_last_result_at_the_click_and_flag_waits_fo
         return [root.getBoundingClientRect().height - root.querySelector('.cm-content').getBoundingClientRect().height,
                 gutter[gutter.length - 1], lines[lines.length - 1].innerText]; }""")
     assert box < 80 and int(text) > 40 and last.strip() == "}"
+    # Strictness re-labels this result from its probability at once (no new run) and says the threshold used.
+    reasoning = page.locator("#panel-prompt_harmfulness textarea").input_value()
+    assert page.locator("#chip-prompt_harmfulness").get_attribute("data-threshold") == ""
+    p = float(re.search(r"p=([0-9.]+)", page.locator("#chip-prompt_harmfulness").locator("xpath=..").inner_text())[1])
+    page.locator("#strictness").get_by_text("Fewer false positives").click()
+    page.wait_for_function("() => document.querySelector('#chip-prompt_harmfulness')?.dataset.threshold === '0.75'",
+                           timeout=10000)
+    assert chip_state(page, "prompt_harmfulness")[0] == ("harmful" if p >= 0.75 else "unharmful")  # p: its label's
+    assert "harmful from p = 0.75" in page.locator("#strictness-note").inner_text()
+    assert '"threshold": 0.75' in page.locator("#result-json").inner_text()
+    assert page.locator("#run-status").get_attribute("data-state") == "done"
+    assert page.locator("#panel-prompt_harmfulness textarea").input_value() == reasoning  # the model did not run
+    page.locator("#strictness").get_by_text("Balanced").click()
+    page.wait_for_function("() => document.querySelector('#chip-prompt_harmfulness')?.dataset.threshold === ''",
+                           timeout=10000)
+    assert chip_state(page, "prompt_harmfulness")[0] == "harmful"
 
 
 def test_flags_go_under_persistent_storage_when_it_exists(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from guardreasoner.parser import task_sections
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 from guardreasoner.rows import split_rows
 
-from . import batch, benchmarks, charts, flags, policies, views
+from . import batch, benchmarks, charts, flags, policies, strictness, views
 from .gpu import rows_per_call
 from .settings import MAX_INPUT_CHARS, PROMPT, RunSettings
 from .state import AppState, ModelUnavailable, model_banner
@@ -149,9 +149,12 @@ def flag(result: dict | None, prompt_label, refusal_label, response_label, comme
     return f'<span id="flag-status">{html.escape(text)}</span>'
 
 
-def run_batch(state: AppState, upload, settings: RunSettings, session: str = "") -> Iterator[tuple]:
+def run_batch(state: AppState, upload, settings: RunSettings, session: str = "",
+              strictness_choice: str = strictness.BALANCED) -> Iterator[tuple]:
     """Check a file: its rows in chunks that each fit one GPU call, the results kept between chunks; the rows
-    done are offered for download whether the file ends, Stop is pressed or a chunk is aborted."""
+    done are offered for download whether the file ends, Stop is pressed or a chunk is aborted. Each row is
+    labelled at ``strictness_choice`` (webapp/strictness.py) before it is shown or written."""
+    strictness.threshold_of(strictness_choice)  # an unknown choice: a message before anything runs
     if upload is None:
         raise gr.Error("Upload a CSV or JSONL file with a 'prompt' column (and optionally 'response').")
     ready_guard(state, settings)  # loads the model outside the GPU call
@@ -162,7 +165,8 @@ def run_batch(state: AppState, upload, settings: RunSettings, session: str = "")
 
     def frame(run_state):
         return (batch.table_update(outcome), gr.update(value=None, visible=False), gr.update(visible=False),
-                batch.progress_message(outcome, run_state), gr.update(interactive=True))
+                batch.progress_message(outcome, run_state) + strictness.batch_note(strictness_choice),
+                gr.update(interactive=True))
 
     yield frame("running")  # the bad rows at once
     size = rows_per_call(settings.max_new_tokens)
@@ -171,7 +175,7 @@ def run_batch(state: AppState, upload, settings: RunSettings, session: str = "")
             records_per_row = state.calls.batch(rows[start:start + size], settings)
             try:
                 for records in records_per_row:
-                    outcome.records.extend(records)
+                    outcome.records.extend(strictness.relabelled(record, strictness_choice) for record in records)
                     if stop_event.is_set():
                         break
                     yield frame("running")
@@ -189,7 +193,8 @@ def run_batch(state: AppState, upload, settings: RunSettings, session: str = "")
     files = outcome.downloads()
     chart = charts.verdict_counts(outcome.records) if outcome.records else None
     yield (batch.table_update(outcome), gr.update(value=files, visible=bool(files)),
-           gr.update(value=chart, visible=bool(chart)), batch.progress_message(outcome, run_state, reason=failure),
+           gr.update(value=chart, visible=bool(chart)),
+           batch.progress_message(outcome, run_state, reason=failure) + strictness.batch_note(strictness_choice),
            gr.update(interactive=False))
 
 

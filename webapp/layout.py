@@ -8,7 +8,7 @@ import gradio as gr
 
 from guardreasoner.results import VERDICT_KEYS
 
-from . import batch, handlers, policies, views
+from . import batch, handlers, policies, strictness, views
 from .settings import CONCURRENCY, EXAMPLES, MODEL_CHOICES, PROMPT, REASONING_CHOICES, RESPONSE, RunSettings
 from .state import AppState, model_banner
 
@@ -55,6 +55,10 @@ def build_page(state: AppState) -> gr.Blocks:
                                            elem_id="explain-button")
             reasoning_mode = gr.Radio(REASONING_CHOICES, value=defaults.reasoning, label="Reasoning",
                                       elem_id="reasoning-mode")
+            # Re-labels the result on screen from its probabilities at once (no new run); Batch labels with it too.
+            strictness_choice = gr.Radio(strictness.CHOICES, value=strictness.BALANCED, label="Strictness",
+                                         elem_id="strictness")
+            strictness_note = gr.HTML(strictness.note(None, None, strictness.BALANCED))
             gr.Examples(EXAMPLES, [prompt_box, response_box],
                         label="Examples: harmful prompt · safe but alarming · refusal · harmful compliance")
             with gr.Row():
@@ -148,7 +152,15 @@ def build_page(state: AppState) -> gr.Blocks:
         # The policy chips follow the result (cleared at a new run's click, filled when its result lands).
         result_state.change(policies.category_chips, result_state, policy_chips, api_name=False, queue=False)
         policies.wire(policy_tab, flag_policy, demo)
-        batch_button.click(with_settings(handlers.run_batch, state, ":batch"), [upload, *settings],
+        for changed in (strictness_choice.change, result_state.change):
+            changed(strictness.show, [result_state, strictness_choice], [*chip_boxes, result_json, strictness_note],
+                    api_name=False, queue=False)
+
+        def run_batch(request: gr.Request, upload_file, choice, *values) -> Iterator[tuple]:
+            yield from handlers.run_batch(state, upload_file, RunSettings.from_inputs(*values),
+                                          _session(request) + ":batch", choice)
+
+        batch_button.click(run_batch, [upload, strictness_choice, *settings],
                            [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
                            show_progress="hidden")  # the message says the progress; no overlay on the table
         batch_stop.click(stop_batch, None, None, api_name=False, queue=False)

@@ -42,10 +42,11 @@ footer .show-api, footer .built-with, footer .settings, footer .show-api *, foot
 
 
 def chip(key: str, label: str | None = None, note: str = "", state: str | None = None,
-         provisional: bool = False, decided_by: str = "reasoning") -> str:
+         provisional: bool = False, decided_by: str = "reasoning", threshold: float | None = None) -> str:
     """A chip for one verdict; ``data-state`` is what tests and scripts read (pending, harmful, ...),
-    ``data-provisional`` says the verdict was read from the reasoning and awaits the Answers block, and
-    ``data-decided-by`` says whether the screen or the reasoning model decided it."""
+    ``data-provisional`` says the verdict was read from the reasoning and awaits the Answers block,
+    ``data-decided-by`` says whether the screen or the reasoning model decided it, and ``data-threshold`` the cut
+    on its probability that chose the label (empty: the guard's own decision)."""
     state = state or (label if label else "pending")
     text = label or ("…" if state == "pending" else "n/a")
     if provisional:
@@ -53,6 +54,7 @@ def chip(key: str, label: str | None = None, note: str = "", state: str | None =
     note_html = f'<span class="verdict-note">{html.escape(note)}</span>' if note else ""
     return (f'<div><span>{TASK_TITLES[key]}</span> <span id="chip-{key}" class="verdict-chip" data-state="{state}" '
             f'data-provisional="{str(provisional).lower()}" data-decided-by="{decided_by}" '
+            f'data-threshold="{"" if threshold is None else threshold}" '
             f'style="background:{COLORS.get(state, COLORS["pending"])}">{html.escape(text)}</span>{note_html}</div>')
 
 
