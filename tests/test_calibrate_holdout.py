@@ -1,14 +1,18 @@
 """``calibrate --holdout``: the thresholds are chosen on one seeded, stratified part of the rows, and the FPR and
 recall they reach on the other part are reported (and printed) beside the target. The guard is a real cascade in
-``off`` over a screen whose probabilities are fixed per prompt, so every figure can be counted here directly."""
+``off`` over a screen whose probabilities are fixed per prompt (or, for the reasoning model's probabilities, a
+real guard in ``full`` over a backend reporting chosen verdict-token log-probabilities), so every figure can be
+counted here directly."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
+from guardreasoner.backends.base import Backend, Generation, StreamChunk
 from guardreasoner.cascade import Cascade
 from guardreasoner.cli import main
 from guardreasoner.guard import Guard
@@ -21,6 +25,7 @@ from guardreasoner.operating_point import (
     read_labelled,
     split_holdout,
 )
+from guardreasoner.parser import split_upstream_prompt
 from guardreasoner.screen import Thresholds
 from tests.test_calibrate import write_csv
 from tests.test_screen import StubScreen
@@ -138,3 +143,51 @@ def test_a_benchmark_becomes_a_calibrate_file_without_repeats(shared_dir, tmp_pa
     rows = read_labelled(out)  # calibrate's own reader: no repeats, every label in the vocabulary
     assert len(rows.rows) == 1670
     assert sum(labels[KEY] for labels in rows.gold.values()) == 517
+
+
+class VerdictTokenBackend(Backend):
+    """A reasoning model that writes each request's verdict with a chosen probability at the verdict token
+    (``top_logprobs``), as transformers, CTranslate2 and vLLM report it: harmful where p >= 0.5."""
+
+    name = "verdict-tokens"
+
+    def __init__(self, scores: dict[str, float]):
+        super().__init__("verdict-tokens")
+        self.scores = scores
+
+    def generate(self, prompts, sampling, on_progress=None):
+        out = []
+        for prompt in prompts:
+            p = self.scores[split_upstream_prompt(prompt)[0]]
+            tokens = ["Answers: \nRequest: ", "harmful" if p >= 0.5 else "unharmful", "\nCompletion: None\n",
+                      "Response: None\n"]
+            alternatives = [{}, {"harmful": math.log(p), "unharmful": math.log(1 - p)}, {}, {}]
+            out.append(Generation("".join(tokens), 10, 4, finish_reason="stop", tokens=tokens,
+                                  top_logprobs=alternatives))
+        return out
+
+    def stream(self, prompt, sampling, stop=None):
+        yield StreamChunk("", self.generate([prompt], sampling)[0])
+
+
+def test_the_reasoning_models_verdict_probabilities_are_calibrated_like_the_screens(labelled, tmp_path):
+    """In reasoning full the probabilities are the reasoning model's, read at its verdict token: calibrate chooses
+    the threshold on them, and the point then overrides the label the model wrote where its p says otherwise."""
+    data, scores = labelled
+    guard = Guard(VerdictTokenBackend(scores))
+    results = guard.classify(list(scores))
+    assert [r.verdicts[KEY].p_positive for r in results] == pytest.approx(list(scores.values()))
+    assert {r.verdicts[KEY].decided_by for r in results} == {"reasoning"}
+    point = calibrate(guard, data, tmp_path / "reasoned", target_fpr=0.1, holdout=0.5)
+    assert point["reasoning"] == "full" and point["held_out"]["verdicts"][KEY]["rows"]["unharmful"] == 30
+    fit, _ = split_holdout(read_labelled(data), 0.5)
+    prompts = {row.line: row.prompt for row in read_labelled(data).rows}
+    threshold = choose_threshold([scores[prompts[line]] for line in fit.gold],
+                                 [fit.gold[line][KEY] for line in fit.gold], target_fpr=0.1).threshold
+    assert point["thresholds"] == {KEY: threshold} and threshold > 0.5
+    written = [r.verdicts[KEY].label for r in results]
+    pointed = guard.with_operating_point("reasoned", point["thresholds"]).classify(list(scores))
+    assert [r.verdicts[KEY].label for r in pointed] == ["harmful" if p >= threshold else "unharmful"
+                                                        for p in scores.values()]
+    overridden = sum(a != b.verdicts[KEY].label for a, b in zip(written, pointed))
+    assert overridden == sum(0.5 <= p < threshold for p in scores.values()) > 0  # the model said harmful
