@@ -2,6 +2,7 @@
 
     python -m annotate push --flags flagged/queue.jsonl --eval-run runs/1b --mined runs/pairs-1b.jsonl
     python -m annotate pull --pairs runs/review_pairs.jsonl --sft runs/review_sft.jsonl [--weight 1.5]
+        [--policy-examples runs/review_policy_flags.jsonl]   # then: guardreasoner policy fit NAME --flags FILE
     python -m annotate status          # how many items wait in the outbox
 
 The server is ARGILLA_API_URL / ARGILLA_API_KEY; the dataset ANNOTATE_DATASET (default guardreasoner-reviews).
@@ -20,7 +21,7 @@ from guardreasoner.rows import write_jsonl
 from . import items as sources
 from .pull import DEFAULT_WEIGHT, pull, reviews_from_argilla
 from .push import outbox_path, pending, push
-from .workspace import Target
+from .workspace import Target, dataset, missing_for_policies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     receive.add_argument("--pairs", type=Path, required=True)
     receive.add_argument("--sft", type=Path, help="also write corrected reasoning as GuardReasonerTrain rows")
     receive.add_argument("--weight", type=float, default=DEFAULT_WEIGHT)
+    receive.add_argument("--policy-examples", type=Path,
+                         help="also write the agreed policy labels as flag records (JSONL) for "
+                              "`python -m guardreasoner policy fit NAME --flags FILE`")
     commands.add_parser("status", parents=[debug], help="items waiting in the outbox")
     return run_command(_command, parser.parse_args(argv))
 
@@ -70,11 +74,22 @@ def _command(args) -> int:
         write_jsonl(result.pairs, args.pairs)
         if args.sft:
             write_jsonl(result.sft_rows, args.sft)
+        if args.policy_examples:
+            write_jsonl(result.policy_examples, args.policy_examples)
+            missing = missing_for_policies(dataset(target, create=False))
+            if missing:
+                print(f"note: the dataset {target.dataset!r} was made by an earlier version and lacks "
+                      f"{' and '.join(missing)}: its records carry no policy labels (make a new dataset, or set "
+                      "ANNOTATE_DATASET, to review policies)", file=sys.stderr)
         for conflict in result.conflicts:
-            print(f"conflict on record {conflict['id']}: reviewers disagree on {conflict['verdict']}: "
+            about = f" for the policy {conflict['policy']}" if "policy" in conflict else ""
+            print(f"conflict on record {conflict['id']}: reviewers disagree on {conflict['verdict']}{about}: "
                   f"{conflict['reviews']}", file=sys.stderr)
-        print(json.dumps({"pairs": len(result.pairs), "sft_rows": len(result.sft_rows),
-                          "conflicts": len(result.conflicts), "skipped": len(result.skipped)}))
+        counts = {"pairs": len(result.pairs), "sft_rows": len(result.sft_rows),
+                  "conflicts": len(result.conflicts), "skipped": len(result.skipped)}
+        if args.policy_examples:
+            counts["policy_examples"] = len(result.policy_examples)
+        print(json.dumps(counts))
         return 0
     print(json.dumps({"outbox": str(outbox), "pending": len(pending(outbox))}))
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from guardreasoner.parser import parse_for, split_upstream_prompt
 from guardreasoner.predictions import read_run
 from guardreasoner.records import FlagRecord, latest_flags
+from guardreasoner.results import CATEGORY_LABELS
 from guardreasoner.rows import read_jsonl
 
 SOURCE_APP_FLAG = "app_flag"
@@ -36,7 +37,9 @@ def verdicts_of(output: str, prompt: str, response: str | None) -> dict[str, str
 
 def make_item(prompt: str, response: str | None, output: str, *, source: str, model: str | None,
               disagreement: str, other_output: str | None = None, benchmark: str | None = None,
-              note: str = "") -> dict:
+              note: str = "", policy: str | None = None, policy_label: str | None = None) -> dict:
+    """One item; ``policy`` names a policy the item is asked about and ``policy_label`` (positive/negative)
+    is what the flagger said, a suggestion reviewers confirm or overrule."""
     outputs = [output] + ([other_output] if other_output else [])
     return {
         "id": item_id(prompt, response, outputs),
@@ -47,7 +50,8 @@ def make_item(prompt: str, response: str | None, output: str, *, source: str, mo
         "note": note,
         "suggestions": verdicts_of(output, prompt, response),
         "metadata": {"source": source, "benchmark": benchmark or "", "model": model or "",
-                     "disagreement": disagreement},
+                     "disagreement": disagreement, "policy": policy or ""},
+        "policy_label": policy_label if policy and policy_label in CATEGORY_LABELS else None,
     }
 
 
@@ -57,11 +61,14 @@ def from_flags(queue: str | Path) -> list[dict]:
     for flag in latest_flags([FlagRecord.from_dict(record, str(queue)) for record in read_jsonl(queue)]):
         corrected = {k: v for k, v in flag.corrected.items() if v}
         wrong = sorted(k for k, v in corrected.items() if v != flag.model_verdicts.get(k))
-        note = "; ".join([f"flagged as {k}: {v}" for k, v in corrected.items()]
-                         + ([f"comment: {flag.comment}"] if flag.comment else []))
+        said = [f"flagged as {k}: {v}" for k, v in corrected.items()]
+        if flag.policy:
+            said.append(f"for the policy {flag.policy} the item is {flag.policy_label or '(no label given)'}")
+        note = "; ".join(said + ([f"comment: {flag.comment}"] if flag.comment else []))
         items.append(make_item(flag.prompt, flag.response, flag.output,
                                source=SOURCE_APP_FLAG, model=flag.model,
-                               disagreement="flag:" + ",".join(wrong) if wrong else "flag", note=note))
+                               disagreement="flag:" + ",".join(wrong) if wrong else "flag", note=note,
+                               policy=flag.policy, policy_label=flag.policy_label))
     return items
 
 

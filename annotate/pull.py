@@ -5,6 +5,11 @@ a conflict, never guessed). Chosen is the reviewer's corrected reasoning closed 
 verdicts, or else a model output whose verdicts all agree with the review; rejected is a model output that
 contradicts it. A review that agrees with every output gives no pair; so does one that contradicts every
 output without a corrected reasoning. The pairs file is what ``training.hs_dpo`` reads as it is.
+
+A record whose item names a policy (metadata ``policy``) may also carry reviewers' answers to ``policy_label``:
+where they agree, the record becomes a flag record (``guardreasoner.records.FlagRecord``, source ``argilla``)
+naming the policy and the label, which ``python -m guardreasoner policy fit NAME --flags FILE`` adds to that
+policy's examples; where they disagree, a conflict, never guessed.
 """
 
 from __future__ import annotations
@@ -12,12 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guardreasoner.parser import answers_header_starts, find_answers_blocks
-from guardreasoner.records import training_row
+from guardreasoner.records import FlagRecord, training_row
 from guardreasoner.results import PROMPT_HARMFULNESS, REPLY_VERDICT_KEYS, VERDICT_KEYS, answers_block
 from guardreasoner.template import user_turn
 
 from .items import verdicts_of
-from .workspace import COMMENT, CORRECTED_REASONING, QUESTION_OF_VERDICT, Target, dataset, field_text
+from .workspace import (
+    COMMENT,
+    CORRECTED_REASONING,
+    POLICY,
+    POLICY_LABEL,
+    QUESTION_OF_VERDICT,
+    Target,
+    dataset,
+    field_text,
+)
 
 DEFAULT_WEIGHT = 1.5  # above every mined pair (their weights lie in [0.8, 1.2]): a person checked these
 
@@ -30,8 +44,10 @@ class Review:
     prompt: str
     response: str | None
     outputs: list[str]
-    by_user: dict[str, dict]  # user id -> {verdict key: label, "corrected_reasoning": ..., "comment": ...}
+    by_user: dict[str, dict]  # user id -> {verdict key: label, "corrected_reasoning": ..., "comment": ...,
+    #                                       "policy_label": "positive" | "negative"}
     source: str = ""
+    policy: str = ""  # the policy the item is asked about, if any
 
 
 @dataclass
@@ -40,6 +56,7 @@ class PullResult:
     sft_rows: list[dict] = field(default_factory=list)
     conflicts: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # no pair: the review agrees with every output, or none
+    policy_examples: list[dict] = field(default_factory=list)  # FlagRecord dicts: what ``policy fit --flags`` reads
 
 
 def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
@@ -57,18 +74,49 @@ def close_with_answers(reasoning: str, verdicts: dict[str, str | None]) -> str:
     return f"{body}\n\n---\n\n{answers_block(verdicts)}"
 
 
-def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, dict]:
-    """("pair", pair) or ("conflict" | "skipped", report) for one record's reviews."""
+def agreed_verdicts(review: Review) -> tuple[dict[str, str], dict | None]:
+    """The verdicts a record's reviewers agree on, and None; or ({}, a conflict report) where two of them
+    disagree on a verdict. Without a reply only the request's verdict is read (nothing else to judge)."""
     verdicts: dict[str, str] = {}
-    keys = VERDICT_KEYS if review.response is not None else (PROMPT_HARMFULNESS,)  # no reply: nothing else to judge
-    for user, answers in review.by_user.items():
+    keys = VERDICT_KEYS if review.response is not None else (PROMPT_HARMFULNESS,)
+    for answers in review.by_user.values():
         for key in keys:
             value = answers.get(key)
             if value is None:
                 continue
             if verdicts.setdefault(key, value) != value:
                 disagreeing = {u: a.get(key) for u, a in review.by_user.items() if a.get(key)}
-                return "conflict", {"id": review.id, "verdict": key, "reviews": disagreeing}
+                return {}, {"id": review.id, "verdict": key, "reviews": disagreeing}
+    return verdicts, None
+
+
+def agreed_policy_label(review: Review) -> tuple[str | None, dict | None]:
+    """The label for the record's policy its reviewers agree on (None where it names no policy or nobody
+    answered), and None; or (None, a conflict report) where two of them answered differently."""
+    if not review.policy:
+        return None, None
+    answered = {user: answers[POLICY_LABEL] for user, answers in review.by_user.items() if answers.get(POLICY_LABEL)}
+    if len(set(answered.values())) > 1:
+        return None, {"id": review.id, "verdict": POLICY_LABEL, "policy": review.policy, "reviews": answered}
+    return next(iter(answered.values()), None), None
+
+
+def policy_example(review: Review, label: str) -> dict:
+    """The record as a flag naming its policy and the reviewers' label (the line ``policy fit --flags`` reads);
+    its verdict corrections are the reviewers' agreed verdicts, where they agree."""
+    output = review.outputs[0] if review.outputs else ""
+    verdicts, _ = agreed_verdicts(review)
+    comments = [answers[COMMENT] for answers in review.by_user.values() if answers.get(COMMENT)]
+    return FlagRecord(review.id, review.prompt, review.response, output,
+                      verdicts_of(output, review.prompt, review.response) if output else {}, verdicts,
+                      "; ".join(comments), source="argilla", policy=review.policy, policy_label=label).to_dict()
+
+
+def review_pair(review: Review, weight: float = DEFAULT_WEIGHT) -> tuple[str, dict]:
+    """("pair", pair) or ("conflict" | "skipped", report) for one record's reviews."""
+    verdicts, conflict = agreed_verdicts(review)
+    if conflict is not None:
+        return "conflict", conflict
     corrected = next((a[CORRECTED_REASONING] for a in review.by_user.values() if a.get(CORRECTED_REASONING)), None)
     parsed = [verdicts_of(output, review.prompt, review.response) for output in review.outputs]
     agreeing = [o for o, p in zip(review.outputs, parsed) if all(p.get(k) == v for k, v in verdicts.items())]
@@ -113,11 +161,12 @@ def reviews_from_argilla(target: Target) -> list[Review]:
             name = response.question_name
             if name in key_of:
                 answers[key_of[name]] = response.value
-            elif name in (CORRECTED_REASONING, COMMENT) and response.value:
+            elif name in (CORRECTED_REASONING, COMMENT, POLICY_LABEL) and response.value:
                 answers[name] = response.value
         outputs = [field_text(record, name) for name in ("reasoning", "other_reasoning") if record.fields.get(name)]
+        metadata = record.metadata or {}
         reviews.append(Review(str(record.id), field_text(record, "prompt"), field_text(record, "response") or None,
-                              outputs, by_user, (record.metadata or {}).get("source", "")))
+                              outputs, by_user, metadata.get("source", ""), metadata.get(POLICY) or ""))
     return reviews
 
 
@@ -132,5 +181,10 @@ def pull(reviews: list[Review], weight: float = DEFAULT_WEIGHT) -> PullResult:
                                                     source="review", id=review.id))
         else:
             (result.conflicts if kind == "conflict" else result.skipped).append(payload)
+        label, conflict = agreed_policy_label(review)
+        if conflict is not None:
+            result.conflicts.append(conflict)
+        elif label is not None:
+            result.policy_examples.append(policy_example(review, label))
     return result
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from guardreasoner.records import PushReport
 from guardreasoner.rows import append_lines, read_jsonl, trim_partial_line
 
-from .workspace import Target, dataset, to_record
+from .workspace import POLICY, OutdatedDataset, Target, check_takes_policies, dataset, to_record
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,16 @@ def pending(outbox: Path | None = None) -> list[dict]:
 
 
 def deliver(target: Target, outbox: Path | None = None, batch_size: int = 100) -> int:
-    """Send what the outbox holds and the ledger lacks; returns how many were sent. Raises when unreachable."""
+    """Send what the outbox holds and the ledger lacks; returns how many were sent. Raises when unreachable, and
+    OutdatedDataset (nothing sent) where an item names a policy and the dataset predates policies."""
     outbox = outbox or outbox_path()
     todo = pending(outbox)
     if not todo:
         return 0
-    records = dataset(target).records
+    found = dataset(target)
+    if any(item["metadata"].get(POLICY) for item in todo):
+        check_takes_policies(found, target.dataset)
+    records = found.records
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         records.log([to_record(item) for item in batch])
@@ -75,6 +79,9 @@ def push(items: list[dict], target: Target | None = None, outbox: Path | None = 
     queued = enqueue(items, outbox)
     try:
         delivered = deliver(target, outbox)
+    except OutdatedDataset as error:  # reachable, but nothing will fit until the dataset is replaced
+        logger.warning("%s (%d item(s) kept in %s)", error, len(pending(outbox)), outbox)
+        return PushReport(queued, 0, len(pending(outbox)), f"{type(error).__name__}: {error}")
     except Exception as error:  # noqa: BLE001 - any failure to reach Argilla keeps the items for the next push
         logger.warning("Argilla unreachable (%s); %d item(s) kept in %s for the next push",
                        error, len(pending(outbox)), outbox)

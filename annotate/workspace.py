@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from guardreasoner.results import (
+    CATEGORY_LABELS,
     LABELS,
     PROMPT_HARMFULNESS,
     RESPONSE_HARMFULNESS,
@@ -31,7 +32,16 @@ DEFAULT_DATASET = "guardreasoner-reviews"
 QUESTION_OF_VERDICT = {key: key for key in VERDICT_KEYS}
 CORRECTED_REASONING = "corrected_reasoning"
 COMMENT = "comment"
-METADATA = ("source", "benchmark", "model", "disagreement")
+# A flag can name a policy (guardreasoner/policy.py) and the label the item should get for it: the record
+# carries the name as metadata and the flagger's label as a suggestion for this optional question; reviewers'
+# agreed answers come back from ``pull --policy-examples`` as flag records that ``policy fit --flags`` reads.
+POLICY = "policy"
+POLICY_LABEL = "policy_label"
+METADATA = ("source", "benchmark", "model", "disagreement", POLICY)
+
+
+class OutdatedDataset(RuntimeError):
+    """The review dataset was created by an earlier version and lacks a question or metadata an item needs."""
 
 
 @dataclass
@@ -65,6 +75,8 @@ def settings():
                              required=key == PROMPT_HARMFULNESS)
             for key in QUESTION_OF_VERDICT
         ] + [
+            rg.LabelQuestion(name=POLICY_LABEL, title="Does the item fall under the policy named in the metadata "
+                             "(if any)?", labels=list(CATEGORY_LABELS), required=False),
             rg.TextQuestion(name=CORRECTED_REASONING, title="Corrected reasoning (optional)", required=False,
                             use_markdown=False),
             rg.TextQuestion(name=COMMENT, title="Comment", required=False, use_markdown=False),
@@ -93,6 +105,25 @@ def dataset(target: Target, create: bool = True):
     return found
 
 
+def missing_for_policies(found) -> list[str]:
+    """What a dataset lacks to carry flags that name a policy: empty for one made by this version."""
+    questions = {question.name for question in found.settings.questions}
+    metadata = {prop.name for prop in found.settings.metadata}
+    return ([f"the question {POLICY_LABEL!r}"] if POLICY_LABEL not in questions else []) + \
+        ([f"the metadata property {POLICY!r}"] if POLICY not in metadata else [])
+
+
+def check_takes_policies(found, name: str) -> None:
+    """Raise OutdatedDataset where ``found`` cannot hold a policy's name and label (made by an earlier version:
+    Argilla cannot add a question to a dataset that exists)."""
+    missing = missing_for_policies(found)
+    if missing:
+        raise OutdatedDataset(
+            f"the Argilla dataset {name!r} was made by an earlier version and lacks {' and '.join(missing)}, which "
+            "flags that name a policy need: make a new dataset (--dataset NAME or ANNOTATE_DATASET) to work with "
+            "this version; the items wait in the outbox until then")
+
+
 def to_record(item: dict):
     import argilla as rg
 
@@ -104,6 +135,8 @@ def to_record(item: dict):
     suggestions = [rg.Suggestion(QUESTION_OF_VERDICT[key], value, agent=item["metadata"].get("model") or "model")
                    for key, value in item["suggestions"].items()
                    if value is not None]
+    if item["metadata"].get(POLICY) and item.get(POLICY_LABEL):  # the flagger's label, for reviewers to check
+        suggestions.append(rg.Suggestion(POLICY_LABEL, item[POLICY_LABEL], agent="flagger"))
     return rg.Record(id=item["id"], fields=fields, suggestions=suggestions,
                      metadata={k: v for k, v in item["metadata"].items() if v})
 
@@ -115,14 +148,17 @@ def field_text(record, name: str) -> str | None:
 
 
 def submit_review(client, record, verdicts: dict[str, str | None], corrected_reasoning: str = "",
-                  comment: str = "", status: str = "submitted") -> None:
+                  comment: str = "", status: str = "submitted", policy_label: str | None = None) -> None:
     """Submit one reviewer's answers for a record, as the UI does (allowed to annotators, who may not upsert).
 
     ``client`` is that reviewer's ``rg.Argilla``; ``record`` an ``rg.Record`` read from the dataset (or the
-    server's record UUID); ``verdicts`` maps verdict keys to labels, None or absent for questions left blank."""
+    server's record UUID); ``verdicts`` maps verdict keys to labels, None or absent for questions left blank;
+    ``policy_label`` (``positive``/``negative``) answers whether the item falls under the record's policy."""
     from argilla._models import UserResponseModel
 
     values = {QUESTION_OF_VERDICT[key]: {"value": value} for key, value in verdicts.items() if value}
+    if policy_label:
+        values[POLICY_LABEL] = {"value": policy_label}
     if corrected_reasoning:
         values[CORRECTED_REASONING] = {"value": corrected_reasoning}
     if comment:

@@ -1,7 +1,7 @@
 """The annotation loop against a real argilla-server on 127.0.0.1 (its own virtualenv, Debian's Redis, the sql
 search engine): push from the three sources, review as reviewers do, pull pairs, survive a stopped server; in
 Chromium, the app's Flag button reaching Argilla and a reviewer answering in Argilla's own web UI. Items and the
-pairing rule are also checked without a server."""
+pairing rule are also checked without a server, and so is how reviewers' policy labels come back as examples."""
 
 import json
 import os
@@ -13,8 +13,9 @@ import pytest
 from annotate import items as sources
 from annotate.pull import Review, close_with_answers, pull, review_pair, reviews_from_argilla
 from annotate.push import pending, push
-from annotate.workspace import Target, dataset, submit_review
+from annotate.workspace import Target, dataset, settings, submit_review, to_record
 from guardreasoner.parser import parse, split_upstream_prompt
+from guardreasoner.policy import flag_examples
 from guardreasoner.results import ANSWER_NAMES
 from guardreasoner.rows import write_jsonl
 from tests.servers import free_port
@@ -139,6 +140,74 @@ def test_the_pairing_rule(traces):
                                                           "u2": OTHER[gold["prompt_harmfulness"]]}
     assert close_with_answers("# Task 1\nfine", {"prompt_harmfulness": "unharmful"}).endswith(
         "---\n\nAnswers: \nRequest: unharmful\nCompletion: None\nResponse: None")
+
+
+POLICY = "self_treatment"
+
+
+def policy_flags(shared_dir, labels: list[str | None]) -> list[dict]:
+    """Flags as the app writes them, each naming the policy with the given label (None: a flag without one)."""
+    flags = flag_records(shared_dir, len(labels))
+    return [{**flag, "policy": POLICY, "policy_label": label} if label else flag for flag, label in zip(flags, labels)]
+
+
+def test_a_flag_naming_a_policy_reaches_the_record_as_metadata_and_a_suggestion(shared_dir, tmp_path):
+    queue = tmp_path / "queue.jsonl"
+    flags = policy_flags(shared_dir, ["positive", None, "negative"])
+    flags[2]["policy_label"] = "maybe"  # not a label: the name still reaches reviewers, no suggestion does
+    write_jsonl(flags, queue)
+    named, plain, unlabelled = sources.from_flags(queue)
+    assert "for the policy self_treatment the item is positive" in named["note"]
+    record = to_record(named)
+    assert record.metadata["policy"] == POLICY
+    assert (record.suggestions["policy_label"].value, record.suggestions["policy_label"].agent) == ("positive",
+                                                                                                  "flagger")
+    record = to_record(plain)  # as before policies, apart from the question left open
+    assert "policy" not in record.metadata and "policy_label" not in record.suggestions.to_dict()
+    assert record.suggestions["prompt_harmfulness"].value == plain["suggestions"]["prompt_harmfulness"]
+    record = to_record(unlabelled)
+    assert record.metadata["policy"] == POLICY and "policy_label" not in record.suggestions.to_dict()
+
+
+def test_agreed_policy_labels_become_examples_and_disagreements_conflicts(traces, tmp_path):
+    row = next(row for row in traces if split_upstream_prompt(row["input"])[1] is not None)  # all three verdicts
+    request, reply = split_upstream_prompt(row["input"])
+    verdicts = parse(row["output"]).labels
+
+    def review(name, policy, by_user):
+        return Review(name, f"{request} ({name})", reply, [row["output"]], by_user, "app_flag", policy)
+
+    reviews = [
+        review("agreed", POLICY, {"u1": {**verdicts, "policy_label": "negative", "comment": "not advice"},
+                                  "u2": {**verdicts, "policy_label": "negative"}}),
+        review("one-answered", POLICY, {"u1": {**verdicts}, "u2": {**verdicts, "policy_label": "positive"}}),
+        review("split", POLICY, {"u1": {**verdicts, "policy_label": "positive"},
+                                 "u2": {**verdicts, "policy_label": "negative"}}),
+        review("unanswered", POLICY, {"u1": {**verdicts}}),
+        review("no-policy", "", {"u1": {**verdicts, "policy_label": "positive"}}),  # names no policy: means nothing
+    ]
+    result = pull(reviews)
+    assert [e["id"] for e in result.policy_examples] == ["agreed", "one-answered"]
+    assert result.conflicts == [{"id": "split", "verdict": "policy_label", "policy": POLICY,
+                                 "reviews": {"u1": "positive", "u2": "negative"}}]
+    assert result.pairs == [] and len(result.skipped) == 5  # the verdicts agree with the output: no pairs
+    agreed = result.policy_examples[0]
+    assert (agreed["source"], agreed["policy"], agreed["policy_label"]) == ("argilla", POLICY, "negative")
+    assert agreed["corrected"] == verdicts and agreed["comment"] == "not advice" and agreed["output"] == row["output"]
+    # A verdict conflict does not hide an agreed policy label (and is reported once, as before).
+    torn = review("torn", POLICY, {"u1": {**verdicts, "policy_label": "positive"},
+                                   "u2": {**verdicts, "prompt_harmfulness": OTHER[verdicts["prompt_harmfulness"]],
+                                          "policy_label": "positive"}})
+    result = pull([torn])
+    assert [c["verdict"] for c in result.conflicts] == ["prompt_harmfulness"]
+    assert [(e["policy_label"], e["corrected"]) for e in result.policy_examples] == [("positive", {})]
+
+    written = tmp_path / "review_policy_flags.jsonl"
+    write_jsonl(pull(reviews).policy_examples, written)
+    found = flag_examples(written, POLICY)  # exactly what `policy fit NAME --flags FILE` reads
+    assert [(e.prompt, e.response, e.label) for e in found] == [(f"{request} (agreed)", reply, 0),
+                                                               (f"{request} (one-answered)", reply, 1)]
+    assert flag_examples(written, "another_policy") == []
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +338,87 @@ def test_a_flag_made_while_the_server_is_down_is_delivered_once_it_is_back(argil
     assert push([], target, outbox).delivered == 0
     on_server = records_of(target)
     assert sorted(on_server) == sorted([first["id"], flag["id"]])  # the earlier record survived the restart
+
+
+def test_a_reviewers_policy_label_comes_back_as_an_example(argilla, shared_dir, tmp_path, capsys):
+    """A flag naming a policy is pushed with the flagger's label suggested; reviewers answer through the SDK;
+    pull --policy-examples writes what they agree on, which policy fit's flag reader takes with their label."""
+    from annotate.cli import main as annotate_cli
+
+    target = Target(dataset="policy-review")
+    queue = tmp_path / "queue.jsonl"
+    write_jsonl(policy_flags(shared_dir, ["positive", "positive", "negative", None]), queue)
+    pushed = sources.from_flags(queue)
+    assert push(pushed, target, tmp_path / "outbox.jsonl").delivered == 4
+    question = next(q for q in dataset(target).settings.questions if q.name == "policy_label")
+    assert question.labels == ["positive", "negative"] and not question.required
+    on_server = records_of(target)
+    overruled, split, unanswered, plain = (on_server[item["id"]] for item in pushed)
+    assert overruled.metadata["policy"] == POLICY and overruled.suggestions["policy_label"].value == "positive"
+    assert overruled.suggestions["policy_label"].agent == "flagger"
+    assert "policy" not in plain.metadata and "policy_label" not in plain.suggestions.to_dict()
+
+    a, b = reviewer(argilla, "reviewer_a.key"), reviewer(argilla, "reviewer_b.key")
+    model = {item["id"]: parse(item["reasoning"]).labels for item in pushed}
+    for client in (a, b):  # both overrule the flagger: the item is not self-treatment advice
+        submit_review(client, overruled, model[overruled.id], policy_label="negative", comment="a recipe")
+    submit_review(a, split, model[split.id], policy_label="positive")
+    submit_review(b, split, model[split.id], policy_label="negative")
+    submit_review(a, unanswered, model[unanswered.id])
+    submit_review(a, plain, model[plain.id], policy_label="positive")  # no policy named: nothing to learn
+
+    examples_file = tmp_path / "review_policy_flags.jsonl"
+    capsys.readouterr()
+    assert annotate_cli(["--dataset", "policy-review", "pull", "--pairs", str(tmp_path / "pairs.jsonl"),
+                         "--policy-examples", str(examples_file)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["policy_examples"] == 1
+    assert (f"conflict on record {split.id}: reviewers disagree on policy_label for the policy {POLICY}"
+            in err)
+    (line,) = [json.loads(text) for text in examples_file.open()]
+    assert (line["id"], line["source"], line["policy"], line["policy_label"]) == (overruled.id, "argilla", POLICY,
+                                                                                  "negative")
+    assert line["comment"] == "a recipe; a recipe" and line["prompt"] == pushed[0]["prompt"]
+    (example,) = flag_examples(examples_file, POLICY)
+    assert (example.prompt, example.response, example.label) == (pushed[0]["prompt"], pushed[0]["response"], 0)
+
+
+def test_a_dataset_made_before_policies_says_to_make_a_new_one(argilla, shared_dir, tmp_path, capsys, monkeypatch):
+    import argilla as rg
+
+    from annotate.cli import main as annotate_cli
+    from annotate.workspace import connect
+    from webapp.flags import deliver_to_argilla
+
+    current = settings()  # the settings of the version before policies: no policy question or metadata
+    old = rg.Settings(guidelines=current.guidelines, fields=list(current.fields),
+                      questions=[q for q in current.questions if q.name != "policy_label"],
+                      metadata=[m for m in current.metadata if m.name != "policy"], allow_extra_metadata=False)
+    client = connect(Target())
+    rg.Dataset(name="before-policies", workspace=client.workspaces[0].name, settings=old, client=client).create()
+    queue = tmp_path / "queue.jsonl"
+    write_jsonl(policy_flags(shared_dir, [None, "positive"]), queue)
+    plain, named = sources.from_flags(queue)
+    old_target = Target(dataset="before-policies")
+    assert push([plain], old_target, tmp_path / "plain-outbox.jsonl").delivered == 1  # still takes the rest
+    outbox = tmp_path / "outbox.jsonl"
+    report = push([named], old_target, outbox)
+    assert (report.delivered, report.pending) == (0, 1)
+    assert report.error.startswith("OutdatedDataset: the Argilla dataset 'before-policies' was made by an earlier "
+                                   "version and lacks the question 'policy_label' and the metadata property 'policy'")
+    assert "make a new dataset (--dataset NAME or ANNOTATE_DATASET)" in report.error
+    assert list(records_of(old_target)) == [plain["id"]]
+    assert push([], Target(dataset="after-policies"), outbox).delivered == 1  # the flag waited, then went there
+    capsys.readouterr()
+    assert annotate_cli(["--dataset", "before-policies", "pull", "--pairs", str(tmp_path / "pairs.jsonl"),
+                         "--policy-examples", str(tmp_path / "policy.jsonl")]) == 0
+    assert "was made by an earlier version and lacks the question 'policy_label'" in capsys.readouterr().err
+    # The app's Flag says so too, instead of calling the server unreachable.
+    monkeypatch.setenv("ANNOTATE_DATASET", "before-policies")
+    monkeypatch.setenv("ANNOTATE_OUTBOX", str(tmp_path / "app-outbox.jsonl"))
+    said = deliver_to_argilla(queue)
+    assert said.startswith("Not sent to Argilla: the Argilla dataset 'before-policies' was made by an earlier")
+    assert "make a new dataset (--dataset NAME or ANNOTATE_DATASET)" in said
 
 
 def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_path, monkeypatch):

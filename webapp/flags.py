@@ -119,6 +119,8 @@ def deliver_to_argilla(queue: Path, timeout: float = 90.0) -> str | None:
         if not report_file.is_file():
             return f"Pushing to Argilla failed: {(done.stderr or done.stdout).strip()[-300:]}"
         report = PushReport.from_dict(json.loads(report_file.read_text(encoding="utf-8")))
+    if report.error and report.error.startswith("OutdatedDataset"):  # reachable, but the dataset is too old
+        return f"Not sent to Argilla: {report.error.split(': ', 1)[1]}."
     if report.error:
         return f"Argilla unreachable: {report.pending} flag(s) kept in the outbox for the next push."
     return f"Sent to Argilla ({report.delivered} record(s) delivered)."
