@@ -107,13 +107,18 @@ def flag_examples(path: str | Path, policy: str) -> list[Example]:
     return out
 
 
+def item_key(example: Example) -> tuple[str, str]:
+    """What makes two examples the same item: their texts, case and spacing aside."""
+    return " ".join(example.prompt.split()).lower(), " ".join((example.response or "").split()).lower()
+
+
 def checked(examples: list[Example]) -> list[Example]:
     """The examples with exact repeats of one label dropped; an error where an item carries both labels or a
     class has fewer than MIN_PER_CLASS examples."""
     seen: dict[tuple, Example] = {}
     conflicts = []
     for example in examples:
-        key = (" ".join(example.prompt.split()).lower(), " ".join((example.response or "").split()).lower())
+        key = item_key(example)
         earlier = seen.get(key)
         if earlier is None:
             seen[key] = example

@@ -18,7 +18,8 @@ def add_policy_command(commands, parents: list) -> None:
     fit.add_argument("name", help="the policy's name: the key of its category in every result")
     fit.add_argument("--examples", required=True, help="CSV or JSONL: prompt, optional response, label (1/0)")
     fit.add_argument("--flags", action="append", default=[],
-                     help="a flag queue (or an Argilla pull) whose flags naming this policy add their examples")
+                     help="a flag queue, or an Argilla pull's --policy-examples file, whose flags naming this policy "
+                          "add their examples (repeatable; for one item a later file's label wins)")
     fit.add_argument("--out", required=True, help="the policy folder to write (replaced only when the fit succeeds)")
     fit.add_argument("--description", help="what the policy covers (default: the file's '# description:' line)")
     fit.add_argument("--screen", help="the encoder screen folder to fit on (default: the shipped one)")
@@ -40,13 +41,15 @@ def run_policy(args) -> int:
 
 
 def _fit(args) -> int:
-    from .policy import fit_policy, flag_examples, read_examples, save_policy
+    from .policy import fit_policy, flag_examples, item_key, read_examples, save_policy
 
     examples, description = read_examples(args.examples)
-    for queue in args.flags:
+    flagged = {}
+    for queue in args.flags:  # a later file's label for an item wins: the reviewers' pull after the app's queue
         extra = flag_examples(queue, args.name)
         print(f"{queue}: {len(extra)} flag(s) name the policy {args.name}", file=sys.stderr)
-        examples += extra
+        flagged.update({item_key(example): example for example in extra})
+    examples += list(flagged.values())
     policy = fit_policy(args.name, examples, _encoder(args.screen), description=args.description or description)
     save_policy(policy, args.out)
     card = policy.card

@@ -250,3 +250,19 @@ def test_moderations_carry_the_policies_as_categories_of_their_own(cooking, spor
     assert scores["cooking"] > 0.5 > scores["sports"] and extra["verdicts"]["prompt_harmfulness"] == "unharmful"
     code_categories = {**code.categories.model_dump(), **(code.categories.model_extra or {})}
     assert code_categories["cooking"] is False and not code.flagged
+
+
+def test_a_later_flags_file_overrules_an_earlier_one_for_the_same_item(tmp_path, capsys):
+    """The app's queue says positive, the reviewers' pull (given after it) says negative: the review wins."""
+    rows = cooking_examples()
+    examples = write_csv(tmp_path / "cooking.csv", rows[:16] + rows[20:36])
+    queue, pulled = tmp_path / "queue.jsonl", tmp_path / "pulled.jsonl"
+    item = "How do I temper chocolate for a glossy finish?"
+    queue.write_text(json.dumps(FlagRecord("flag-1", item, None, "", {}, {}, policy="cooking",
+                                           policy_label="positive").to_dict()) + "\n")
+    pulled.write_text(json.dumps(FlagRecord("flag-1", item, None, "", {}, {}, source="argilla", policy="cooking",
+                                            policy_label="negative").to_dict()) + "\n")
+    out = tmp_path / "policy"
+    assert main(["policy", "fit", "cooking", "--examples", str(examples), "--flags", str(queue), "--flags",
+                 str(pulled), "--out", str(out)]) == 0
+    assert json.loads((out / "policy.json").read_text())["examples"] == {"positive": 16, "negative": 17}
