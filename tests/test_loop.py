@@ -237,6 +237,16 @@ def test_a_round_that_would_lower_a_cell_is_refused(world, tmp_path, capsys):
     assert (tmp_path / "state" / "rounds" / "r0002" / "chart.html").is_file()
     ledger = [json.loads(line) for line in (tmp_path / "state" / "rounds.jsonl").read_text().splitlines()]
     assert [entry["outcome"] for entry in ledger] == ["shipped", "refused"]
+    # the poison stays in every later round until withdrawn; then a good correction ships again
+    assert main(["withdraw", "--round", "2", "--state", str(tmp_path / "state")]) == 0
+    assert "withdrew 40 correction(s); 1 remain" in capsys.readouterr().out
+    queue(tmp_path / "queue.jsonl", [flag(CORRECTED[1], {"prompt_harmfulness": opposite(base_label(world,
+                                                                                                    CORRECTED[1]))})])
+    assert main(args(world, tmp_path)) == 0
+    report = json.loads((releases.root / "v0002" / "card" / "report.json").read_text())
+    assert report["corrections_total"] == 2 and report["learn"]["corrections_trained"] == 2
+    assert main(["withdraw", "--round", "9", "--state", str(tmp_path / "state")]) == 2
+    assert "no round 9" in capsys.readouterr().err
 
 
 def test_nothing_new_ships_nothing(world, tmp_path, capsys):

@@ -3,6 +3,7 @@
     python -m training.loop --data-dir ../shared/benchmarks/guardreasoner --flags flagged/queue.jsonl
     python -m training.loop --dry-run
     python -m training.loop rollback
+    python -m training.loop withdraw --round 2      # a refused round's corrections out of every later round
 
 The state folder is --state (default $GUARDREASONER_LOOP_STATE or runs/loop); releases live in --releases
 (default STATE/releases; serving reads the same folder from $GUARDREASONER_RELEASES). Reviews come from the
@@ -29,7 +30,7 @@ from .round import DEFAULT_BASE_SCREEN, DEFAULT_DATA_DIR, RoundConfig, run_round
 from .state import Lock, LoopState, default_state
 
 STATUS = {"refused": 1, "argilla-unreachable": 3}
-COMMANDS = ("rollback", "status")
+COMMANDS = ("rollback", "status", "withdraw")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         parser = argparse.ArgumentParser(prog=f"python -m training.loop {argv[0]}", parents=[debug_option()])
         _common(parser)
+        if argv[0] == "withdraw":
+            parser.add_argument("--round", type=int, action="append", default=[],
+                                help="withdraw every correction this round added (repeatable)")
+            parser.add_argument("--key", action="append", default=[], help="withdraw this item (repeatable)")
         args = parser.parse_args(argv[1:])
-        return run_command(_rollback if argv[0] == "rollback" else _status, args)
+        return run_command({"rollback": _rollback, "status": _status, "withdraw": _withdraw}[argv[0]], args)
     return run_command(_round, round_parser().parse_args(argv))
 
 
@@ -120,4 +125,30 @@ def _status(args) -> int:
     last = {key: value for key, value in rounds[-1].items() if key != "inputs"} if rounds else None
     print(json.dumps({"current": releases.current(), "releases": releases.versions(), "rounds": len(rounds),
                       "last_round": last}, indent=2))
+    return 0
+
+
+def _withdraw(args) -> int:
+    """Take corrections out of the training set and the regression set of every later round (a bad batch that
+    got a round refused would otherwise refuse every round after it). Nothing served changes."""
+    from .collect import current_corrections
+    from .state import now
+
+    state, _ = _paths(args)
+    if not args.round and not args.key:
+        raise ValueError("name what to withdraw: --round N or --key KEY")
+    with Lock(state):
+        current = current_corrections(state.correction_records())
+        known_rounds = {entry["round"] for entry in state.rounds()}
+        missing = [number for number in args.round if number not in known_rounds]
+        if missing:
+            raise ValueError(f"no round {missing[0]} in {state.rounds_file}")
+        unknown = [key for key in args.key if key not in current]
+        if unknown:
+            raise ValueError(f"{unknown[0]}: no such correction in {state.corrections_file}")
+        keys = list(dict.fromkeys(args.key + [key for key, record in current.items()
+                                              if record.get("round") in args.round]))
+        state.add_corrections([{"key": key, "withdrawn": True, "at": now(),
+                                "why": f"withdrawn (rounds {args.round}, keys {args.key})"} for key in keys])
+    print(f"withdrew {len(keys)} correction(s); {len(current) - len(keys)} remain")
     return 0

@@ -25,6 +25,7 @@ from guardreasoner.screen import CARD_FILE
 from .collect import item_key
 
 HEAD_TENSORS = ("heads.weight", "heads.bias")
+CHUNK = 1024  # items read between two saves of the cache
 
 
 def read_card(folder: Path) -> dict:
@@ -98,10 +99,13 @@ class FeatureCache:
         if todo:
             screen = load_encoder_screen(self.folder, read_card(self.folder), "float32")
             last = screen.module.encoder.config.num_hidden_layers
-            _, _, computed = screen.read(list(todo.values()), layers=(last,))
-            self.known.update(zip(todo, computed))
-            self.computed += len(todo)
-            self.save()
+            names = list(todo)
+            for start in range(0, len(names), CHUNK):  # saved chunk by chunk: a killed round keeps what it read
+                chunk = names[start : start + CHUNK]
+                _, _, computed = screen.read([todo[key] for key in chunk], layers=(last,))
+                self.known.update(zip(chunk, computed))
+                self.computed += len(chunk)
+                self.save()
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self.known[key] for key in keys])

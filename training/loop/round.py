@@ -128,7 +128,9 @@ def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
     report["corrections_total"] = len(everything)
     report["dpo"] = _pairs(config, collected, round_dir)
     if not gate.passed:
-        report["said"].append(f"Refused: {len(gate.reasons)} reason(s); {parent} stays served.")
+        report["said"].append(f"Refused: {len(gate.reasons)} reason(s); {parent} stays served. This round's "
+                              f"corrections stay in every later round; to take them out: python -m training.loop "
+                              f"withdraw --round {number}")
         return _finish(state, report, collected, "refused", new, None, round_dir)
     report["version"] = releases.next_version()
     report["outcome"] = "shipped"
