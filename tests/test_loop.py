@@ -337,3 +337,37 @@ def test_reviews_conflicts_and_pairs(world, tmp_path):
     assert "HS-DPO needs a GPU" in report["dpo"]["hs_dpo"] or "GPU is present" in report["dpo"]["hs_dpo"]
     # the same reviews again: nothing new
     assert run_round(config, reviews=lambda: reviews)["outcome"] == "nothing-new"
+
+
+def test_what_collect_keeps_and_leaves_out(tmp_path):
+    """No model: the rules of collect on a queue and reviews, and a wrong --data-dir failing before any write."""
+    from annotate.pull import Review
+    from training.loop.cli import main
+    from training.loop.collect import collect, current_corrections
+
+    path = queue(tmp_path / "queue.jsonl", [
+        flag("A request with a reply.", {"prompt_harmfulness": "harmful", "response_harmfulness": "harmful",
+                                         "response_refusal": "compliance"}, response="Here you go."),
+        flag("No reply here.", {"prompt_harmfulness": "unharmful", "response_harmfulness": "harmful"}),
+        flag("A made-up label.", {"prompt_harmfulness": "dangerous"}),
+        flag("Nothing chosen.", {"prompt_harmfulness": None})])
+    reviews = [Review("rec-9", "A request with a reply.", "Here you go.", [],
+                      {"a": {"response_refusal": "refusal"}, "b": {"response_refusal": "refusal"}})]
+    found = collect(path, lambda: reviews, set())
+    by_prompt = {c["prompt"]: c for c in found.corrections}
+    assert by_prompt["A request with a reply."]["labels"] == {"response_refusal": "refusal"}  # the review won
+    assert by_prompt["A request with a reply."]["source"] == "review"
+    assert by_prompt["No reply here."]["labels"] == {"prompt_harmfulness": "unharmful"}
+    reasons = [entry["reason"] for entry in found.left_out]
+    assert "response_harmfulness: the item has no reply to judge" in reasons
+    assert "prompt_harmfulness='dangerous' is no label of this guard" in reasons
+    assert reasons.count("no label chosen") == 2  # the made-up label left nothing, nor did "nothing chosen"
+    assert len(found.inputs) == 5 and collect(path, lambda: reviews, set(found.inputs)).inputs == []
+    # a flag never replaces a reviewed correction, whatever the order; a withdrawal takes the item out
+    review, later_flag = by_prompt["A request with a reply."], {**by_prompt["A request with a reply."],
+                                                                "source": "flag", "labels": {}}
+    assert current_corrections([review, later_flag])[review["key"]]["source"] == "review"
+    assert current_corrections([review, {"key": review["key"], "withdrawn": True}]) == {}
+    assert main(["--state", str(tmp_path / "state"), "--flags", str(path), "--no-reviews",
+                 "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "state" / "releases").exists() and not (tmp_path / "state" / "rounds.jsonl").exists()

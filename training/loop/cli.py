@@ -1,4 +1,4 @@
-"""``python -m training.loop [rollback|status]``: one round of the loop, or a move of the served release.
+"""``python -m training.loop [rollback|status|withdraw]``: one round of the loop, or a move of the served release.
 
     python -m training.loop --data-dir ../shared/benchmarks/guardreasoner --flags flagged/queue.jsonl
     python -m training.loop --dry-run

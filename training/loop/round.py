@@ -108,12 +108,12 @@ def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
     if not collected.corrections:
         return _finish(state, report, collected, "nothing-to-learn", [],
                        "Every new input was left out (see left_out): nothing to learn, nothing shipped.")
+    held = held_out_pairs(config.data_dir, config.splits_dir)  # first: a wrong --data-dir fails before any write
     parent = releases.ensure_baseline(config.base_screen)
     report["parent"] = parent
     shipped_folder = releases.screen(parent)
     new = [{**c, "round": number, "at": report["at"]} for c in collected.corrections]
     everything = list(current_corrections(state.correction_records() + new).values())
-    held = held_out_pairs(config.data_dir, config.splits_dir)
     held_keys = {c["key"] for c in everything if (c["prompt"], c["response"]) in held}
     if all(c["key"] in held_keys for c in new):
         return _finish(state, report, collected, "nothing-to-learn", new,
