@@ -352,7 +352,8 @@ def test_what_collect_keeps_and_leaves_out(tmp_path):
         flag("A made-up label.", {"prompt_harmfulness": "dangerous"}),
         flag("Nothing chosen.", {"prompt_harmfulness": None})])
     reviews = [Review("rec-9", "A request with a reply.", "Here you go.", [],
-                      {"a": {"response_refusal": "refusal"}, "b": {"response_refusal": "refusal"}})]
+                      {"a": {"response_refusal": "refusal"}, "b": {"response_refusal": "refusal"}}),
+               Review("rec-10", "A policy item.", None, [], {"a": {"policy_label": "positive"}}, policy="medical")]
     found = collect(path, lambda: reviews, set())
     by_prompt = {c["prompt"]: c for c in found.corrections}
     assert by_prompt["A request with a reply."]["labels"] == {"response_refusal": "refusal"}  # the review won
@@ -362,7 +363,8 @@ def test_what_collect_keeps_and_leaves_out(tmp_path):
     assert "response_harmfulness: the item has no reply to judge" in reasons
     assert "prompt_harmfulness='dangerous' is no label of this guard" in reasons
     assert reasons.count("no label chosen") == 2  # the made-up label left nothing, nor did "nothing chosen"
-    assert len(found.inputs) == 5 and collect(path, lambda: reviews, set(found.inputs)).inputs == []
+    assert any(reason.startswith("answers the policy 'medical' only") for reason in reasons)
+    assert len(found.inputs) == 6 and collect(path, lambda: reviews, set(found.inputs)).inputs == []
     # a flag never replaces a reviewed correction, whatever the order; a withdrawal takes the item out
     review, later_flag = by_prompt["A request with a reply."], {**by_prompt["A request with a reply."],
                                                                 "source": "flag", "labels": {}}

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotate.pull import Review, review_pair
+from annotate.pull import Review, agreed_verdicts
 from guardreasoner.records import FlagRecord, latest_flags
-from guardreasoner.results import LABELS, PROMPT_HARMFULNESS, VERDICT_KEYS
+from guardreasoner.results import LABELS, PROMPT_HARMFULNESS
 from guardreasoner.rows import read_jsonl
 
 FLAG_QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"  # webapp/flags.py reads the same variable
@@ -95,15 +95,6 @@ def usable_labels(labels: dict[str, str | None], response: str | None) -> tuple[
     return kept, dropped
 
 
-def agreed(review: Review) -> tuple[dict[str, str], dict | None]:
-    """The verdicts a record's reviewers agree on, or a conflict report (annotate's pairing rule decides)."""
-    kind, payload = review_pair(review)
-    if kind == "conflict":
-        return {}, payload
-    keys = VERDICT_KEYS if review.response is not None else (PROMPT_HARMFULNESS,)
-    return {key: answers[key] for answers in review.by_user.values() for key in keys if answers.get(key)}, None
-
-
 def correction(prompt: str, response: str | None, labels: dict[str, str], source: str, origin: str,
                fingerprint: str) -> dict:
     return {"key": item_key(prompt, response), "prompt": prompt, "response": response, "labels": labels,
@@ -147,7 +138,7 @@ def collect(flag_queue: Path | None, reviews: Callable[[], list[Review] | None] 
         if fingerprint in used:
             continue
         out.inputs.append(fingerprint)
-        verdicts, conflict = agreed(review)
+        verdicts, conflict = agreed_verdicts(review)
         if conflict is not None:
             out.conflicts.append(conflict)
             out.left_out.append({"id": review.id, "source": SOURCE_REVIEW,
@@ -157,7 +148,10 @@ def collect(flag_queue: Path | None, reviews: Callable[[], list[Review] | None] 
         for reason in dropped:
             out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": reason})
         if not labels:
-            out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": "no verdict answered"})
+            policy = review.policy
+            reason = (f"answers the policy {policy!r} only: policies learn from `python -m annotate pull "
+                      "--policy-examples` and `policy fit --flags`") if policy else "no verdict answered"
+            out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": reason})
             continue
         out.reviews.append(review)
         item = correction(review.prompt, review.response, labels, SOURCE_REVIEW, review.id, fingerprint)
