@@ -204,8 +204,13 @@ def test_a_round_ships_the_corrections_and_rollback_returns_to_v0(world, tmp_pat
     assert "## Gate" in (card / "report.md").read_text() and "plotly" in (card / "chart.html").read_text()
     assert "## v0001 (round 1" in (releases.root / "CHANGELOG.md").read_text()
     assert json.loads((releases.root / "v0001" / "screen" / "screen.json").read_text())["loop"]["parent"] == "v0000"
+    from guardreasoner.releases import served_release
+
+    shipped = served_release(releases.root)
+    assert shipped.version == "v0001" and shipped.screen == releases.root / "v0001" / "screen"
     assert main(["rollback", "--state", str(tmp_path / "state")]) == 0
     assert releases.current() == "v0000"
+    assert served_release(releases.root).version == "v0000" and served_release(releases.root).stamp != shipped.stamp
     for prompt in CORRECTED:
         assert served_label(releases.root, prompt) == wrong[prompt]
     assert main(["rollback", "--state", str(tmp_path / "state")]) == 2  # nothing before v0000

@@ -8,6 +8,8 @@
     RELEASES/CHANGELOG.md      every release's entry, oldest first
     RELEASES/pointer.log       every move of the pointer (ship, rollback), one JSON line each
 
+Serving reads the pointer through ``guardreasoner.releases.served_release`` (the core defines its format).
+
 A release folder is written under a hidden partial name and renamed into place, and the pointer is replaced
 with ``os.replace``: a reader sees the old version or the new one, never half of either, and a round killed
 while shipping leaves the served version as it was.
@@ -21,18 +23,12 @@ import re
 import shutil
 from pathlib import Path
 
-from guardreasoner.errors import GuardReasonerError
+from guardreasoner.releases import POINTER, ReleaseError, served_release
 from guardreasoner.rows import append_lines
 
 from .state import now
 
-POINTER = "current"
 VERSION = re.compile(r"^v(\d{4,})$")
-RELEASES_ENV = "GUARDREASONER_RELEASES"
-
-
-class ReleaseError(GuardReasonerError, ValueError):
-    """A releases folder that cannot be read or moved as asked; the message says what is wrong."""
 
 
 def version_name(number: int) -> str:
@@ -138,10 +134,6 @@ class Releases:
 
 def current_screen(root: str | Path | None = None) -> Path | None:
     """The screen folder the releases' pointer names (``GUARDREASONER_RELEASES`` when no root is given); None
-    when no release is served there. What serving reads to pick up a new version."""
-    root = root or os.environ.get(RELEASES_ENV)
-    if not root:
-        return None
-    releases = Releases(Path(root))
-    version = releases.current()
-    return releases.screen(version) if version else None
+    when no release is served there: ``guardreasoner.releases.served_release``, which serving reads."""
+    served = served_release(root)
+    return served.screen if served else None
