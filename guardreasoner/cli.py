@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def _serve(args) -> int:
     serve(args.model, host=args.host, port=args.port, backend=args.backend, mode=args.prompt_format,
           fallback=not args.no_fallback, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
           settings=settings, served_name=args.served_name, reasoning=args.reasoning, screen=args.screen or "shipped",
-          operating_point=args.operating_point, policies=args.policy)
+          operating_point=args.operating_point, policies=args.policy, releases=args.releases)
     return 0
 
 
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--operating-point", action="append",
                        help="a folder `calibrate` wrote for this model (repeatable): requests choose one by its "
                        "folder's name (`operating_point`); the first applies to requests that name none, in its mode")
+    serve.add_argument("--releases", default=os.environ.get("GUARDREASONER_RELEASES"),
+                       help="a releases folder python -m training.loop ships to: its current release's screen is "
+                       "served and followed without a restart (POST /v1/reload, and a look every few seconds); "
+                       "default: $GUARDREASONER_RELEASES")
     add_proxy_command(commands, [debug], add_model_options)
     add_policy_command(commands, [debug])
     return parser

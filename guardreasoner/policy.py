@@ -143,7 +143,10 @@ _ENCODER_IDS: dict[tuple, str] = {}
 
 
 def encoder_id(screen) -> str:
-    """The first 16 hex digits of the sha256 of the encoder's weights file: what a policy was fitted on."""
+    """The first 16 hex digits of a sha256 over the encoder's body weights (every tensor but the verdict heads'):
+    what a policy was fitted on. A release of ``training.loop`` refits only the heads, so its policies stay."""
+    from safetensors import safe_open
+
     folder = getattr(screen, "folder", None)
     if getattr(screen, "feature_kind", None) != "encoder" or folder is None:
         raise PolicyError(f"policies read the verdict encoder's representation; this screen "
@@ -151,7 +154,12 @@ def encoder_id(screen) -> str:
     weights = Path(folder) / "model.safetensors"
     key = (str(weights.resolve()), weights.stat().st_mtime_ns)
     if key not in _ENCODER_IDS:
-        _ENCODER_IDS[key] = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256()
+        with safe_open(str(weights), framework="np") as tensors:
+            for name in sorted(tensors.keys()):
+                if not name.startswith("heads."):
+                    digest.update(name.encode() + tensors.get_tensor(name).tobytes())
+        _ENCODER_IDS[key] = digest.hexdigest()[:16]
     return _ENCODER_IDS[key]
 
 

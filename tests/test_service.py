@@ -278,7 +278,7 @@ def test_client_returns_library_results_and_streams(url):
 
 def test_docs_describe_the_bodies_and_each_result_as_the_library_writes_it(url):
     schema = httpx.get(url + "/openapi.json").json()
-    assert set(schema["paths"]) == {"/v1/classify", "/v1/classify/stream", "/health", "/metrics",
+    assert set(schema["paths"]) == {"/v1/classify", "/v1/classify/stream", "/health", "/metrics", "/v1/reload",
                                     "/v1/moderations", "/beta/litellm_basic_guardrail_api"}  # the drop-in routes
     components = schema["components"]["schemas"]
     assert {"ClassifyRequest", "Item", "ClassifyResponse", "GuardResult", "Verdict", "TaskReasoning",

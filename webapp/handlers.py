@@ -85,7 +85,8 @@ def analyze(state: AppState, prompt: str, response: str, settings: RunSettings, 
                 views.status(run_state),
                 views.summary(result, elapsed_s=elapsed_s, first_verdict_s=first_verdict),
                 json.dumps(result, indent=2, ensure_ascii=False) if result else "", result,
-                model_banner(guard), gr.update(interactive=result is not None), gr.update(interactive=running),
+                model_banner(guard, state.served.version), gr.update(interactive=result is not None),
+                gr.update(interactive=running),
                 gr.update(interactive=result is not None and views.screen_decided(result)))
 
     # The click clears the last run's result at once, so Flag cannot file it while this one streams.

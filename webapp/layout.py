@@ -39,7 +39,7 @@ def build_page(state: AppState) -> gr.Blocks:
         gr.Markdown("# GuardReasoner\nA reasoning guard: is the **prompt** harmful, is the **response** a refusal, "
                     "is the **response** harmful? Watch it reason; each verdict lights up as soon as it is decided.",
                     elem_id="intro")
-        banner = gr.Markdown(model_banner(guard), elem_id="model-banner")
+        banner = gr.Markdown(model_banner(guard, state.served.version), elem_id="model-banner")
 
         with gr.Tab("Analyze"):
             with gr.Row():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from guardreasoner import DEFAULT_MODEL, RELEASED_MODELS, load_guard
 from guardreasoner.models import EMBEDDED_GUARD_NAME, EMBEDDED_NAME
+from guardreasoner.releases import ServedScreen
 from guardreasoner.screen import recommended_reasoning
 
 from . import gpu, policies, runner
@@ -107,6 +108,9 @@ class AppState:
     pool: GuardPool
     stops: StopSignals = field(default_factory=StopSignals)
     calls: runner.GpuCalls | None = None  # the functions that generate (on ZeroGPU, in its GPU worker)
+    # The releases training.loop ships ($GUARDREASONER_RELEASES): each run takes the current release's screen, so
+    # a new release serves from the next run on, without a restart.
+    served: ServedScreen = field(default_factory=ServedScreen)
 
     def default_reasoning(self, choice: str | None = None) -> str:
         """The Reasoning a model choice starts with: the environment's, else the mode measured best for it (known
@@ -126,6 +130,7 @@ class AppState:
         """The guard for a run: the pool's model with the run's sampling and reasoning. ``load=False`` in GPU
         functions: the model was loaded before the call, in the app's process."""
         guard = self.pool.get(settings) if load else self.pool.find(settings)
+        guard = self.served.applied(guard)  # the shipped release's screen, where one is served
         guard = policies.answering(guard)  # the Policies tab's policies too (#33), the model not loaded again
         if settings.reasoning != "full" and guard.screen is None:
             raise ModelUnavailable(f"Reasoning “{settings.reasoning}” needs a screen, and none is installed "
@@ -146,8 +151,10 @@ def build_state(model: str | None = None) -> AppState:
     return state
 
 
-def model_banner(guard) -> str:
+def model_banner(guard, release: str | None = None) -> str:
     text = f"**Model in use:** {guard.model_name} · template `{guard.mode}` · backend `{guard.backend.name}`"
+    if release:
+        text += f" · screen release `{release}`"
     if guard.fallback_reason:
         text += f"\n\n⚠️ Offline fallback: {guard.fallback_reason}. Answers come from the small embedded model."
     if guard.model_name == EMBEDDED_NAME:

@@ -18,7 +18,7 @@ from ..guard import Classifier, Guard
 from ..operating_point import OperatingPoint
 from . import guardrails, moderations
 from .metrics import MetricsMiddleware
-from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, StreamEvent
+from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, Reload, StreamEvent
 from .security import APIKeyMiddleware, BodyLimitMiddleware
 from .serving import GuardServing, ServiceSettings
 
@@ -60,6 +60,14 @@ async def classify_stream(body: ClassifyRequest, request: Request):
 def health(request: Request):
     """Liveness, the model, and the limits a client must keep to (open: no key needed)."""
     return serving(request).health()
+
+
+@router.post("/v1/reload", response_model=Reload, responses=ERRORS, tags=["service"], dependencies=[Depends(bearer)])
+def reload(request: Request):
+    """Look at the releases folder now (serve --releases; it is also looked at every few seconds as requests
+    come): a new release's screen serves the requests that start after it, those under way finish as they began."""
+    release, changed = serving(request).reload()
+    return Reload(release=release, changed=changed)
 
 
 @router.get("/metrics", tags=["service"], response_class=Response, dependencies=[Depends(bearer)])
@@ -106,11 +114,15 @@ async def lifespan(app: FastAPI):
 
 def create_app(guard: Classifier | Backend, served_name: str | None = None,
                settings: ServiceSettings | None = None, extra_routers: tuple[APIRouter, ...] = (),
-               operating_points: tuple[OperatingPoint, ...] = ()):
+               operating_points: tuple[OperatingPoint, ...] = (), releases=None):
     """A FastAPI app serving ``guard`` (a ``Guard`` or a ``Cascade``; a bare backend is wrapped in a default
     guard) under ``served_name``, with the drop-in routes (/v1/moderations, LiteLLM's guardrail API) and any
     ``extra_routers`` (the proxy's). ``operating_points`` (``load_operating_point``'s, for this model) are
-    offered to requests by name; the guard's own (``load_guard(..., operating_point=)``) is the default."""
+    offered to requests by name; the guard's own (``load_guard(..., operating_point=)``) is the default.
+    ``releases``: a folder ``training.loop`` ships to (or a ``releases.ServedScreen``): the service serves its
+    current release's screen and follows it (``POST /v1/reload``, and a look every few seconds) without a restart."""
+    from ..releases import ServedScreen
+
     guard = guard if isinstance(guard, Classifier) else Guard(guard)
     app = FastAPI(
         title="GuardReasoner service",
@@ -118,7 +130,9 @@ def create_app(guard: Classifier | Backend, served_name: str | None = None,
         lifespan=lifespan,
         exception_handlers={RequestValidationError: invalid, StarletteHTTPException: http_error, Exception: crashed},
     )
-    app.state.serving = GuardServing(guard, served_name or guard.model_name, settings, tuple(operating_points))
+    served = releases if isinstance(releases, ServedScreen) or releases is None else ServedScreen(releases)
+    app.state.serving = GuardServing(guard, served_name or guard.model_name, settings, tuple(operating_points),
+                                     served)
     app.state.guardrail = guardrails.Guardrail()
     routers = (router, moderations.router, guardrails.router, *extra_routers)
     for included in routers:

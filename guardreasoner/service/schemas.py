@@ -191,6 +191,11 @@ class OperatingPoints(BaseModel):
     offered: list[OfferedPoint] = Field(description="the points a request may name")
 
 
+class Reload(BaseModel):
+    release: str | None = Field(description="the release served after the check")
+    changed: bool = Field(description="whether the check moved the service to another release")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
@@ -200,3 +205,5 @@ class Health(BaseModel):
     auth: bool = Field(description="whether requests need an API key")
     reasoning: Reasoning = Field(description="the default mode and the modes this server offers")
     operating_points: OperatingPoints = Field(description="the operating points loaded (serve --operating-point)")
+    release: str | None = Field(None, description="the screen's release served (serve --releases: the version "
+                                                  "training.loop shipped last), or null")

@@ -16,6 +16,7 @@ from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from ..cascade import REASONING_MODES, Cascade
 from ..guard import Guard
 from ..operating_point import OperatingPoint, OperatingPointError, check_model
+from ..releases import ServedScreen
 from .batching import Batcher, generate_unbatched
 from .metrics import Metrics
 from .schemas import (
@@ -86,8 +87,11 @@ class GuardServing:
     starts the batch worker for a local backend; ``close()`` stops it."""
 
     def __init__(self, guard: Guard | Cascade, name: str, settings: ServiceSettings | None = None,
-                 operating_points: tuple[OperatingPoint, ...] = ()):
-        self.guard = guard
+                 operating_points: tuple[OperatingPoint, ...] = (), served: ServedScreen | None = None):
+        # ``served``: the releases training.loop ships; each request takes the served release's screen
+        self.served = served
+        self.base_guard = guard
+        guard = served.applied(guard) if served else guard
         self.name = name
         self.settings = replace(settings or ServiceSettings())  # a copy: the token cap is filled in
         if self.settings.max_new_tokens is None:
@@ -99,6 +103,19 @@ class GuardServing:
         self.operating_points = self._offered(operating_points)
         # the guard's own point (load_guard(operating_point=...)), where it is one of these: its mode is known
         self.default_point = self.operating_points.get(guard.operating_point)
+
+    @property
+    def guard(self) -> Guard | Cascade:
+        """The guard a request starts with: the one loaded, with the served release's screen where there is one
+        (a request keeps the guard it took, so a new release never changes a request under way)."""
+        return self.served.applied(self.base_guard) if self.served else self.base_guard
+
+    def reload(self) -> tuple[str | None, bool]:
+        """Look at the releases' pointer now: the release served and whether it changed."""
+        if self.served is None:
+            raise HTTPException(404, "this server follows no releases folder (serve --releases DIR)")
+        changed = self.served.check(force=True)
+        return self.served.version, changed
 
     def _offered(self, points: tuple[OperatingPoint, ...]) -> dict[str, OperatingPoint]:
         """The points requests may name, by name; each must be this model's, in a mode this server offers."""
@@ -210,6 +227,7 @@ class GuardServing:
                                         wait_ms=self.settings.batch_wait_ms),
                       limits=self.settings.limits(), auth=bool(self.settings.api_keys),
                       reasoning=Reasoning(default=self.guard.reasoning, modes=self.modes),
+                      release=self.served.version if self.served else None,
                       operating_points=OperatingPoints(default=self.guard.operating_point, offered=[
                           OfferedPoint(name=point.name, reasoning=point.reasoning, target=point.target,
                                        thresholds=point.thresholds) for point in self.operating_points.values()]))
