@@ -198,17 +198,12 @@ class EncoderScreen:
     def bind(self, guard) -> EncoderScreen:
         return self  # reads the text, not the guard's model
 
-    def logits(self, items: list[tuple[str, str | None]], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list]:
-        """Raw logits (rows x verdicts) and whether each item was cut. Items are batched by length, so a batch
-        pads little."""
-        logits, truncated, _ = self.read(items, batch_size)
-        return logits, truncated
-
     def read(self, items: list[tuple[str, str | None]], batch_size: int = BATCH_SIZE, layers: tuple[int, ...] = ()
              ) -> tuple[np.ndarray, list, np.ndarray | None]:
-        """``logits``' two answers and, with ``layers`` (indices into the encoder's hidden states, 0 the
-        embeddings), the mask-weighted mean of each of those layers side by side (rows x layers x hidden): the
-        representation policies are fitted on, from the same forward pass as the verdicts."""
+        """Raw logits (rows x verdicts), whether each item was cut, and, with ``layers`` (indices into the
+        encoder's hidden states, 0 the embeddings), the mask-weighted mean of each of those layers side by side
+        (rows x layers * hidden): the representation policies are fitted on, from the same forward pass as the
+        verdicts. Items are batched by length, so a batch pads little."""
         import torch
 
         pairs = [encode_pair(self.tokenizer, prompt, response, self.max_length) for prompt, response in items]

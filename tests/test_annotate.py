@@ -422,39 +422,26 @@ def test_a_dataset_made_before_policies_says_to_make_a_new_one(argilla, shared_d
 
 
 def test_the_apps_flag_button_reaches_argilla(argilla, taught_model_dir, tmp_path, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    import app
-    from tests.test_app import CHROMIUM, CHROMIUM_FLAGS
+    from tests.test_app import CHROMIUM, chromium_page, launched_app
 
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing") if CI else pytest.skip("Debian's chromium is not installed")
     monkeypatch.setenv("GUARDREASONER_FLAG_QUEUE", str(tmp_path / "queue.jsonl"))
     monkeypatch.setenv("ANNOTATE_OUTBOX", str(tmp_path / "outbox.jsonl"))
     monkeypatch.setenv("ANNOTATE_DATASET", "app-flags")
-    demo = app.build_app(str(taught_model_dir))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
-            page.locator("#analyze-button").click()
-            page.wait_for_function(
-                "() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
-            page.get_by_text("Flag this result as wrong").click()
-            page.locator("#correct-request").get_by_text("unharmful").click()
-            page.locator("#flag-comment textarea").fill("a pipe bomb is not harmless")
-            page.locator("#flag-button").click()
-            page.wait_for_function(
-                "() => (document.querySelector('#flag-status')?.textContent || '').includes('Argilla')",
-                timeout=120000)
-            status = page.locator("#flag-status").text_content()
-            browser.close()
-    finally:
-        demo.close()
+    with launched_app(taught_model_dir) as url, chromium_page(url, {"width": 1280, "height": 1400}) as page:
+        page.locator("#request-box textarea").fill(HARMFUL_REQUEST)
+        page.locator("#analyze-button").click()
+        page.wait_for_function(
+            "() => document.querySelector('#run-status')?.dataset.state === 'done'", timeout=60000)
+        page.get_by_text("Flag this result as wrong").click()
+        page.locator("#correct-request").get_by_text("unharmful").click()
+        page.locator("#flag-comment textarea").fill("a pipe bomb is not harmless")
+        page.locator("#flag-button").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#flag-status')?.textContent || '').includes('Argilla')",
+            timeout=120000)
+        status = page.locator("#flag-status").text_content()
     assert "Sent to Argilla (1 record(s) delivered)" in status
     (record,) = records_of(Target(dataset="app-flags")).values()
     assert record.fields["prompt"] == HARMFUL_REQUEST and record.metadata["source"] == "app_flag"

@@ -1,9 +1,11 @@
 """The app through gradio_client (API, streaming, 8 concurrent users) and through Chromium with Playwright."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +18,45 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync"]
 
 
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@contextlib.contextmanager
+def launched_app(model_dir) -> Iterator[str]:
+    """The app on a free local port, built in the environment as it stands, closed afterwards: its URL."""
+    import app
+
+    demo = app.build_app(str(model_dir))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@contextlib.contextmanager
+def chromium_page(url: str, viewport: dict = DESKTOP):
+    """A page of Debian's Chromium at ``url``, the browser closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=viewport)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def app_url(taught_model_dir, tmp_path_factory):
     queue = tmp_path_factory.mktemp("flags") / "queue.jsonl"
     os.environ["GUARDREASONER_FLAG_QUEUE"] = str(queue)
-    import app
-
-    demo = app.build_app(str(taught_model_dir))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", queue
-    demo.close()
+    with launched_app(taught_model_dir) as url:
+        yield url, queue
     os.environ.pop("GUARDREASONER_FLAG_QUEUE", None)
 
 
@@ -191,10 +221,6 @@ def test_app_starts_on_the_embedded_model_and_says_so_when_the_hub_is_out_of_rea
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("CI"),
     reason="Debian's chromium is not installed (scripts/test.sh installs it; on CI this fails instead)")
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
-from tests.test_app import AXE, CHROMIUM, CHROMIUM_FLAGS, DESKTOP, needs_chromium, serious_axe_violations
+from tests.test_app import AXE, chromium_page, launched_app, needs_chromium, serious_axe_violations
 from tests.tiny_models import SAFE_REQUEST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,24 +165,15 @@ def test_a_chip_per_policy_from_a_result():
 
 @pytest.fixture
 def policy_app(taught_model_dir, policy_root):
-    import app
-
-    demo = app.build_app(str(taught_model_dir))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launched_app(taught_model_dir) as url:
+        yield url
 
 
 @needs_chromium
 def test_browser_fit_a_policy_see_its_f1_then_its_chip_on_analyze_and_flag_it(policy_app, policy_root, tmp_path):
     from gradio_client import Client
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport=DESKTOP)
-        page.goto(policy_app)
+    with chromium_page(policy_app) as page:
         page.get_by_role("tab", name="Policies").click()
         page.locator("#policy-name input, #policy-name textarea").first.fill(NAME)
         page.locator("#policy-upload").locator("xpath=..").locator("input[type=file]").set_input_files(str(MEDICAL))
@@ -217,7 +207,6 @@ def test_browser_fit_a_policy_see_its_f1_then_its_chip_on_analyze_and_flag_it(po
         page.wait_for_selector("#flag-status", timeout=20000)
         assert f"for the policy {NAME} the item is negative" in page.locator("#flag-status").inner_text()
         page.screenshot(path=str(tmp_path / "app-policies.png"), full_page=True)
-        browser.close()
     [flag] = [json.loads(line) for line in (tmp_path / "queue.jsonl").read_text().splitlines()]
     assert flag["policy"] == NAME and flag["policy_label"] == "negative" and flag["prompt"] == SELF_TREATMENT
     # The API's results carry the categories too.

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from annotate.workspace import Target, submit_review
-from tests.servers import free_port
 from tests.test_annotate import CI, argilla, records_of, reviewer  # noqa: F401 (argilla: the server fixture)
-from tests.test_app import CHROMIUM, CHROMIUM_FLAGS
+from tests.test_app import CHROMIUM, chromium_page, launched_app
 from tests.test_loop import CORRECTED, args, base_label, opposite, world  # noqa: F401 (world: the fixture)
 
 DATASET = "loop-e2e"
@@ -22,9 +21,6 @@ DATASET = "loop-e2e"
 @pytest.mark.slow
 def test_a_flag_reviewed_in_argilla_comes_back_from_the_loop_into_the_running_app(
         argilla, world, taught_model_dir, tmp_path, monkeypatch):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
-    import app
     from training.loop.cli import main as loop
     from training.loop.releases import Releases
 
@@ -40,45 +36,35 @@ def test_a_flag_reviewed_in_argilla_comes_back_from_the_loop_into_the_running_ap
     monkeypatch.setenv("GUARDREASONER_FLAG_QUEUE", str(tmp_path / "app-queue.jsonl"))
     monkeypatch.setenv("ANNOTATE_OUTBOX", str(tmp_path / "outbox.jsonl"))
     monkeypatch.setenv("ANNOTATE_DATASET", DATASET)
-    demo = app.build_app(str(taught_model_dir))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.locator("#reasoning-mode").get_by_text("off:").click()  # the served screen decides
+    with launched_app(taught_model_dir) as url, chromium_page(url, {"width": 1280, "height": 1400}) as page:
+        page.locator("#reasoning-mode").get_by_text("off:").click()  # the served screen decides
 
-            def analyze(release: str) -> str:
-                """The request's verdict from a run whose model line names ``release`` (the last run's status
-                still says done when the click lands, so the release tells this run's answer from it)."""
-                page.locator("#analyze-button").click()
-                page.wait_for_function("""(release) => document.querySelector('#run-status')?.dataset.state === 'done'
-                    && document.querySelector('#model-banner').innerText.includes('screen release ' + release)""",
-                                       arg=release, timeout=60000)
-                return page.locator("#chip-prompt_harmfulness").get_attribute("data-state")
+        def analyze(release: str) -> str:
+            """The request's verdict from a run whose model line names ``release`` (the last run's status
+            still says done when the click lands, so the release tells this run's answer from it)."""
+            page.locator("#analyze-button").click()
+            page.wait_for_function("""(release) => document.querySelector('#run-status')?.dataset.state === 'done'
+                && document.querySelector('#model-banner').innerText.includes('screen release ' + release)""",
+                                   arg=release, timeout=60000)
+            return page.locator("#chip-prompt_harmfulness").get_attribute("data-state")
 
-            page.locator("#request-box textarea").fill(prompt)
-            assert analyze("v0000") == wrong
-            page.get_by_text("Flag this result as wrong").click()
-            page.locator("#correct-request").get_by_text(opposite(wrong), exact=True).click()
-            page.locator("#flag-button").click()
-            page.wait_for_function(
-                "() => (document.querySelector('#flag-status')?.textContent || '').includes('Argilla')",
-                timeout=120000)
-            assert "Sent to Argilla (1 record(s) delivered)" in page.locator("#flag-status").text_content()
+        page.locator("#request-box textarea").fill(prompt)
+        assert analyze("v0000") == wrong
+        page.get_by_text("Flag this result as wrong").click()
+        page.locator("#correct-request").get_by_text(opposite(wrong), exact=True).click()
+        page.locator("#flag-button").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#flag-status')?.textContent || '').includes('Argilla')",
+            timeout=120000)
+        assert "Sent to Argilla (1 record(s) delivered)" in page.locator("#flag-status").text_content()
 
-            (record,) = records_of(Target(dataset=DATASET)).values()
-            assert record.fields["prompt"] == prompt
-            submit_review(reviewer(argilla, "reviewer_a.key"), record, {"prompt_harmfulness": opposite(wrong)})
-            assert loop(loop_args) == 0
-            assert releases.current() == "v0001"
+        (record,) = records_of(Target(dataset=DATASET)).values()
+        assert record.fields["prompt"] == prompt
+        submit_review(reviewer(argilla, "reviewer_a.key"), record, {"prompt_harmfulness": opposite(wrong)})
+        assert loop(loop_args) == 0
+        assert releases.current() == "v0001"
 
-            collected = json.loads((releases.root / "v0001" / "card" / "report.json").read_text())["collect"]
-            assert collected["seen"] == {"flags": 0, "reviews": 1}  # the round learnt it from the review
-            corrected = analyze("v0001")  # the same page, the same app process
-            browser.close()
-    finally:
-        demo.close()
+        collected = json.loads((releases.root / "v0001" / "card" / "report.json").read_text())["collect"]
+        assert collected["seen"] == {"flags": 0, "reviews": 1}  # the round learnt it from the review
+        corrected = analyze("v0001")  # the same page, the same app process
     assert corrected == opposite(wrong)
