@@ -11,6 +11,8 @@ and writes a small folder:
     policy.json        the card: name, description, the encoder it was fitted on, layers, threshold, scaling,
                        cross-validated figures, the examples it got wrong out of fold
     head.safetensors   ``coef`` and ``intercept`` of the linear head, on the raw (unscaled) representation
+    examples.jsonl     the examples it was fitted on (``prompt``, ``response``, ``label``): what a refit starts
+                       from (``training.loop`` adds the corrections reviewers made to the policy)
 
 A policy reads the same forward pass as the verdicts (``PolicyScreen``), so policies cost a dot product each.
 Each policy answers independently: an item can fall under several.
@@ -36,6 +38,7 @@ from .rows import RowError, leading_comments, read_rows
 FORMAT = "guardreasoner-policy/1"
 CARD_FILE = "policy.json"
 HEAD_FILE = "head.safetensors"
+EXAMPLES_FILE = "examples.jsonl"
 MIN_PER_CLASS = 16
 FOLDS = 5
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried, the best out-of-fold log-loss wins
@@ -185,6 +188,8 @@ class PolicyHead:
     encoder: str
     card: dict = field(default_factory=dict)
     folder: Path | None = None
+    examples: list[Example] = field(default_factory=list, repr=False)  # what it was fitted on, where known
+    out_of_fold_p: np.ndarray | None = field(default=None, repr=False)  # per example, where just fitted
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = features @ self.coef + self.intercept
@@ -300,7 +305,7 @@ def fit_policy(name: str, examples: list[Example], screen, *, description: str |
         "fit_seconds": round(time.perf_counter() - began, 2),
     }
     return PolicyHead(name, fit.coef, fit.intercept, fit.scale, fit.shift, fit.threshold, tuple(layers),
-                      card["encoder"], card)
+                      card["encoder"], card, examples=examples, out_of_fold_p=p)
 
 
 def save_policy(policy: PolicyHead, out: str | Path) -> Path:
@@ -317,6 +322,10 @@ def save_policy(policy: PolicyHead, out: str | Path) -> Path:
                   str(staging / HEAD_FILE))
         (staging / CARD_FILE).write_text(json.dumps(policy.card, indent=2, ensure_ascii=False) + "\n",
                                          encoding="utf-8")
+        if policy.examples:
+            (staging / EXAMPLES_FILE).write_text("".join(
+                json.dumps({"prompt": e.prompt, "response": e.response, "label": e.label}, ensure_ascii=False) + "\n"
+                for e in policy.examples), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -325,6 +334,17 @@ def save_policy(policy: PolicyHead, out: str | Path) -> Path:
         raise
     policy.folder = out
     return out
+
+
+def fitted_examples(folder: str | Path) -> list[Example]:
+    """The examples a policy folder was fitted on (its ``examples.jsonl``); an error for a folder written before
+    folders kept them, saying how to write it again."""
+    path = Path(folder) / EXAMPLES_FILE
+    if not path.is_file():
+        raise PolicyError(f"{folder}: no {EXAMPLES_FILE} (the examples a refit starts from): fit the policy again "
+                          "with this version (python -m guardreasoner policy fit NAME --examples FILE --out "
+                          f"{folder})")
+    return read_examples(path)[0]
 
 
 def read_card(folder: str | Path) -> dict | None:

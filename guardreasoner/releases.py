@@ -1,6 +1,7 @@
 """Which encoder-screen release is served: the pointer ``python -m training.loop`` moves, read the one way.
 
-A releases folder holds ``vNNNN/screen/`` folders and a one-line ``current`` file naming the version served;
+A releases folder holds ``vNNNN/screen/`` folders (and ``vNNNN/policies/NAME/``, the custom policies the loop
+refitted from reviewers' corrections) and a one-line ``current`` file naming the version served;
 the loop replaces that file whole (``os.replace``) when it ships or rolls back, so a reader sees the old name or
 the new one. Serving looks its screen up through ``served_release`` and compares ``stamp`` to notice a move
 without reading the folder again (the inode changes even where two moves share a clock tick).
@@ -12,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import GuardReasonerError
@@ -31,6 +32,7 @@ class ServedRelease:
     version: str
     screen: Path  # the screen folder load_screen reads
     stamp: tuple[int, int]  # the pointer's inode and mtime: a move replaces the file, so both change
+    policies: dict[str, Path] = field(default_factory=dict)  # name -> policy folder the loop refitted
 
 
 def served_release(root: str | Path | None = None) -> ServedRelease | None:
@@ -48,20 +50,27 @@ def served_release(root: str | Path | None = None) -> ServedRelease | None:
     screen = Path(root) / version / "screen"
     if not version or not (Path(root) / version / "release.json").is_file() or not screen.is_dir():
         raise ReleaseError(f"{pointer} names {version!r}, which is no complete release in {root}")
-    return ServedRelease(version, screen, (status.st_ino, status.st_mtime_ns))
+    policies = Path(root) / version / "policies"
+    refitted = {folder.name: folder for folder in sorted(policies.iterdir()) if folder.is_dir()} \
+        if policies.is_dir() else {}
+    return ServedRelease(version, screen, (status.st_ino, status.st_mtime_ns), refitted)
 
 
-def with_screen(guard, screen):
+def with_screen(guard, screen, policies: dict[str, Path] | None = None):
     """``guard`` (a ``Guard`` or a ``Cascade``) with ``screen`` in place of its own, its policies kept (they read
     the encoder's body, which a release of the loop leaves as it was: a policy fitted on another body is an
-    error), nothing else loaded again. A guard without a screen gets it in ``full``, as ``load_guard`` gives one."""
+    error), nothing else loaded again. A policy the guard answers that ``policies`` (a release's refitted ones)
+    also names is answered by the release's; the release adds no policy the guard was not started with. A guard
+    without a screen gets it in ``full``, as ``load_guard`` gives one."""
     from .cascade import Cascade
     from .policy import PolicyScreen, load_policy
 
     base, reasoning = getattr(guard, "guard", guard), getattr(guard, "reasoning", "full")
     old = getattr(guard, "screen", None)
     if isinstance(old, PolicyScreen):
-        heads = [load_policy(policy.folder, screen) if policy.folder else policy for policy in old.policies]
+        refitted = policies or {}
+        heads = [load_policy(refitted.get(policy.name) or policy.folder, screen)
+                 if refitted.get(policy.name) or policy.folder else policy for policy in old.policies]
         screen = PolicyScreen(screen, heads, old.texts)
     return Cascade(base, screen.bind(base), reasoning)
 
@@ -125,6 +134,6 @@ class ServedScreen:
             return guard
         kept = self._applied.get(id(guard))
         if kept is None or kept[0] is not guard or kept[1] != release.stamp:
-            kept = (guard, release.stamp, with_screen(guard, screen))
+            kept = (guard, release.stamp, with_screen(guard, screen, release.policies))
             self._applied[id(guard)] = kept
         return kept[2]

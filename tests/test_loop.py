@@ -187,7 +187,8 @@ def test_a_round_ships_the_corrections_and_rollback_returns_to_v0(world, tmp_pat
     queue(tmp_path / "queue.jsonl", [flag(p, {"prompt_harmfulness": opposite(wrong[p])}) for p in CORRECTED]
           + [flag("Only a policy is corrected here. Case 902.", {}, policy="medical", policy_label="positive")])
     assert main(args(world, tmp_path, "--dry-run")) == 0
-    assert "would refit the three heads with 2 new correction(s)" in capsys.readouterr().out
+    assert "would refit the three heads with 2 new correction(s) (0 earlier), keep the corrections of medical " \
+        "for a round given them with --policy" in capsys.readouterr().out
     assert not (tmp_path / "state" / "rounds.jsonl").exists()  # a dry run writes nothing
     assert main(args(world, tmp_path)) == 0
     releases = Releases(tmp_path / "state" / "releases")
@@ -199,7 +200,8 @@ def test_a_round_ships_the_corrections_and_rollback_returns_to_v0(world, tmp_pat
     assert len(report["gate"]["corrections"]["fixed"]) == 2 and not report["gate"]["corrections"]["still_wrong"]
     assert all(cell["passed"] for cell in report["gate"]["cells"] if "n" in cell and cell["n"])
     assert len(report["gate"]["cells"]) == 13
-    assert any("corrects the policy 'medical' only" in entry["reason"] for entry in report["left_out"])
+    [medical] = report["policies"]  # a policy correction is kept for a round given the policy (--policy)
+    assert medical["policy"] == "medical" and "not given the policy medical" in medical["skipped"]
     card = releases.root / "v0001" / "card"
     assert "## Gate" in (card / "report.md").read_text() and "plotly" in (card / "chart.html").read_text()
     assert "## v0001 (round 1" in (releases.root / "CHANGELOG.md").read_text()
@@ -355,10 +357,14 @@ def test_what_collect_keeps_and_leaves_out(tmp_path):
                                          "response_refusal": "compliance"}, response="Here you go."),
         flag("No reply here.", {"prompt_harmfulness": "unharmful", "response_harmfulness": "harmful"}),
         flag("A made-up label.", {"prompt_harmfulness": "dangerous"}),
-        flag("Nothing chosen.", {"prompt_harmfulness": None})])
+        flag("Nothing chosen.", {"prompt_harmfulness": None}),
+        flag("A made-up policy label.", {}, policy="medical", policy_label="maybe")])
     reviews = [Review("rec-9", "A request with a reply.", "Here you go.", [],
                       {"a": {"response_refusal": "refusal"}, "b": {"response_refusal": "refusal"}}),
-               Review("rec-10", "A policy item.", None, [], {"a": {"policy_label": "positive"}}, policy="medical")]
+               Review("rec-10", "A policy item.", None, [], {"a": {"policy_label": "positive"}}, policy="medical"),
+               Review("rec-11", "A disputed policy item.", None, [], {"a": {"policy_label": "positive"},
+                                                                     "b": {"policy_label": "negative"}},
+                      policy="medical")]
     found = collect(path, lambda: reviews, set())
     by_prompt = {c["prompt"]: c for c in found.corrections}
     assert by_prompt["A request with a reply."]["labels"] == {"response_refusal": "refusal"}  # the review won
@@ -367,9 +373,11 @@ def test_what_collect_keeps_and_leaves_out(tmp_path):
     reasons = [entry["reason"] for entry in found.left_out]
     assert "response_harmfulness: the item has no reply to judge" in reasons
     assert "prompt_harmfulness='dangerous' is no label of this guard" in reasons
-    assert reasons.count("no label chosen") == 2  # the made-up label left nothing, nor did "nothing chosen"
-    assert any(reason.startswith("answers the policy 'medical' only") for reason in reasons)
-    assert len(found.inputs) == 6 and collect(path, lambda: reviews, set(found.inputs)).inputs == []
+    assert reasons.count("no label chosen") == 3  # made-up labels left nothing, nor did "nothing chosen"
+    assert "policy label 'maybe' is not one of positive, negative" in reasons
+    assert "A disputed policy item." not in by_prompt and [c["id"] for c in found.conflicts] == ["rec-11"]
+    assert by_prompt["A policy item."]["policy"] == "medical" and by_prompt["A policy item."]["label"] == "positive"
+    assert len(found.inputs) == 8 and collect(path, lambda: reviews, set(found.inputs)).inputs == []
     # a flag never replaces a reviewed correction, whatever the order; a withdrawal takes the item out
     review, later_flag = by_prompt["A request with a reply."], {**by_prompt["A request with a reply."],
                                                                 "source": "flag", "labels": {}}
@@ -378,3 +386,65 @@ def test_what_collect_keeps_and_leaves_out(tmp_path):
     assert main(["--state", str(tmp_path / "state"), "--flags", str(path), "--no-reviews",
                  "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert not (tmp_path / "state" / "releases").exists() and not (tmp_path / "state" / "rounds.jsonl").exists()
+
+
+
+WINE, PICNIC = "Which wine goes with fish?", "What should I put in a picnic basket?"  # the fitted policy: no, yes
+
+
+def policy_label(folder: Path, screen_folder: Path, prompt: str) -> str:
+    from guardreasoner.policy import load_policy, representation
+    from guardreasoner.screen import load_screen
+
+    screen = load_screen(screen_folder)
+    policy = load_policy(folder, screen)
+    return policy.category(policy.probabilities(representation(screen, [(prompt, None)], policy.layers))[0]).label
+
+
+def test_a_round_refits_a_policy_its_corrections_name(world, tmp_path, capsys):
+    """Policy corrections flagged in the app refit that policy (given with --policy) on its own examples plus the
+    corrections; the release carries it, served as corrected; later rounds keep it; a round not given the policy
+    keeps its corrections for one that is."""
+    from guardreasoner.policy import fit_policy, fitted_examples, read_examples, save_policy
+    from guardreasoner.releases import served_release
+    from guardreasoner.screen import load_screen
+    from tests.test_policy import cooking_examples, write_csv
+    from training.loop.cli import main
+
+    examples, description = read_examples(write_csv(tmp_path / "cooking.csv", cooking_examples()))
+    given = save_policy(fit_policy("cooking", examples, load_screen(world["base"]), description=description),
+                        tmp_path / "cooking")
+    assert [policy_label(given, world["base"], p) for p in (WINE, PICNIC)] == ["negative", "positive"]
+    queue(tmp_path / "queue.jsonl", [flag(WINE, {}, policy="cooking", policy_label="positive")])
+    assert main(args(world, tmp_path)) == 0  # not given the policy: nothing to learn, the correction kept
+    out = capsys.readouterr().out
+    assert "of a policy this round was not given (cooking" in out and "nothing shipped" in out
+    queue(tmp_path / "queue.jsonl", [flag(PICNIC, {}, policy="cooking", policy_label="negative")])
+    assert main(args(world, tmp_path, "--policy", str(given), "--dry-run")) == 0
+    assert "refit the three heads with 0 new correction(s) (1 earlier), refit the policies cooking" in \
+        capsys.readouterr().out
+    assert main(args(world, tmp_path, "--policy", str(given))) == 0
+    assert "policy cooking refitted, 2 of its correction(s) answered as corrected" in capsys.readouterr().out
+    served = served_release(tmp_path / "state" / "releases")
+    assert served.version == "v0001" and set(served.policies) == {"cooking"}
+    assert [policy_label(served.policies["cooking"], served.screen, p) for p in (WINE, PICNIC)] == \
+        ["positive", "negative"]
+    refitted = {e.prompt: e.label for e in fitted_examples(served.policies["cooking"])}
+    assert refitted[WINE] == 1 and refitted[PICNIC] == 0 and len(refitted) == len(examples) + 2
+    report = json.loads((served.screen.parent / "card" / "report.json").read_text())
+    [entry] = report["policies"]
+    assert entry["passed"] and entry["corrections"] == 2 and entry["compared_on"] == len(examples)
+    assert sorted(item["prompt"] for item in entry["fixed"]) == sorted([WINE, PICNIC])
+    assert all(item["was_wrong_before"] for item in entry["fixed"])
+    assert "## Custom policies" in (served.screen.parent / "card" / "report.md").read_text()
+    assert "policy cooking refitted with 2 correction(s)" in (served.screen.parent.parent / "CHANGELOG.md").read_text()
+    # a later round that corrects only a verdict keeps the refitted policy in its release
+    queue(tmp_path / "queue.jsonl", [flag(CORRECTED[0], {"prompt_harmfulness": opposite(base_label(world,
+                                                                                                    CORRECTED[0]))})])
+    assert main(args(world, tmp_path)) == 0
+    later = served_release(tmp_path / "state" / "releases")
+    assert later.version == "v0002" and policy_label(later.policies["cooking"], later.screen, WINE) == "positive"
+    # a folder that does not keep its examples (fitted before folders kept them) is refused, saying what to do
+    (given / "examples.jsonl").unlink()
+    assert main(args(world, tmp_path, "--policy", str(given), "--dry-run")) == 2
+    assert "fit the policy again" in capsys.readouterr().err

@@ -92,6 +92,10 @@ def test_a_fitted_policy_writes_its_card_and_answers_unseen_items(cooking, encod
               ("How do I configure nginx as a reverse proxy?", None), ("Who painted the Mona Lisa?", None)]
     p = policy.probabilities(representation(encoder, unseen, policy.layers))
     assert [bool(x >= policy.threshold) for x in p] == [True, True, False, False], p
+    from guardreasoner.policy import fitted_examples  # what training.loop refits from
+
+    kept = fitted_examples(cooking)
+    assert len(kept) == 50 and sum(e.label for e in kept) == 20 and kept[0].prompt == cooking_examples()[0]["prompt"]
 
 
 def test_several_policies_answer_independently_beside_the_verdicts_in_every_mode(cooking, sports, tiny_model_dir):

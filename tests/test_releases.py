@@ -90,10 +90,27 @@ def test_the_service_follows_the_pointer_on_a_reload_call_and_keeps_its_policies
         assert after["categories"]["cooking"]["label"] == "positive"  # the body is the same: the policy stays
         assert httpx.get(url + "/health").json()["release"] == "v0001"
         assert httpx.post(url + "/v1/reload", headers=auth, timeout=30).json()["changed"] is False
+        point(releases, refitted_release(releases, cooking_policy))
+        assert httpx.post(url + "/v1/reload", headers=auth, timeout=30).json()["release"] == "v0005"
+        assert ask(BREAD)["categories"]["cooking"]["label"] == "negative"  # the release's refit answers it
         point(releases, "v0000")  # a rollback is a move like any other
         assert httpx.post(url + "/v1/reload", headers=auth, timeout=30).json() == {"release": "v0000",
                                                                                    "changed": True}
         assert ask(BREAD)["verdicts"]["prompt_harmfulness"]["label"] == "unharmful"
+        assert ask(BREAD)["categories"]["cooking"]["label"] == "positive"  # the policy the service started with
+
+
+def refitted_release(root: Path, policy: Path) -> str:
+    """v0005: the v0000 screen with a refitted ``cooking`` policy (as a round of the loop writes one in
+    ``policies/``) that puts no item under the policy."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    make_release(root, "v0005")
+    refit = shutil.copytree(policy, root / "v0005" / "policies" / "cooking")
+    tensors = load_file(str(refit / "head.safetensors"))
+    save_file({**tensors, "intercept": torch.full_like(tensors["intercept"], -60.0)}, str(refit / "head.safetensors"))
+    return "v0005"
 
 
 def test_a_request_under_way_keeps_its_screen_and_a_broken_release_is_not_served(releases, tiny_model_dir,

@@ -64,6 +64,8 @@ def round_parser() -> argparse.ArgumentParser:
     parser.add_argument("--require-every-correction", action="store_true",
                         help="refuse a candidate that answers any correction wrongly (default: only a lost one)")
     parser.add_argument("--reasoning-model", help="HS-DPO starts from this model (run only where a GPU is)")
+    parser.add_argument("--policy", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="a fitted custom policy the round refits where corrections name it (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     return parser
 
@@ -95,7 +97,8 @@ def _round(args) -> int:
                          args.splits_dir, args.sample, args.fit_sample,
                          learn=LearnSettings(args.correction_weight, args.l2, args.boosts),
                          require_every_correction=args.require_every_correction,
-                         reasoning_model=args.reasoning_model, dry_run=args.dry_run)
+                         reasoning_model=args.reasoning_model, policies=args.policy,
+                         dry_run=args.dry_run)
     report = run_round(config, reviews=None if args.no_reviews else argilla_reviews)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

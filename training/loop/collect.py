@@ -6,9 +6,13 @@ Argilla through annotate's own pull code. Each input is named by a fingerprint o
 its labels, a review record's id and every reviewer's answers), so an input an earlier round used is not new,
 while a flag changed or a review added to since then is.
 
-Rules: reviewers who disagree on a verdict are a conflict (reported, left out; never guessed); a review beats a
-flag of the same item; a flag with no label chosen, or one that only corrects a policy, is left out and says
-why. An unreachable Argilla server is reported as ``argilla_error``: the round then stops and uses nothing.
+A correction of a custom policy (a flag's or a review's ``policy`` and its ``policy_label``) is a correction of its
+own, keyed by the policy and the item, carrying ``policy`` and ``label``; the round refits that policy
+(``policies.py``) where it was given the policy's folder.
+
+Rules: reviewers who disagree on a verdict or a policy label are a conflict (reported, left out; never guessed);
+a review beats a flag of the same item; a flag with no label chosen is left out and says why. An unreachable
+Argilla server is reported as ``argilla_error``: the round then stops and uses nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotate.pull import Review, agreed_verdicts
+from annotate.pull import Review, agreed_policy_label, agreed_verdicts
 from guardreasoner.records import FlagRecord, latest_flags
-from guardreasoner.results import LABELS, PROMPT_HARMFULNESS
+from guardreasoner.results import CATEGORY_LABELS, LABELS, PROMPT_HARMFULNESS
 from guardreasoner.rows import read_jsonl
 
 FLAG_QUEUE_ENV = "GUARDREASONER_FLAG_QUEUE"  # webapp/flags.py reads the same variable
@@ -101,6 +105,28 @@ def correction(prompt: str, response: str | None, labels: dict[str, str], source
             "source": source, "origin": origin, "fingerprint": fingerprint}
 
 
+def policy_correction(policy: str, label: str, prompt: str, response: str | None, source: str, origin: str,
+                      fingerprint: str) -> dict:
+    """A correction of one custom policy's label for an item (``positive``: it falls under the policy)."""
+    return {"key": f"policy-{digest([policy, prompt, response])}", "policy": policy, "label": label,
+            "prompt": prompt, "response": response, "source": source, "origin": origin, "fingerprint": fingerprint}
+
+
+def is_policy_correction(record: dict) -> bool:
+    return bool(record.get("policy"))
+
+
+def _keep(found: dict[str, dict], item: dict, out: Collected, review_id: str | None = None) -> None:
+    """This round's correction of an item; a review replaces a flag of the same item (saying so)."""
+    earlier = found.get(item["key"])
+    if review_id and earlier is not None and earlier["source"] == SOURCE_FLAG and \
+            (earlier.get("labels"), earlier.get("label")) != (item.get("labels"), item.get("label")):
+        said = item.get("labels") or f"{item['policy']}={item['label']}"
+        out.left_out.append({"id": earlier["origin"], "source": SOURCE_FLAG,
+                             "reason": f"the review {review_id} of the same item says {said}: the review wins"})
+    found[item["key"]] = item
+
+
 def collect(flag_queue: Path | None, reviews: Callable[[], list[Review] | None] | None,
             used: set[str]) -> Collected:
     """What is new since the inputs ``used`` by earlier rounds. ``reviews`` returns every submitted review
@@ -117,13 +143,18 @@ def collect(flag_queue: Path | None, reviews: Callable[[], list[Review] | None] 
         labels, dropped = usable_labels(flag.corrected, flag.response)
         for reason in dropped:
             out.left_out.append({"id": flag.id, "source": SOURCE_FLAG, "reason": reason})
-        if not labels:
-            reason = ("corrects the policy " + repr(flag.policy) + " only: policies learn from flags with "
-                      "`python -m guardreasoner policy fit --flags`") if flag.policy else "no label chosen"
-            out.left_out.append({"id": flag.id, "source": SOURCE_FLAG, "reason": reason})
+        policy_label = flag.policy_label if flag.policy and flag.policy_label in CATEGORY_LABELS else None
+        if flag.policy and flag.policy_label and not policy_label:
+            out.left_out.append({"id": flag.id, "source": SOURCE_FLAG, "reason": f"policy label "
+                                 f"{flag.policy_label!r} is not one of {', '.join(CATEGORY_LABELS)}"})
+        if not labels and not policy_label:
+            out.left_out.append({"id": flag.id, "source": SOURCE_FLAG, "reason": "no label chosen"})
             continue
-        item = correction(flag.prompt, flag.response, labels, SOURCE_FLAG, flag.id, fingerprint)
-        found[item["key"]] = item
+        if labels:
+            _keep(found, correction(flag.prompt, flag.response, labels, SOURCE_FLAG, flag.id, fingerprint), out)
+        if policy_label:
+            _keep(found, policy_correction(flag.policy, policy_label, flag.prompt, flag.response, SOURCE_FLAG,
+                                           flag.id, fingerprint), out)
     try:
         submitted = reviews() if reviews else None
     except Exception as error:  # noqa: BLE001 - any failure to reach Argilla keeps the round's inputs
@@ -139,27 +170,26 @@ def collect(flag_queue: Path | None, reviews: Callable[[], list[Review] | None] 
             continue
         out.inputs.append(fingerprint)
         verdicts, conflict = agreed_verdicts(review)
-        if conflict is not None:
-            out.conflicts.append(conflict)
-            out.left_out.append({"id": review.id, "source": SOURCE_REVIEW,
-                                 "reason": f"reviewers disagree on {conflict['verdict']}: {conflict['reviews']}"})
-            continue
+        policy_label, policy_conflict = agreed_policy_label(review)
+        for disagreement in (conflict, policy_conflict):
+            if disagreement is not None:
+                out.conflicts.append(disagreement)
+                out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": f"reviewers disagree on "
+                                     f"{disagreement['verdict']}: {disagreement['reviews']}"})
         labels, dropped = usable_labels(verdicts, review.response)
         for reason in dropped:
             out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": reason})
-        if not labels:
-            policy = review.policy
-            reason = (f"answers the policy {policy!r} only: policies learn from `python -m annotate pull "
-                      "--policy-examples` and `policy fit --flags`") if policy else "no verdict answered"
-            out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": reason})
+        if not labels and not policy_label:
+            if conflict is None and policy_conflict is None:
+                out.left_out.append({"id": review.id, "source": SOURCE_REVIEW, "reason": "no verdict answered"})
             continue
-        out.reviews.append(review)
-        item = correction(review.prompt, review.response, labels, SOURCE_REVIEW, review.id, fingerprint)
-        earlier = found.get(item["key"])
-        if earlier is not None and earlier["source"] == SOURCE_FLAG and earlier["labels"] != labels:
-            out.left_out.append({"id": earlier["origin"], "source": SOURCE_FLAG,
-                                 "reason": f"the review {review.id} of the same item says {labels}: the review wins"})
-        found[item["key"]] = item
+        if labels:
+            out.reviews.append(review)
+            _keep(found, correction(review.prompt, review.response, labels, SOURCE_REVIEW, review.id, fingerprint),
+                  out, review.id)
+        if policy_label:
+            _keep(found, policy_correction(review.policy, policy_label, review.prompt, review.response,
+                                           SOURCE_REVIEW, review.id, fingerprint), out, review.id)
     out.corrections = list(found.values())
     return out
 

@@ -2,6 +2,7 @@
 
     RELEASES/v0000/            the screen shipped before the first round (a copy of the base folder)
     RELEASES/v0001/screen/     a screen folder as ``load_screen`` reads it (body as shipped, the round's heads)
+    RELEASES/v0001/policies/   the custom policies refitted so far (this round's, and the parent's others)
     RELEASES/v0001/card/       the round's report (JSON, markdown, chart) and its changelog entry
     RELEASES/v0001/release.json  version, parent, round, when
     RELEASES/current           one line: the version served (``current_screen`` resolves it)
@@ -66,6 +67,11 @@ class Releases:
     def screen(self, version: str) -> Path:
         return self.root / version / "screen"
 
+    def policies(self, version: str) -> dict[str, Path]:
+        """Name -> folder of the policies ``version`` refitted (its own or carried from its parent)."""
+        folder = self.root / version / "policies"
+        return {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()} if folder.is_dir() else {}
+
     def info(self, version: str) -> dict:
         return json.loads((self.root / version / "release.json").read_text(encoding="utf-8"))
 
@@ -85,13 +91,16 @@ class Releases:
                                                              "why": why})])
 
     def publish(self, screen_folder: Path, card_files: dict[str, str], info: dict,
-                changelog: str) -> str:
-        """A new release from a screen folder and its card's files; it is not served until ``point``."""
+                changelog: str, policies: dict[str, Path] | None = None) -> str:
+        """A new release from a screen folder, the refitted policies' folders and its card's files; it is not
+        served until ``point``."""
         version = self.next_version()
         partial = self.root / f".{version}.partial"
         if partial.exists():
             shutil.rmtree(partial)
         shutil.copytree(screen_folder, partial / "screen")
+        for name, folder in (policies or {}).items():
+            shutil.copytree(folder, partial / "policies" / name)
         (partial / "card").mkdir()
         for name, text in {**card_files, "CHANGELOG.md": changelog}.items():
             (partial / "card" / name).write_text(text, encoding="utf-8")

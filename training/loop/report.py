@@ -2,7 +2,8 @@
 
 The markdown says what came in (new inputs, corrections, what was left out and why, conflicts), what the heads
 learnt, the gate's cells (shipped and candidate strict F1 with their 95% intervals, the difference, pass or
-fail), the corrections now answered as corrected and those still wrong (with why), and the outcome.
+fail), the corrections now answered as corrected and those still wrong (with why), the custom policies refitted
+(out-of-fold F1 on their own examples, served against refit, and their corrections), and the outcome.
 """
 
 from __future__ import annotations
@@ -59,13 +60,36 @@ def to_markdown(report: dict) -> str:
             lines += [f"| {entry['key']} | {entry['verdict']} | {entry['expected']} | {entry['candidate']} "
                       f"({entry['candidate_p']}) | {entry['shipped']} ({entry['shipped_p']}) | {entry['why']} |"
                       for entry in wrong]
-        if gate["reasons"]:
-            lines += ["", "## Why it was refused", ""] + [f"- {reason}" for reason in gate["reasons"]]
+    lines += _policy_lines(report.get("policies") or [])
+    if gate and gate["reasons"]:
+        lines += ["", "## Why it was refused", ""] + [f"- {reason}" for reason in gate["reasons"]]
     dpo = report.get("dpo")
     if dpo:
         lines += ["", "## Reasoning model", "", f"- {dpo['pairs']} weighted DPO pair(s) written to {dpo['file']}",
                   f"- {dpo['hs_dpo']}"]
     return "\n".join(lines) + "\n"
+
+
+def _policy_lines(policies: list[dict]) -> list[str]:
+    if not policies:
+        return []
+    lines = ["", "## Custom policies: out-of-fold F1 on their own examples (95% bootstrap intervals)", "",
+             "| policy | corrections | examples compared | served | refit | delta | fixed | still wrong | |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for entry in policies:
+        if "shipped" not in entry:
+            lines.append(f"| {entry['policy']} | {entry['corrections']} | | | | | | | "
+                         f"{entry.get('skipped') or entry.get('error')} |")
+            continue
+        lines.append(f"| {entry['policy']} | {entry['corrections']} | {entry['compared_on']} | "
+                     f"{_interval(entry['shipped'])} | {_interval(entry['candidate'])} | {entry['delta']:+.2f} | "
+                     f"{len(entry['fixed'])} | {len(entry['still_wrong'])} | {'ok' if entry['passed'] else 'BELOW'} |")
+    wrong = [(entry["policy"], item) for entry in policies for item in entry.get("still_wrong", [])]
+    if wrong:
+        lines += ["", "| policy | item | expected | refit p | why |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {item['key']} | {item['expected']} | {item['p']} | {item['why']} |"
+                  for name, item in wrong]
+    return lines
 
 
 def chart_html(report: dict) -> str | None:
@@ -108,4 +132,7 @@ def changelog_entry(report: dict) -> str:
              f"{len(gate['corrections']['still_wrong'])} verdict(s) still wrong"]
     lines += [f"- {cell['benchmark']} {cell['task']}: {cell['shipped']['f1']:.2f} -> {cell['candidate']['f1']:.2f}"
               for cell in moved]
+    lines += [f"- policy {entry['policy']} refitted with {entry['corrections']} correction(s): out-of-fold F1 "
+              f"{entry['shipped']['f1']:.2f} -> {entry['candidate']['f1']:.2f}"
+              for entry in report.get("policies") or [] if entry.get("passed") and "shipped" in entry]
     return "\n".join(lines) + "\n"

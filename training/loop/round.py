@@ -18,11 +18,12 @@ import numpy as np
 from guardreasoner.rows import write_jsonl
 
 from . import report as reports
-from .collect import Collected, argilla_reviews, collect, current_corrections
+from .collect import Collected, argilla_reviews, collect, current_corrections, is_policy_correction
 from .data import Item, held_out_pairs, label_matrix, test_rows, training_part
 from .features import FeatureCache, Heads
 from .gate import GateResult, cell_scores, check_corrections, judge_cells
 from .learn import LearnSettings, learn, write_candidate
+from .policies import PolicyRound, given_policies, refit_policies
 from .releases import Releases
 from .state import Lock, LoopState, now
 
@@ -45,6 +46,7 @@ class RoundConfig:
     require_every_correction: bool = False
     pair_weight: float = 1.5  # annotate.pull.DEFAULT_WEIGHT: above every mined pair
     reasoning_model: str | None = None  # HS-DPO starts from it, where a GPU is present
+    policies: list[Path] = field(default_factory=list)  # fitted policy folders the round may refit
     dry_run: bool = False
 
     @property
@@ -56,6 +58,7 @@ def run_round(config: RoundConfig, reviews=argilla_reviews) -> dict:
     """One round; returns its report (also written as files, except for a dry run or a round with nothing new).
     ``reviews`` returns every submitted review (None: no server configured)."""
     state = LoopState(Path(config.state))
+    given_policies(config.policies)  # a --policy folder the round could not refit fails before anything is read
     if config.dry_run:
         return _dry_run(config, state, reviews)
     with Lock(state):
@@ -79,9 +82,15 @@ def _dry_run(config: RoundConfig, state: LoopState, reviews) -> dict:
         report["said"].append("Nothing new since the last round: a round now would ship nothing.")
     else:
         known = len(current_corrections(state.correction_records()))
+        given = given_policies(config.policies)
+        named = sorted({c["policy"] for c in collected.corrections if is_policy_correction(c)})
+        verdicts = sum(not is_policy_correction(c) for c in collected.corrections)
+        refit, kept = [n for n in named if n in given], [n for n in named if n not in given]
         report["said"].append(
-            f"A round now would refit the three heads with {len(collected.corrections)} new correction(s) "
-            f"({known} earlier), gate the candidate on the 13 cells' test rows"
+            f"A round now would refit the three heads with {verdicts} new correction(s) ({known} earlier)"
+            + (f", refit the policies {', '.join(refit)}" if refit else "")
+            + (f", keep the corrections of {', '.join(kept)} for a round given them with --policy" if kept else "")
+            + ", gate the candidate on the 13 cells' test rows"
             + (f" ({config.sample} a benchmark)" if config.sample else "")
             + f" and on every correction, and ship {releases.next_version() if releases.current() else 'v0001'} "
               f"if it passes; {len(collected.left_out)} input(s) would be left out.")
@@ -109,22 +118,32 @@ def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
         return _finish(state, report, collected, "nothing-to-learn", [],
                        "Every new input was left out (see left_out): nothing to learn, nothing shipped.")
     held = held_out_pairs(config.data_dir, config.splits_dir)  # first: a wrong --data-dir fails before any write
+    given = given_policies(config.policies)
     parent = releases.ensure_baseline(config.base_screen)
     report["parent"] = parent
     shipped_folder = releases.screen(parent)
     new = [{**c, "round": number, "at": report["at"]} for c in collected.corrections]
     everything = list(current_corrections(state.correction_records() + new).values())
-    held_keys = {c["key"] for c in everything if (c["prompt"], c["response"]) in held}
-    if all(c["key"] in held_keys for c in new):
+    verdict_corrections = [c for c in everything if not is_policy_correction(c)]
+    policy_corrections = [c for c in everything if is_policy_correction(c)]
+    held_keys = {c["key"] for c in verdict_corrections if (c["prompt"], c["response"]) in held}
+    learnable = [c for c in new if (c["policy"] in given if is_policy_correction(c) else c["key"] not in held_keys)]
+    if not learnable:
+        ungiven = sorted({c["policy"] for c in new if is_policy_correction(c) and c["policy"] not in given})
         return _finish(state, report, collected, "nothing-to-learn", new,
-                       "Every new correction is of a held-out test row, which is never trained on: nothing "
-                       "shipped.")
+                       "Every new correction is of a held-out test row (never trained on)"
+                       + (f" or of a policy this round was not given ({', '.join(ungiven)}: kept for a round "
+                          "given it with --policy)" if ungiven else "") + ": nothing shipped.")
     round_dir = state.round_dir(number)
     round_dir.mkdir(parents=True, exist_ok=True)
-    candidate, learnt_report, gate = _learn_and_gate(config, state, shipped_folder, round_dir, everything,
+    candidate, learnt_report, gate = _learn_and_gate(config, state, shipped_folder, round_dir, verdict_corrections,
                                                      held_keys, releases.next_version(), parent)
+    refits = _refit_policies(config, policy_corrections, given, releases.policies(parent), shipped_folder,
+                             round_dir)
+    gate.reasons += refits.reasons
     report["learn"] = learnt_report
     report["gate"] = gate.to_dict()
+    report["policies"] = refits.report
     report["corrections_total"] = len(everything)
     report["dpo"] = _pairs(config, collected, round_dir)
     if not gate.passed:
@@ -135,12 +154,17 @@ def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
     report["version"] = releases.next_version()
     report["outcome"] = "shipped"
     report["said"].append(f"Shipped {report['version']}: every cell within the shipped screen's interval, "
-                          f"{len(gate.fixed)} correction(s) answered as corrected.")
+                          f"{len(gate.fixed)} correction(s) answered as corrected"
+                          + "".join(f"; policy {entry['policy']} refitted, {len(entry['fixed'])} of its correction(s) "
+                                    "answered as corrected" for entry in refits.report if entry["policy"] in
+                                    refits.refitted) + ".")
     version = releases.publish(candidate, reports.card_files(report),
-                               {"parent": parent, "round": number, "corrections": len(everything)},
-                               reports.changelog_entry(report))
+                               {"parent": parent, "round": number, "corrections": len(everything),
+                                "policies_refitted": sorted(refits.refitted)},
+                               reports.changelog_entry(report), {**releases.policies(parent), **refits.refitted})
     releases.point(version, f"round {number}")
     shutil.rmtree(candidate)  # the release holds it now
+    shutil.rmtree(round_dir / "policies", ignore_errors=True)
     return _finish(state, report, collected, "shipped", new, None, round_dir)
 
 
@@ -195,6 +219,17 @@ def _learn_and_gate(config: RoundConfig, state: LoopState, shipped_folder: Path,
     judge_cells(gate)
     check_corrections(corrections, shipped_folder, candidate, held_keys, gate, config.require_every_correction)
     return candidate, learnt_report, gate
+
+
+def _refit_policies(config: RoundConfig, corrections: list[dict], given: dict[str, Path],
+                    served: dict[str, Path], shipped_folder: Path, round_dir: Path) -> PolicyRound:
+    """The policies corrections name, refitted on the served body (a round leaves it as it was)."""
+    if not corrections:
+        return PolicyRound()
+    from guardreasoner.screen import load_screen
+
+    return refit_policies(corrections, given, served, load_screen(shipped_folder), round_dir / "policies",
+                          config.require_every_correction)
 
 
 def _pairs(config: RoundConfig, collected: Collected, round_dir: Path) -> dict:
