@@ -1,19 +1,22 @@
 """How well a cell's verdict probabilities mean what they say and rank its rows, for ``eval score``: expected
-calibration error, Brier score, ROC AUC and recall at 1% and 5% false-positive rate, per cell whose rows carry
-``p_positive``; and the reliability diagram and ROC curve of every such cell on one plotly page.
+calibration error, Brier score, ROC AUC, average precision (the area under the precision-recall curve, step-wise)
+and recall at 1% and 5% false-positive rate, per cell whose rows carry ``p_positive``; and the reliability
+diagram, ROC curve and precision-recall curve of every such cell on one plotly page.
 
 The figures are computed on the labelled rows that have a probability (``scored_rows``); rows without one (a
 backend without token log-probabilities, a verdict the model never wrote) are counted as ``unscored_rows`` and
 left out, not given 0.5. ECE and the reliability diagram use ten equal-width probability bins (as
 ``stagekit.metrics.calibration_error``); recall at a false-positive rate is read off the ROC curve
 (``eval.verdict_ranking.recall_at_fpr``). AUC and the recalls need both classes among the scored rows (else
-None). The report keeps each cell's bins and ROC points, so the page can be drawn again from the JSON alone.
+None). The report keeps each cell's bins, ROC and precision-recall points, so the page can be drawn again from
+the JSON alone (``stagekit.curves``, which the app's Benchmarks tab draws too).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from stagekit.curves import curves_figure, has_scores
 from stagekit.metrics import calibration_error
 
 from .verdict_ranking import recall_at_fpr
@@ -56,9 +59,21 @@ def roc_points(gold: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
     return {"fpr": [round(float(x), 5) for x in fpr], "tpr": [round(float(y), 5) for y in tpr]}
 
 
+def pr_points(gold: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
+    """The precision-recall curve from recall 0 up, thinned as ``roc_points`` is."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(gold, p)
+    precision, recall = precision[::-1], recall[::-1]  # sklearn gives them from the last threshold back
+    if len(recall) > MAX_ROC_POINTS:
+        keep = np.unique(np.r_[np.linspace(0, len(recall) - 1, MAX_ROC_POINTS).round().astype(int), len(recall) - 1])
+        precision, recall = precision[keep], recall[keep]
+    return {"recall": [round(float(x), 5) for x in recall], "precision": [round(float(y), 5) for y in precision]}
+
+
 def ranking_figures(rows, golds: list[str | None], task: str, positive: str) -> dict:
     """The cell's calibration and ranking figures; {} where no labelled row has a probability."""
-    from sklearn.metrics import brier_score_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     gold, p, unscored = cell_probabilities(rows, golds, task, positive)
     if not len(p):
@@ -70,16 +85,14 @@ def ranking_figures(rows, golds: list[str | None], task: str, positive: str) -> 
         "ece": calibration_error(p, gold, BINS),
         "brier": float(brier_score_loss(gold, p, pos_label=True)),
         "roc_auc": float(roc_auc_score(gold, p)) if both else None,
+        "average_precision": float(average_precision_score(gold, p)) if both else None,
         **{name: (recall_at_fpr(gold, p, rate) if both else None) for name, rate in FPR_RATES.items()},
         "reliability": reliability_bins(gold, p),
     }
     if both:
         figures["roc"] = roc_points(gold, p)
+        figures["pr"] = pr_points(gold, p)
     return figures
-
-
-def has_scores(cell: dict) -> bool:
-    return cell.get("scored_rows") is not None
 
 
 def _percent(value: float | None) -> str:
@@ -95,49 +108,15 @@ def markdown_table(report: dict) -> list[str]:
     cells = [cell for cell in report["cells"] if has_scores(cell)]
     if not cells:
         return []
-    lines = ["| cell | scored rows | ECE | Brier | ROC AUC | recall at 1% FPR | recall at 5% FPR |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| cell | scored rows | ECE | Brier | ROC AUC | recall at 1% FPR | recall at 5% FPR | average precision |",
+             "|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         unscored = f" (+{cell['unscored_rows']} without p)" if cell["unscored_rows"] else ""
         lines.append(f"| {cell['benchmark']} ({cell['task']}) | {cell['scored_rows']}{unscored} | "
                      f"{_decimal(cell['ece'])} | {_decimal(cell['brier'])} | {_decimal(cell['roc_auc'])} | "
-                     f"{_percent(cell['recall_at_1pct_fpr'])} | {_percent(cell['recall_at_5pct_fpr'])} |")
+                     f"{_percent(cell['recall_at_1pct_fpr'])} | {_percent(cell['recall_at_5pct_fpr'])} | "
+                     f"{_decimal(cell.get('average_precision'))} |")
     return lines
-
-
-def curves_figure(report: dict, name: str = "this run"):
-    """Reliability diagrams (left) and ROC curves (right) of every cell with probabilities, one colour per cell
-    (clicking a cell in the legend hides both of its curves); None where no cell has probabilities."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    cells = [cell for cell in report["cells"] if has_scores(cell)]
-    if not cells:
-        return None
-    figure = make_subplots(rows=1, cols=2, subplot_titles=[
-        "Reliability: positive share per probability bin", "ROC: recall against false-positive rate"])
-    for index, cell in enumerate(cells):
-        label = f"{cell['benchmark']} ({cell['task']})"
-        color = f"hsl({int(360 * index / len(cells))},65%,45%)"
-        bins = cell["reliability"]
-        figure.add_trace(go.Scatter(
-            x=[b["mean_p"] for b in bins], y=[b["positive_share"] for b in bins], mode="lines+markers",
-            name=f"{label}: ECE {cell['ece']:.3f}", legendgroup=label, line={"color": color},
-            customdata=[b["rows"] for b in bins],
-            hovertemplate="mean p %{x:.3f}<br>positive share %{y:.3f}<br>%{customdata} rows"), row=1, col=1)
-        if cell.get("roc"):
-            figure.add_trace(go.Scatter(
-                x=cell["roc"]["fpr"], y=cell["roc"]["tpr"], mode="lines", name=f"{label}: AUC {cell['roc_auc']:.3f}",
-                legendgroup=label, line={"color": color, "shape": "hv"}), row=1, col=2)
-    for col in (1, 2):
-        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "grey", "dash": "dot"},
-                                    showlegend=False, hoverinfo="skip"), row=1, col=col)
-    figure.update_xaxes(range=[0, 1], title_text="mean probability in the bin", row=1, col=1)
-    figure.update_yaxes(range=[0, 1], title_text="share of positive rows", row=1, col=1)
-    figure.update_xaxes(range=[0, 1], title_text="false-positive rate", row=1, col=2)
-    figure.update_yaxes(range=[0, 1.02], title_text="recall", row=1, col=2)
-    figure.update_layout(height=560, title=f"Calibration and ranking of the verdict probabilities — {name}")
-    return figure
 
 
 def curves_html(report: dict, name: str = "this run") -> str | None:

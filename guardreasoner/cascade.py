@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from .backends.base import Backend, Generation
 from .confidence import apply_threshold
@@ -42,10 +43,17 @@ def needed_keys(response: str | None) -> list[str]:
     return list(VERDICT_KEYS) if response is not None else [VERDICT_KEYS[0]]
 
 
-def screen_verdict(key: str, p: float, threshold: float) -> Verdict:
+def screen_verdict(key: str, p: float, threshold: float, calibration: str | None = None) -> Verdict:
     positive, negative = LABELS[key]
     return Verdict(key, positive if p >= threshold else negative, source=SOURCE_SCREEN, p_positive=p,
-                   decided_by="screen")
+                   decided_by="screen", calibration=calibration)
+
+
+def calibration_of(screen, head) -> str | None:
+    """How a screen head's probabilities were calibrated, naming the screen's folder."""
+    said = getattr(head, "calibration", None)
+    folder = getattr(screen, "folder", None)
+    return f"{said} (screen {Path(folder).name})" if said and folder else said
 
 
 def decide(screen, probabilities: dict[str, float | None], response: str | None, mode: str,
@@ -59,9 +67,9 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
         if head is None or p is None:  # no head for it: the screen does not guess
             decided[key] = None
         elif mode == "off":
-            decided[key] = screen_verdict(key, p, head.thresholds.cut)
+            decided[key] = screen_verdict(key, p, head.thresholds.cut, calibration_of(screen, head))
         elif head.thresholds.decides(p):
-            decided[key] = screen_verdict(key, p, head.thresholds.high)
+            decided[key] = screen_verdict(key, p, head.thresholds.high, calibration_of(screen, head))
         else:
             decided[key] = None
         if decided[key] is not None and key in (thresholds or {}):

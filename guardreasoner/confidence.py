@@ -11,7 +11,7 @@ import bisect
 import math
 import re
 
-from .results import LABELS, POSITIVE, Verdict
+from .results import LABELS, POSITIVE, UNCALIBRATED, Verdict
 
 
 def _consistent(rest: str, label: str) -> bool:
@@ -101,6 +101,7 @@ def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str
             continue
         prefix = joined[starts[index] : offset]
         verdict.p_positive = positive_probability(verdict.key, prefix, top_logprobs[index])
+        verdict.calibration = UNCALIBRATED if verdict.p_positive is not None else None
 
 
 def apply_threshold(verdict: Verdict, threshold: float) -> None:

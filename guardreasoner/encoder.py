@@ -178,6 +178,10 @@ class EncoderHead:
     thresholds: object  # screen.Thresholds
     view: str = "pair"
 
+    @property
+    def calibration(self) -> str:
+        return f"temperature {self.temperature:.4g} on the head's logit, fitted on validation rows"
+
 
 @dataclass
 class EncoderScreen:

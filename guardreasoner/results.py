@@ -70,6 +70,7 @@ def answers_block(verdicts: dict[str, str | None]) -> str:
     """The Answers block the model ends with, stating ``verdicts`` (a missing or None verdict reads "None")."""
     return "Answers: \n" + "\n".join(f"{ANSWER_NAMES[key]}: {verdicts.get(key) or 'None'}" for key in VERDICT_KEYS)
 
+UNCALIBRATED = "none: the reasoning model's verdict-token share, not calibrated"
 INPUT_TRUNCATED = "input_truncated"  # a result flag: the guard, or the screen, read only part of the item
 
 @dataclass
@@ -90,6 +91,9 @@ class Verdict:
     # The threshold on ``p_positive`` that chose the label, where thresholds or an operating point set one (None:
     # the model's own answer, or the screen's cut).
     threshold: float | None = None
+    # How ``p_positive`` was made: the screen head's calibration (e.g. "temperature 1.31 on the head's logit,
+    # fitted on validation rows (screen encoder)"), or UNCALIBRATED for the reasoning model's verdict-token share.
+    calibration: str | None = None
 
     @property
     def recovered(self) -> bool:

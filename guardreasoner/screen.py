@@ -72,6 +72,10 @@ class Head:
     intercept: float
     thresholds: Thresholds = field(default_factory=Thresholds)
 
+    @property
+    def calibration(self) -> str:
+        return "the logistic regression's own probability"
+
     def probability(self, vectors: np.ndarray) -> np.ndarray:
         logits = ((vectors - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-logits))

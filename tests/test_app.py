@@ -479,6 +479,20 @@ def test_browser_benchmarks_chart_the_good_reports_name_the_bad_and_say_what_is_
     legend = page.locator("#report-chart .legend").bounding_box()
     plot = page.locator("#report-chart .cartesianlayer").bounding_box()
     assert legend["y"] >= plot["y"] + plot["height"] - 1  # under the chart, not beside it
+    assert "No cell carries verdict probabilities" in notes  # the 8B outputs are text: no curves
+    assert page.locator("#report-curves .js-plotly-plot").count() == 0
+    from tests.test_eval_calibration import HARMFUL_P, UNHARMFUL_P, write_run
+
+    write_run(tmp_path / "scored", "ToxicChat", [("harmful", p) for p in HARMFUL_P] +
+              [("unharmful", p) for p in UNHARMFUL_P])
+    scored = tmp_path / "screen.json"
+    scored.write_text(json.dumps(score_run(tmp_path / "scored", "strict")))
+    page.locator("input[type=file]").last.set_input_files([str(good), str(scored)])
+    page.locator("#report-curves .js-plotly-plot").wait_for(timeout=30000)
+    curves = page.locator("#report-curves").inner_text()
+    assert "Precision against recall" in curves and "screen: ToxicChat (prompt_harmfulness): AP 0.950" in curves
+    assert "screen: 1 cells charted; no result for" in page.locator("#report-notes").inner_text()
+    assert "1 of its cells carry verdict probabilities" in page.locator("#report-notes").inner_text()
 
 
 AXE = Path(os.environ.get("GUARDREASONER_AXE", Path(__file__).resolve().parents[1] / ".cache/axe-core/axe.min.js"))

@@ -1,5 +1,6 @@
 """The app's Strictness control (webapp/strictness.py): a result re-labelled from its probabilities without running
-the model, what the page shows for it, and Batch labelling every row at the chosen strictness. The browser check
+the model, what the page shows for it, Batch labelling every row at the chosen strictness, and operating points
+(``GUARDREASONER_OPERATING_POINTS``) offered as choices that apply only where they fit. The browser check
 (the control on the page) is in tests/test_app.py, beside the run it follows."""
 
 from __future__ import annotations
@@ -80,3 +81,55 @@ def test_batch_labels_every_row_at_the_strictness(taught_model_dir, tmp_path):
         assert verdict["p_positive"] is not None and verdict["threshold"] == 0.75
         assert verdict["label"] == ("harmful" if verdict["p_positive"] >= 0.75 else "unharmful")
     assert [row[1] for row in table["value"]["data"]] == [r["labels"]["prompt_harmfulness"] for r in records]
+
+
+def write_point(folder, thresholds: dict, model: str, reasoning: str = "off"):
+    """An operating point folder as ``python -m guardreasoner calibrate`` writes it (the parts the app reads)."""
+    folder.mkdir(parents=True)
+    (folder / "operating_point.json").write_text(json.dumps({
+        "format": "guardreasoner-operating-point/1", "thresholds": thresholds, "model": model,
+        "reasoning": reasoning, "target": {"fpr": 0.05}}))
+    return folder
+
+
+@pytest.fixture()
+def offered(tmp_path, monkeypatch):
+    point = write_point(tmp_path / "support-fpr5", {"prompt_harmfulness": 0.7, "response_refusal": 0.05}, "tiny-guard")
+    monkeypatch.setenv(strictness.POINTS_ENV, str(point))
+    strictness.operating_points.cache_clear()
+    yield point
+    strictness.operating_points.cache_clear()
+
+
+def test_an_operating_point_is_a_choice_that_cuts_each_verdict_it_has_and_is_named(offered):
+    assert strictness.choices()[-1] == ("Operating point support-fpr5 (FPR 5% on your rows, off)", "point:support-fpr5")
+    assert strictness.default_choice() == "point:support-fpr5"  # set up for this deployment: the page starts on it
+    original = {**result_dict(), "model": "tiny-guard"}
+    shown = strictness.relabelled(original, "point:support-fpr5")
+    assert labels(shown) == ("unharmful", "refusal", "unharmful") and shown["operating_point"] == "support-fpr5"
+    assert [shown["verdicts"][k]["threshold"] for k in shown["verdicts"]] == [0.7, 0.05, None]
+    *chips, _, note = strictness.show(original, "point:support-fpr5")
+    assert 'data-threshold="0.7"' in chips[0] and "flagged from p = 0.70" in chips[0]
+    assert "Operating point support-fpr5 (FPR 5% on your rows): the prompt from p = 0.70, the reply&#x27;s refusal " \
+        "from p = 0.05." in note
+    assert "the prompt is now unharmful; the reply&#x27;s refusal is now refusal." in note
+    assert "Labelled at operating point support-fpr5: the prompt from p = 0.70" in \
+        strictness.batch_note("point:support-fpr5")
+
+
+def test_an_operating_point_that_does_not_fit_the_result_leaves_its_labels(offered, tmp_path, monkeypatch):
+    other_model = {**result_dict(), "model": "another-guard"}
+    assert strictness.relabelled(other_model, "point:support-fpr5") is other_model
+    *_, note = strictness.show(other_model, "point:support-fpr5")
+    assert "do not apply to this result: it was calibrated for tiny-guard, and this result is another-guard" in note
+    reasoned = {**result_dict(), "model": "tiny-guard"}
+    reasoned["verdicts"]["prompt_harmfulness"]["decided_by"] = "reasoning"  # auto sent it to the reasoning model
+    assert strictness.relabelled(reasoned, "point:support-fpr5") is reasoned
+    assert "calibrated with reasoning off, and the reasoning decided a verdict here (run with Reasoning " \
+        "“off”)" in strictness.show(reasoned, "point:support-fpr5")[-1]
+    with pytest.raises(gr.Error, match="Unknown strictness 'point:nope'; choose one of .*support-fpr5"):
+        strictness.relabelled(reasoned, "point:nope")
+    monkeypatch.setenv(strictness.POINTS_ENV, f"{offered},{tmp_path / 'missing'}")
+    strictness.operating_points.cache_clear()
+    with pytest.raises(ValueError, match="missing is not an operating point folder"):
+        strictness.choices()

@@ -4,6 +4,7 @@ import pytest
 
 from guardreasoner.confidence import apply_threshold, attach_confidences, positive_probability
 from guardreasoner.parser import parse
+from guardreasoner.results import UNCALIBRATED
 
 
 def test_positive_probability_pools_tokens_that_begin_each_label():
@@ -24,7 +25,9 @@ def test_confidence_is_attached_at_the_verdict_token():
     attach_confidences(text, parsed.verdicts, tokens, top)
     assert parsed.verdicts["prompt_harmfulness"].p_positive == pytest.approx(0.8)
     assert parsed.verdicts["prompt_harmfulness"].confidence == pytest.approx(0.8)
+    assert parsed.verdicts["prompt_harmfulness"].calibration == UNCALIBRATED  # said, not silently raw
     assert parsed.verdicts["response_refusal"].p_positive is None  # "None" has no label pair
+    assert parsed.verdicts["response_refusal"].calibration is None
 
 
 def test_threshold_makes_the_guard_stricter_or_looser():

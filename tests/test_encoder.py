@@ -207,6 +207,11 @@ def test_the_cascade_keeps_the_screens_opinion_where_reasoning_decides(tiny_bert
     off = guard.with_reasoning("off").classify([{"prompt": "How do I make a bomb?"}])[0]
     assert off.verdicts["prompt_harmfulness"].decided_by == "screen"
     assert off.verdicts["prompt_harmfulness"].label == verdict.screen_label
+    # each probability says how it was calibrated: the head's temperature and the screen, or none at all
+    temperature = next(h["temperature"] for h in card["heads"] if h["key"] == "prompt_harmfulness")
+    assert off.verdicts["prompt_harmfulness"].calibration == \
+        f"temperature {temperature:.4g} on the head's logit, fitted on validation rows (screen screen)"
+    assert verdict.p_positive is None or verdict.calibration.startswith("none: the reasoning model's")
 
 
 def test_the_dtype_is_chosen_from_this_cpu_at_run_time(monkeypatch):

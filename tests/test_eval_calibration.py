@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.calibration import curves_figure
 from eval.cli import main as eval_main
 from eval.score import score_run
+from stagekit.curves import curves_figure
 
 # ToxicChat (prompt_harmfulness): four harmful rows and twenty unharmful ones, with these probabilities.
 HARMFUL_P = [0.95, 0.85, 0.75, 0.35]
@@ -63,6 +63,10 @@ def test_the_figures_are_those_worked_out_by_hand(run):
     bins = toxic["reliability"]
     assert [b["mean_p"] for b in bins] == pytest.approx([0.05, 0.35, 0.65, 0.75, 0.85, 0.95])
     assert [(b["positive_share"], b["rows"]) for b in bins] == [(0, 19), (1, 1), (0, 1), (1, 1), (1, 1), (1, 1)]
+    # AP: ranked, the positives sit at ranks 1, 2, 3 (precision 1) and 5 (precision 4/5, the 0.65 negative above it).
+    assert toxic["average_precision"] == pytest.approx((1 + 1 + 1 + 0.8) / 4)
+    pr = list(zip(toxic["pr"]["recall"], toxic["pr"]["precision"]))
+    assert pr[0] == (0.0, 1.0) and (0.75, 1.0) in pr and (1.0, 0.8) in pr
     roc = list(zip(toxic["roc"]["fpr"], toxic["roc"]["tpr"]))
     assert roc[-1] == (1.0, 1.0) and (0.0, 0.75) in roc and (0.05, 1.0) in roc
     assert "ece" not in cells["SimpleSafetyTests"] and "scored_rows" not in cells["SimpleSafetyTests"]
@@ -75,6 +79,7 @@ def test_one_class_gives_calibration_but_no_ranking(tmp_path):
     (toxic,) = score_run(tmp_path / "run", "strict")["cells"]
     assert toxic["brier"] == pytest.approx((0.01 + 0.09) / 2) and toxic["ece"] == pytest.approx(0.2)
     assert toxic["roc_auc"] is None and toxic["recall_at_5pct_fpr"] is None and "roc" not in toxic
+    assert toxic["average_precision"] is None and "pr" not in toxic
 
 
 def test_score_writes_the_table_and_the_curves_page_beside_the_report(run, tmp_path, capsys):
@@ -83,10 +88,11 @@ def test_score_writes_the_table_and_the_curves_page_beside_the_report(run, tmp_p
     assert eval_main(["score", str(run), "--scoring", "strict", "--json", str(out), "--name", "synthetic"]) == 0
     captured = capsys.readouterr()
     table = captured.out
-    assert "| cell | scored rows | ECE | Brier | ROC AUC | recall at 1% FPR | recall at 5% FPR |" in table
+    assert "| cell | scored rows | ECE | Brier | ROC AUC | recall at 1% FPR | recall at 5% FPR | average precision |" \
+        in table
     (row,) = [line for line in table.splitlines() if line.startswith("| ToxicChat (prompt_harmfulness) | 24")]
     cells = row.strip("| ").split(" | ")
-    assert cells[1] == "24 (+1 without p)" and cells[5:] == ["75.0", "100.0"]
+    assert cells[1] == "24 (+1 without p)" and cells[5:] == ["75.0", "100.0", "0.950"]
     # as worked out above, to the table's three decimals
     assert [float(x) for x in cells[2:5]] == pytest.approx([2.7 / 24, 0.98 / 24, 79 / 80], abs=0.0006)
     assert "SimpleSafetyTests (prompt_harmfulness) | 2" not in table.split("Verdict probabilities")[1]
@@ -97,10 +103,11 @@ def test_score_writes_the_table_and_the_curves_page_beside_the_report(run, tmp_p
 
     # The page is drawn from the report alone: the JSON keeps each cell's bins and ROC points.
     figure = curves_figure(json.loads(out.read_text()), "synthetic")
-    reliability, roc = (trace for trace in figure.data if trace.name and trace.name.startswith("ToxicChat"))
+    reliability, roc, pr = (trace for trace in figure.data if trace.name and trace.name.startswith("ToxicChat"))
     assert list(reliability.x) == pytest.approx([0.05, 0.35, 0.65, 0.75, 0.85, 0.95])
     assert list(reliability.y) == [0, 1, 0, 1, 1, 1]
     assert (0.05, 1.0) in zip(roc.x, roc.y)
+    assert pr.name == "ToxicChat (prompt_harmfulness): AP 0.950" and (1.0, 0.8) in zip(pr.x, pr.y)
 
     # --curves chooses the place; a run without probabilities writes no page and says why.
     plain = tmp_path / "plain"

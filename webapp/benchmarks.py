@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stagekit.curves import curves_figure, has_scores
 from stagekit.reports import current_report
 
 NOT_A_REPORT = "not an evaluation report (the JSON file that python -m eval score --json writes)"
@@ -38,6 +39,18 @@ def describe(reports: dict[str, dict], bad: list[str]) -> str:
             text += f"; no result for {len(missing)} cells ({', '.join(missing)})"
         if partial:
             text += f", so these averages are partial: {', '.join(partial)}"
+        scored = sum(has_scores(cell) for cell in report["cells"])
+        text += (f". {scored} of its cells carry verdict probabilities: their curves are in the second chart" if scored
+                 else ". No cell carries verdict probabilities, so it has no calibration curves")
         lines.append(f"- {text}.")
     lines += [f"- {line}" for line in bad]
     return "\n".join(lines)
+
+
+def curves(reports: dict[str, dict]):
+    """The reliability, ROC and precision-recall curves of every uploaded report's cells that carry probabilities,
+    in one figure (each cell named by its report where there are several); None where no cell has any."""
+    several = len(reports) > 1
+    cells = [{**cell, "benchmark": f"{name}: {cell['benchmark']}" if several else cell["benchmark"]}
+             for name, report in reports.items() for cell in report["cells"]]
+    return curves_figure({"cells": cells}, ", ".join(reports))

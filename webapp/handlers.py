@@ -206,7 +206,9 @@ def upload_ready(file) -> str:
 def show_reports(files) -> tuple:
     reports, bad = benchmarks.read_reports(files)
     chart = charts.benchmark_report(reports) if reports else None
-    return gr.update(value=chart, visible=bool(reports)), benchmarks.describe(reports, bad)
+    curves = benchmarks.curves(reports) if reports else None
+    return (gr.update(value=chart, visible=bool(reports)), gr.update(value=curves, visible=curves is not None),
+            benchmarks.describe(reports, bad))
 
 
 def classify(state: AppState, prompt: str, response: str = "") -> dict:

@@ -56,9 +56,9 @@ def build_page(state: AppState) -> gr.Blocks:
             reasoning_mode = gr.Radio(REASONING_CHOICES, value=defaults.reasoning, label="Reasoning",
                                       elem_id="reasoning-mode")
             # Re-labels the result on screen from its probabilities at once (no new run); Batch labels with it too.
-            strictness_choice = gr.Radio(strictness.CHOICES, value=strictness.BALANCED, label="Strictness",
-                                         elem_id="strictness")
-            strictness_note = gr.HTML(strictness.note(None, None, strictness.BALANCED))
+            strictness_choice = gr.Radio(strictness.choices(), value=strictness.default_choice(),
+                                         label="Strictness", elem_id="strictness")
+            strictness_note = gr.HTML(strictness.note(None, None, strictness.default_choice()))
             gr.Examples(EXAMPLES, [prompt_box, response_box],
                         label="Examples: harmful prompt · safe but alarming · refusal · harmful compliance")
             with gr.Row():
@@ -105,11 +105,13 @@ def build_page(state: AppState) -> gr.Blocks:
 
         with gr.Tab("Benchmarks"):
             gr.Markdown("Upload one or more reports from `python -m eval score RUN --json report.json` to compare "
-                        "them with the published systems.")
+                        "them with the published systems. Where a run kept its verdict probabilities, its "
+                        "reliability, ROC and precision-recall curves follow.")
             reports = gr.UploadButton("Choose evaluation reports (JSON)", file_count="multiple", file_types=[".json"],
                                       elem_id="report-upload")
             report_notes = gr.Markdown(elem_id="report-notes")
             report_chart = gr.Plot(visible=False, elem_id="report-chart")  # no empty axes before an upload
+            report_curves = gr.Plot(visible=False, elem_id="report-curves")  # for reports with probabilities
 
         # Settings after the tabs: secondary, and on a phone the input boxes then sit on the first screen.
         with gr.Accordion("Settings", open=False):
@@ -164,7 +166,7 @@ def build_page(state: AppState) -> gr.Blocks:
                            [batch_table, batch_files, batch_chart, batch_message, batch_stop], api_name=False,
                            show_progress="hidden")  # the message says the progress; no overlay on the table
         batch_stop.click(stop_batch, None, None, api_name=False, queue=False)
-        reports.upload(handlers.show_reports, reports, [report_chart, report_notes], api_name=False)
+        reports.upload(handlers.show_reports, reports, [report_chart, report_curves, report_notes], api_name=False)
         upload.upload(handlers.upload_ready, upload, batch_message, api_name=False)
 
         @gr.api(api_name="classify", concurrency_limit=CONCURRENCY)

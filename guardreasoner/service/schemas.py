@@ -78,6 +78,8 @@ VerdictModel = model_of(Verdict, {
     "p_positive": "probability of the positive label (harmful / refusal)",
     "fail_closed": "the model gave no usable label and the guard assumed harmful",
     "decided_by": "reasoning (the model's written verdict) or screen (the fast classifier)",
+    "calibration": "how p_positive was made: the screen head's calibration (naming the screen), or 'none: ...' "
+                   "for the reasoning model's verdict-token share",
     "recovered": "the label was read outside the final Answers block",
 })
 CategoryModel = model_of(Category, {
