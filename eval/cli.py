@@ -59,7 +59,8 @@ def _score(args) -> int:
 
 
 def _write_curves(args, report: dict, name: str) -> None:
-    """The reliability and ROC page: at --curves, else beside the first report written (REPORT-curves.html)."""
+    """The reliability, ROC and precision-recall page: at --curves, else beside the first report written
+    (REPORT-curves.html)."""
     from .calibration import curves_html
 
     beside = next((Path(path) for path in (args.json, args.markdown, args.html) if path), None)
@@ -121,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json")
     score.add_argument("--markdown")
     score.add_argument("--html")
-    score.add_argument("--curves", help="the reliability diagrams and ROC curves of the cells whose rows carry "
-                       "verdict probabilities, as HTML (default: REPORT-curves.html beside the first of --json, "
-                       "--markdown, --html given)")
+    score.add_argument("--curves", help="the reliability diagrams, ROC and precision-recall curves of the cells "
+                       "whose rows carry verdict probabilities, as HTML (default: REPORT-curves.html beside the "
+                       "first of --json, --markdown, --html given)")
     compare = commands.add_parser("compare", parents=[debug],
                                   help="one table for several `score --json` reports on the same rows")
     compare.add_argument("reports", nargs="+", help="NAME=report.json (or report.json: named by its file); a NAME "
