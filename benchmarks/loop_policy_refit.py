@@ -6,7 +6,7 @@ scored on the rest of the held-out file, which neither fit saw.
 
 Prints, per policy: the corrections, the gate's figures (out-of-fold F1 on the untouched examples, served and
 refit, with the served 95% interval), how many corrections the refit answers as corrected, the held-out rows each
-policy gets wrong, and the refit's wall time. Nothing is written outside a temporary folder.
+policy gets wrong (and the refit's when cut at the served threshold), and the refit's wall time. Nothing is written outside a temporary folder.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from guardreasoner.screen import load_screen, shipped_screen_folder
 from training.loop.policies import refit_policies
 
 
-def wrong_rows(folder: Path, screen, rows) -> list:
+def wrong_rows(folder: Path, screen, rows, threshold: float | None = None) -> list:
+    """The rows the policy in ``folder`` gets wrong, at its own threshold or at ``threshold``."""
     policy = load_policy(folder, screen)
+    cut = policy.threshold if threshold is None else threshold
     p = policy.probabilities(representation(screen, [(e.prompt, e.response) for e in rows], policy.layers))
-    return [e for e, x in zip(rows, p) if (x >= policy.threshold) != bool(e.label)]
+    return [e for e, x in zip(rows, p) if (x >= cut) != bool(e.label)]
 
 
 def measure(policy_dir: Path, screen) -> None:
@@ -46,6 +48,9 @@ def measure(policy_dir: Path, screen) -> None:
         [entry] = refit.report
         rest = [e for e in held if all(e.prompt != row.prompt for row in wrong)]
         after = wrong_rows(Path(out) / name, screen, rest) if name in refit.refitted else None
+        # the refit's weights cut at the served threshold instead of the one it chose again
+        kept_cut = wrong_rows(Path(out) / name, screen, rest, read_card(fitted)["threshold"]) \
+            if name in refit.refitted else None
     print(f"{name}: {len(fitted_examples(fitted))} examples, {len(corrections)} correction(s) from the held-out file; "
           f"gate {'passed' if entry['passed'] else 'refused'}: out-of-fold F1 served {entry['shipped']['f1']:.2f} "
           f"[{entry['shipped']['ci95'][0]:.2f}, {entry['shipped']['ci95'][1]:.2f}], "
@@ -56,6 +61,10 @@ def measure(policy_dir: Path, screen) -> None:
           f"{'(not shipped)' if after is None else f'{len(after)} wrong'}")
     for row in after or []:
         print(f"    now wrong: {CATEGORY_LABELS[row.label]} for {row.prompt[:100]!r}")
+    if kept_cut is not None:
+        print(f"  the refit cut at the served threshold {read_card(fitted)['threshold']:.3f} instead of its "
+              f"{entry['threshold']['candidate']:.3f}: "
+              f"{len(kept_cut)} of those rows wrong")
 
 
 def main(argv: list[str] | None = None) -> None:
