@@ -6,7 +6,8 @@ scored on the rest of the held-out file, which neither fit saw.
 
 Prints, per policy: the corrections, the gate's figures (out-of-fold F1 on the untouched examples, served and
 refit, with the served 95% interval), how many corrections the refit answers as corrected, the held-out rows each
-policy gets wrong (and the refit's when cut at the served threshold), and the refit's wall time. Nothing is written outside a temporary folder.
+policy gets wrong (and the refit's when cut at the served threshold), and the refit's wall time. Nothing is
+written outside a temporary folder.
 """
 
 from __future__ import annotations

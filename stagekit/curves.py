@@ -20,8 +20,7 @@ def curves_figure(report: dict, name: str = "this run"):
     if not cells:
         return None
     figure = make_subplots(rows=1, cols=3, subplot_titles=[
-        "Reliability: positive share per probability bin", "ROC: recall against false-positive rate",
-        "Precision against recall"])
+        "Reliability", "ROC", "Precision-recall"], horizontal_spacing=0.07)
     for index, cell in enumerate(cells):
         label = f"{cell['benchmark']} ({cell['task']})"
         color = f"hsl({int(360 * index / len(cells))},65%,45%)"
@@ -49,5 +48,7 @@ def curves_figure(report: dict, name: str = "this run"):
     figure.update_yaxes(range=[0, 1.02], title_text="recall", row=1, col=2)
     figure.update_xaxes(range=[0, 1], title_text="recall", row=1, col=3)
     figure.update_yaxes(range=[0, 1.02], title_text="precision", row=1, col=3)
-    figure.update_layout(height=560, title=f"Calibration and ranking of the verdict probabilities — {name}")
+    # the legend under the panels, as the F1 chart has it: three panels leave no room beside them
+    figure.update_layout(height=560 + 22 * len(cells), title=f"Calibration and ranking of the verdict probabilities"
+                         f" — {name}", legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0})
     return figure

@@ -490,7 +490,7 @@ def test_browser_benchmarks_chart_the_good_reports_name_the_bad_and_say_what_is_
     page.locator("input[type=file]").last.set_input_files([str(good), str(scored)])
     page.locator("#report-curves .js-plotly-plot").wait_for(timeout=30000)
     curves = page.locator("#report-curves").inner_text()
-    assert "Precision against recall" in curves and "screen: ToxicChat (prompt_harmfulness): AP 0.950" in curves
+    assert "Precision-recall" in curves and "screen: ToxicChat (prompt_harmfulness): AP 0.950" in curves
     assert "screen: 1 cells charted; no result for" in page.locator("#report-notes").inner_text()
     assert "1 of its cells carry verdict probabilities" in page.locator("#report-notes").inner_text()
 
