@@ -10,7 +10,9 @@ threshold helps; the "best F1" column picks each cell's threshold on the very ro
 not a result (a row without a probability counts as 0.5; on a cell with many positives, calling every row positive
 can be that best). Recall at a false-positive rate is read off the ROC curve (the share of positives above the
 threshold that lets through at most that share of negatives); ECE is the row-weighted gap between the mean
-probability and the positive share in ten equal-width probability bins (0 is perfectly calibrated).
+probability and the positive share in ten equal-width probability bins (0 is perfectly calibrated). After the
+cells, each verdict's rows are pooled over the test halves (the benchmarks with a committed split; the never
+trained-on ones apart): a head's calibration over all the rows it is asked of.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 from guardreasoner.predictions import PREDICTIONS_FILE, read_predictions
 from guardreasoner.results import POSITIVE
 from stagekit.metrics import calibration_error, f1_of_flags
+from stagekit.splits import SPLIT_BENCHMARKS
 
 
 def cells(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -64,6 +67,21 @@ def main() -> None:
                   f"{calibration_error(p, gold):.3f} | {best[0]:.1f} ({best[1]:.2f}) |")
         if best_scores:
             print(f"| {name or folder} | mean of the best F1s | | | | | | {np.mean(best_scores):.1f} |")
+        for key, (gold, p) in pooled_test_halves(cells(Path(folder))).items():
+            print(f"| {name or folder} | {key}, test halves pooled | {len(gold)} | {roc_auc_score(gold, p):.2f} | "
+                  f"{100 * recall_at_fpr(gold, p, 0.01):.1f} | {100 * recall_at_fpr(gold, p, 0.05):.1f} | "
+                  f"{calibration_error(p, gold):.3f} | |")
+
+
+def pooled_test_halves(by_cell: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per verdict, the rows of every cell whose benchmark has a committed split, pooled."""
+    out = {}
+    for key in POSITIVE:
+        parts = [value for cell, value in by_cell.items()
+                 if cell.endswith(f" {key}") and cell.split(" ")[0] in SPLIT_BENCHMARKS]
+        if parts:
+            out[key] = (np.concatenate([g for g, _ in parts]), np.concatenate([p for _, p in parts]))
+    return out
 
 
 if __name__ == "__main__":
