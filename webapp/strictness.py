@@ -72,13 +72,19 @@ def default_choice() -> str:
     return POINT_PREFIX + next(iter(operating_points())) if operating_points() else BALANCED
 
 
+def _point(choice: str | None) -> OperatingPoint | None:
+    """The operating point a choice names (None: a preset, or no such point)."""
+    if not choice or not choice.startswith(POINT_PREFIX):
+        return None
+    return operating_points().get(choice.removeprefix(POINT_PREFIX))
+
+
 def cuts_of(choice: str | None) -> dict[str, float] | None:
     """Verdict -> threshold for a choice (None: the guard's own decision); an error for an unknown choice."""
     if choice in THRESHOLDS:
         threshold = THRESHOLDS[choice]
         return None if threshold is None else {key: threshold for key in HARM_KEYS}
-    point = operating_points().get((choice or "").removeprefix(POINT_PREFIX)) if (choice or "").startswith(
-        POINT_PREFIX) else None
+    point = _point(choice)
     if point is None:
         offered = ", ".join([*NAMES.values(), *operating_points()])
         raise gr.Error(f"Unknown strictness {choice!r}; choose one of {offered}.")
@@ -89,11 +95,6 @@ def threshold_of(choice: str | None) -> float | None:
     """A preset's one threshold (None for Balanced and for operating points, whose thresholds are per verdict)."""
     cuts_of(choice)
     return THRESHOLDS.get(choice)
-
-
-def _point(choice: str | None) -> OperatingPoint | None:
-    return operating_points().get(choice.removeprefix(POINT_PREFIX)) if choice and choice.startswith(
-        POINT_PREFIX) else None
 
 
 def misfit(result: dict, point: OperatingPoint) -> str | None:
