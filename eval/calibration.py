@@ -49,26 +49,29 @@ def reliability_bins(gold: np.ndarray, p: np.ndarray, bins: int = BINS) -> list[
              "rows": int((which == b).sum())} for b in range(bins) if (which == b).any()]
 
 
+def _thinned(xs: np.ndarray, ys: np.ndarray) -> tuple[list[float], list[float]]:
+    """A curve's points, thinned to ``MAX_ROC_POINTS`` evenly spaced ones (its ends kept), rounded for the report."""
+    if len(xs) > MAX_ROC_POINTS:
+        keep = np.unique(np.r_[np.linspace(0, len(xs) - 1, MAX_ROC_POINTS).round().astype(int), len(xs) - 1])
+        xs, ys = xs[keep], ys[keep]
+    return [round(float(x), 5) for x in xs], [round(float(y), 5) for y in ys]
+
+
 def roc_points(gold: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(gold, p)
-    if len(fpr) > MAX_ROC_POINTS:
-        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, MAX_ROC_POINTS).round().astype(int), len(fpr) - 1])
-        fpr, tpr = fpr[keep], tpr[keep]
-    return {"fpr": [round(float(x), 5) for x in fpr], "tpr": [round(float(y), 5) for y in tpr]}
+    fpr, tpr = _thinned(fpr, tpr)
+    return {"fpr": fpr, "tpr": tpr}
 
 
 def pr_points(gold: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
-    """The precision-recall curve from recall 0 up, thinned as ``roc_points`` is."""
+    """The precision-recall curve from recall 0 up."""
     from sklearn.metrics import precision_recall_curve
 
     precision, recall, _ = precision_recall_curve(gold, p)
-    precision, recall = precision[::-1], recall[::-1]  # sklearn gives them from the last threshold back
-    if len(recall) > MAX_ROC_POINTS:
-        keep = np.unique(np.r_[np.linspace(0, len(recall) - 1, MAX_ROC_POINTS).round().astype(int), len(recall) - 1])
-        precision, recall = precision[keep], recall[keep]
-    return {"recall": [round(float(x), 5) for x in recall], "precision": [round(float(y), 5) for y in precision]}
+    recall, precision = _thinned(recall[::-1], precision[::-1])  # sklearn gives them from the last threshold back
+    return {"recall": recall, "precision": precision}
 
 
 def ranking_figures(rows, golds: list[str | None], task: str, positive: str) -> dict:

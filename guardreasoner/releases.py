@@ -50,10 +50,13 @@ def served_release(root: str | Path | None = None) -> ServedRelease | None:
     screen = Path(root) / version / "screen"
     if not version or not (Path(root) / version / "release.json").is_file() or not screen.is_dir():
         raise ReleaseError(f"{pointer} names {version!r}, which is no complete release in {root}")
-    policies = Path(root) / version / "policies"
-    refitted = {folder.name: folder for folder in sorted(policies.iterdir()) if folder.is_dir()} \
-        if policies.is_dir() else {}
-    return ServedRelease(version, screen, (status.st_ino, status.st_mtime_ns), refitted)
+    return ServedRelease(version, screen, (status.st_ino, status.st_mtime_ns), release_policies(Path(root) / version))
+
+
+def release_policies(release: Path) -> dict[str, Path]:
+    """Name -> folder of the custom policies a release folder holds (``policies/NAME``; none: {})."""
+    folder = release / "policies"
+    return {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()} if folder.is_dir() else {}
 
 
 def with_screen(guard, screen, policies: dict[str, Path] | None = None):
@@ -68,9 +71,10 @@ def with_screen(guard, screen, policies: dict[str, Path] | None = None):
     base, reasoning = getattr(guard, "guard", guard), getattr(guard, "reasoning", "full")
     old = getattr(guard, "screen", None)
     if isinstance(old, PolicyScreen):
-        refitted = policies or {}
-        heads = [load_policy(refitted.get(policy.name) or policy.folder, screen)
-                 if refitted.get(policy.name) or policy.folder else policy for policy in old.policies]
+        heads = []
+        for policy in old.policies:
+            folder = (policies or {}).get(policy.name) or policy.folder
+            heads.append(load_policy(folder, screen) if folder else policy)
         screen = PolicyScreen(screen, heads, old.texts)
     return Cascade(base, screen.bind(base), reasoning)
 

@@ -124,12 +124,15 @@ def relabelled(result: dict | None, choice: str | None) -> dict | None:
     return {**result, **guard_result.to_dict()}
 
 
+def _point_cuts(point: OperatingPoint) -> str:
+    return ", ".join(f"the {WHAT[key]} from p = {value:.2f}" for key, value in point.thresholds.items()) + "."
+
+
 def _cut_text(choice: str) -> str:
     point = _point(choice)
     if point is None:
         return f"{NAMES[choice]}: a harm verdict is harmful from p = {THRESHOLDS[choice]:.2f}."
-    cuts = ", ".join(f"the {WHAT[key]} from p = {value:.2f}" for key, value in point.thresholds.items())
-    return f"Operating point {point.name} ({_target(point)}): {cuts}."
+    return f"Operating point {point.name} ({_target(point)}): {_point_cuts(point)}"
 
 
 def chips(result: dict) -> list[str]:
@@ -161,7 +164,7 @@ def note(result: dict | None, shown: dict | None, choice: str) -> str:
                  else " No label changed.")
         if unscored:
             text += f" No probability for {' or '.join(unscored)}: the guard's label stands."
-    threshold = threshold_of(choice)
+    threshold = THRESHOLDS.get(choice)  # a preset's; an operating point's are per verdict, on the chips
     return (f'<div id="strictness-note" data-strictness="{html.escape(choice)}" '
             f'data-threshold="{threshold or ""}">{html.escape(text)}</div>')
 
@@ -184,6 +187,6 @@ def batch_note(choice: str) -> str:
     if point is None:
         return (f" Labelled at “{NAMES[choice]}”: a harm verdict is harmful from p = {THRESHOLDS[choice]:.2f} (the "
                 "files give each verdict's p_positive).")
-    return (f" Labelled at operating point {point.name}: {_cut_text(choice).split(': ', 1)[1]} Rows it does not "
+    return (f" Labelled at operating point {point.name}: {_point_cuts(point)} Rows it does not "
             f"fit (another model, or another reasoning mode than {point.reasoning}) keep the guard's labels; the "
             "files give each verdict's p_positive and each row's operating_point.")

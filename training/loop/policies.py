@@ -73,18 +73,16 @@ def _f1(gold: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     return {"f1": round(100 * f1_of_flags(gold, p >= threshold), 2), "ci95": [round(low, 2), round(high, 2)]}
 
 
-def _labels(head, screen, corrections: list[dict]) -> list[tuple[float, str]]:
-    if not corrections:
-        return []
-    x = representation(screen, [(c["prompt"], c["response"]) for c in corrections], head.layers)
+def _labels(head, x: np.ndarray) -> list[tuple[float, str]]:
     return [(round(float(p), 4), head.category(p).label) for p in head.probabilities(x)]
 
 
 def refit_one(name: str, given: Path, served: Path, corrections: list[dict], screen, out: Path,
               require_every: bool) -> tuple[dict, list[str]]:
     """Refit one policy into ``out``; its report entry and the gate's reasons against it."""
-    shipped = fit_policy(name, fitted_examples(served), screen, description=read_card(served).get("description"),
-                         layers=tuple(read_card(served)["layers"]))  # seeded: the served head's out-of-fold answers
+    card = read_card(served)
+    shipped = fit_policy(name, fitted_examples(served), screen, description=card.get("description"),
+                         layers=tuple(card["layers"]))  # seeded: the served head's out-of-fold answers again
     corrected = {item_key(_as_example(c)) for c in corrections}
     own = [e for e in fitted_examples(given) if item_key(e) not in corrected]
     candidate = fit_policy(name, own + [_as_example(c) for c in corrections], screen,
@@ -106,8 +104,8 @@ def refit_one(name: str, given: Path, served: Path, corrections: list[dict], scr
     reasons = [] if entry["passed"] else [
         f"policy {name}: out-of-fold F1 on its own examples {entry['candidate']['f1']:.2f} is below the served "
         f"policy's 95% interval [{entry['shipped']['ci95'][0]:.2f}, {entry['shipped']['ci95'][1]:.2f}]"]
-    before = _labels(load_policy(served, screen), screen, corrections)
-    after = _labels(candidate, screen, corrections)
+    x = representation(screen, [(c["prompt"], c["response"]) for c in corrections], shipped.layers)
+    before, after = _labels(load_policy(served, screen), x), _labels(candidate, x)
     for correction, (_, was), (p, now) in zip(corrections, before, after):
         summary = {"key": correction["key"], "origin": correction["origin"], "prompt": correction["prompt"][:200],
                    "expected": correction["label"]}

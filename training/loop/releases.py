@@ -24,7 +24,7 @@ import re
 import shutil
 from pathlib import Path
 
-from guardreasoner.releases import POINTER, ReleaseError, served_release
+from guardreasoner.releases import POINTER, ReleaseError, release_policies, served_release
 from guardreasoner.rows import append_lines
 
 from .state import now
@@ -69,8 +69,7 @@ class Releases:
 
     def policies(self, version: str) -> dict[str, Path]:
         """Name -> folder of the policies ``version`` refitted (its own or carried from its parent)."""
-        folder = self.root / version / "policies"
-        return {path.name: path for path in sorted(folder.iterdir()) if path.is_dir()} if folder.is_dir() else {}
+        return release_policies(self.root / version)
 
     def info(self, version: str) -> dict:
         return json.loads((self.root / version / "release.json").read_text(encoding="utf-8"))

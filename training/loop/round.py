@@ -58,11 +58,11 @@ def run_round(config: RoundConfig, reviews=argilla_reviews) -> dict:
     """One round; returns its report (also written as files, except for a dry run or a round with nothing new).
     ``reviews`` returns every submitted review (None: no server configured)."""
     state = LoopState(Path(config.state))
-    given_policies(config.policies)  # a --policy folder the round could not refit fails before anything is read
+    given = given_policies(config.policies)  # a --policy folder the round could not refit fails before anything
     if config.dry_run:
-        return _dry_run(config, state, reviews)
+        return _dry_run(config, state, reviews, given)
     with Lock(state):
-        return _round(config, state, reviews)
+        return _round(config, state, reviews, given)
 
 
 def _base_report(number: int, collected: Collected, parent: str | None) -> dict:
@@ -70,7 +70,7 @@ def _base_report(number: int, collected: Collected, parent: str | None) -> dict:
             "left_out": collected.left_out, "conflicts": collected.conflicts, "said": []}
 
 
-def _dry_run(config: RoundConfig, state: LoopState, reviews) -> dict:
+def _dry_run(config: RoundConfig, state: LoopState, reviews, given: dict[str, Path]) -> dict:
     releases = Releases(config.releases_root)
     collected = collect(config.flags, reviews, state.used_inputs())
     report = _base_report(state.next_round(), collected, releases.current())
@@ -82,7 +82,6 @@ def _dry_run(config: RoundConfig, state: LoopState, reviews) -> dict:
         report["said"].append("Nothing new since the last round: a round now would ship nothing.")
     else:
         known = len(current_corrections(state.correction_records()))
-        given = given_policies(config.policies)
         named = sorted({c["policy"] for c in collected.corrections if is_policy_correction(c)})
         verdicts = sum(not is_policy_correction(c) for c in collected.corrections)
         refit, kept = [n for n in named if n in given], [n for n in named if n not in given]
@@ -97,7 +96,7 @@ def _dry_run(config: RoundConfig, state: LoopState, reviews) -> dict:
     return report
 
 
-def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
+def _round(config: RoundConfig, state: LoopState, reviews, given: dict[str, Path]) -> dict:
     number = state.next_round()
     releases = Releases(config.releases_root)
     collected = collect(config.flags, reviews, state.used_inputs())
@@ -118,7 +117,6 @@ def _round(config: RoundConfig, state: LoopState, reviews) -> dict:
         return _finish(state, report, collected, "nothing-to-learn", [],
                        "Every new input was left out (see left_out): nothing to learn, nothing shipped.")
     held = held_out_pairs(config.data_dir, config.splits_dir)  # first: a wrong --data-dir fails before any write
-    given = given_policies(config.policies)
     parent = releases.ensure_baseline(config.base_screen)
     report["parent"] = parent
     shipped_folder = releases.screen(parent)
