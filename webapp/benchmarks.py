@@ -53,4 +53,4 @@ def curves(reports: dict[str, dict]):
     several = len(reports) > 1
     cells = [{**cell, "benchmark": f"{name}: {cell['benchmark']}" if several else cell["benchmark"]}
              for name, report in reports.items() for cell in report["cells"]]
-    return curves_figure({"cells": cells}, ", ".join(reports))
+    return curves_figure({"cells": cells}, ", ".join(reports), stacked=True)  # a phone holds one panel across
