@@ -22,6 +22,7 @@ from pathlib import Path
 from .backends.base import Backend, Generation
 from .confidence import apply_threshold
 from .guard import Guard, item_pair
+from .recalibration import PlattMap, recalibrate
 from .results import INPUT_TRUNCATED as TRUNCATED
 from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, StreamUpdate, Verdict
 from .template import GuardPrompt
@@ -57,10 +58,11 @@ def calibration_of(screen, head) -> str | None:
 
 
 def decide(screen, probabilities: dict[str, float | None], response: str | None, mode: str,
-           thresholds: dict[str, float] | None = None) -> dict[str, Verdict | None]:
+           thresholds: dict[str, float] | None = None,
+           calibrations: dict[str, PlattMap] | None = None) -> dict[str, Verdict | None]:
     """The screen's verdict for each needed key, or None where it leaves the key to the reasoning guard; the
-    guard's ``thresholds`` (an operating point's) choose the label of a verdict the screen decides, as they do
-    the reasoning model's."""
+    guard's ``calibrations`` and ``thresholds`` (an operating point's) map the probability of a verdict the
+    screen decides and choose its label, as they do the reasoning model's."""
     decided: dict[str, Verdict | None] = {}
     for key in needed_keys(response):
         head, p = screen.heads.get(key), probabilities.get(key)
@@ -72,6 +74,8 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
             decided[key] = screen_verdict(key, p, head.thresholds.high, calibration_of(screen, head))
         else:
             decided[key] = None
+        if decided[key] is not None and key in (calibrations or {}):
+            recalibrate(decided[key], calibrations[key])
         if decided[key] is not None and key in (thresholds or {}):
             apply_threshold(decided[key], thresholds[key])
     return decided
@@ -196,8 +200,9 @@ class Cascade:
     def with_thresholds(self, thresholds: dict[str, float] | None) -> Cascade:
         return Cascade(self.guard.with_thresholds(thresholds), self.screen, self.reasoning)
 
-    def with_operating_point(self, name: str | None, thresholds: dict[str, float]) -> Cascade:
-        return Cascade(self.guard.with_operating_point(name, thresholds), self.screen, self.reasoning)
+    def with_operating_point(self, name: str | None, thresholds: dict[str, float],
+                             calibrations: dict[str, PlattMap] | None = None) -> Cascade:
+        return Cascade(self.guard.with_operating_point(name, thresholds, calibrations), self.screen, self.reasoning)
 
     def with_backend(self, backend: Backend) -> Cascade:
         """The guard on another backend; the screen stays as bound (eval's replay wraps the guard's backend, so
@@ -227,7 +232,7 @@ class Cascade:
         pairs = [item_pair(item) for item in items]
         probabilities, seconds = self.screen.timed_probabilities(pairs)
         per_row = seconds / max(len(pairs), 1)
-        decided = [decide(self.screen, p, response, self.reasoning, self.thresholds)
+        decided = [decide(self.screen, p, response, self.reasoning, self.thresholds, self.guard.calibrations)
                    for p, (_, response) in zip(probabilities, pairs)]
         deferred = [row for row, keys in enumerate(decided) if self.reasoning == "auto" and None in keys.values()]
         asked = [pairs[row] for row in deferred]
@@ -270,7 +275,8 @@ class Cascade:
             return
         began = time.perf_counter()
         (probabilities,), seconds = self.screen.timed_probabilities([(prompt, response)])
-        decided = decide(self.screen, probabilities, response, self.reasoning, self.thresholds)
+        decided = decide(self.screen, probabilities, response, self.reasoning, self.thresholds,
+                         self.guard.calibrations)
         final = self.reasoning == "off" or None not in decided.values()
         early = note_screen(_screen_result(self.guard, self.guard.build(prompt, response), decided, seconds,
                                            final=final), self.screen, probabilities)

@@ -123,7 +123,8 @@ def _calibrate(args) -> int:
 
     check_holdout(args.holdout)  # before the model loads
     point = calibrate(_load(args), args.data, args.out, target_fpr=args.target_fpr, target_recall=args.target_recall,
-                      screen=args.screen, batch_size=args.batch_size, holdout=args.holdout, seed=args.seed)
+                      screen=args.screen, batch_size=args.batch_size, holdout=args.holdout, seed=args.seed,
+                      recalibration=args.recalibration)
     print("\n".join(summary_lines(point)))
     print(f"wrote {Path(args.out) / 'operating_point.json'}")
     return 0
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "their labels: the thresholds are chosen on the rest, and what they reach on these is "
                            "reported beside the target")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of --holdout's split and of the bootstrap")
+    calibrate.add_argument("--recalibration", choices=("platt", "none"), default="platt",
+                           help="platt (default): fit a map per verdict on the rows so that each result's "
+                           "probability means what it says on them, and choose the thresholds on it; none: keep "
+                           "the probabilities as the guard gives them")
     add_model_options(calibrate, sampling_options=False)
     calibrate.set_defaults(temperature=0.0, no_fallback=True)  # greedy, and the model named or nothing
 

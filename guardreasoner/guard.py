@@ -20,6 +20,7 @@ from .backends.base import Backend, Generation, SamplingConfig
 from .confidence import apply_threshold, attach_confidences
 from .models import ModelSpec, logger, model_folder
 from .parser import parse_for
+from .recalibration import PlattMap, recalibrate
 from .results import (
     INPUT_TRUNCATED,
     POSITIVE,
@@ -78,10 +79,13 @@ class Guard:
         thresholds: dict[str, float] | None = None,
         fallback_reason: str | None = None,
         operating_point: str | None = None,
+        calibrations: dict[str, PlattMap] | None = None,
     ):
         """``fail_closed`` maps an unknown request or reply verdict to harmful (flagged as such);
         ``thresholds`` (e.g. ``{"prompt_harmfulness": 0.3}``) pick the positive label at that probability
-        instead of 0.5; ``operating_point`` names where they came from (each result carries the name)."""
+        instead of 0.5; ``operating_point`` names where they came from (each result carries the name);
+        ``calibrations`` are its Platt maps, each verdict's probability put through its map before the threshold
+        cuts it (so a threshold always cuts the probability a result reports)."""
         self.backend = backend
         self.model_name = model_name or backend.model_id
         self.sampling = sampling or SamplingConfig()
@@ -90,6 +94,7 @@ class Guard:
         self.thresholds = checked_thresholds(thresholds)
         self.fallback_reason = fallback_reason
         self.operating_point = operating_point
+        self.calibrations = dict(calibrations or {})
 
     @property
     def mode(self) -> str:
@@ -112,10 +117,12 @@ class Guard:
         point = self.operating_point if thresholds == self.thresholds else None
         return self._copy(thresholds=thresholds, operating_point=point)
 
-    def with_operating_point(self, name: str | None, thresholds: dict[str, float]) -> Guard:
-        """The same guard and loaded model cutting by an operating point's thresholds, its results naming it
-        (``None`` and ``{}``: no operating point, the labels at 0.5 or the screen's cut)."""
-        return self._copy(thresholds=checked_thresholds(thresholds), operating_point=name)
+    def with_operating_point(self, name: str | None, thresholds: dict[str, float],
+                             calibrations: dict[str, PlattMap] | None = None) -> Guard:
+        """The same guard and loaded model mapping and cutting by an operating point's maps and thresholds, its
+        results naming it (``None`` and ``{}``: no operating point, the labels at 0.5 or the screen's cut)."""
+        return self._copy(thresholds=checked_thresholds(thresholds), operating_point=name,
+                          calibrations=dict(calibrations or {}))
 
     def with_backend(self, backend: Backend) -> Guard:
         """The same settings on another backend (eval's replay wraps the loaded one)."""
@@ -150,6 +157,8 @@ class Guard:
         verdicts = parsed.verdicts
         if generation.tokens and generation.top_logprobs:
             attach_confidences(generation.text, verdicts, generation.tokens, generation.top_logprobs)
+        for key, mapping in self.calibrations.items():
+            recalibrate(verdicts[key], mapping)
         for key, threshold in self.thresholds.items():
             apply_threshold(verdicts[key], threshold)
         if self.fail_closed:

@@ -43,10 +43,10 @@ def load_guard(
     ``reasoning="recommended"`` takes the mode measured best for the model (``off`` for the embedded guard,
     ``full`` for models without a screen; see ``screen.recommended_reasoning``): the CLI's and the service's
     default. ``operating_point`` is a folder ``python -m guardreasoner calibrate`` wrote for this model and mode:
-    its thresholds apply to every verdict (``thresholds`` given too override it per verdict), and each result
-    names it. ``policies`` are policy folders (``python -m guardreasoner policy fit``, or text policies): each
-    result's ``categories`` gives every policy's label and probability, in every reasoning mode (they need the
-    encoder screen, which is then loaded in ``full`` too)."""
+    its maps and thresholds apply to every verdict (``thresholds`` given too override it per verdict, on the
+    mapped probability), and each result names it. ``policies`` are policy folders (``python -m guardreasoner
+    policy fit``, or text policies): each result's ``categories`` gives every policy's label and probability, in
+    every reasoning mode (they need the encoder screen, which is then loaded in ``full`` too)."""
     if reasoning != RECOMMENDED:
         check_mode(reasoning)  # before loading anything; the screen is found below
     spec = resolve_model(model, fallback=fallback)
@@ -92,6 +92,7 @@ def load_guard(
         fallback_reason=spec.fallback_reason,
         # named only while its thresholds are the ones in force (as Guard.with_thresholds keeps it)
         operating_point=point.name if point and thresholds == point.thresholds else None,
+        calibrations=point.calibrations if point else None,
     )
     if chosen_screen is None:
         return guard

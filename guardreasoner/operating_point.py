@@ -6,6 +6,11 @@ through the guard's ``thresholds`` (``load_guard(..., operating_point=DIR)``).
 verdict names), classifies them resumably (``rows.classify_rows``, as ``classify --input --output`` does) into
 ``DIR.partial/classified.jsonl``, picks the thresholds and writes ``DIR/operating_point.json`` in one rename.
 
+Each verdict's probability is first made to mean what it says on these rows: a Platt map (``recalibration``)
+is fitted on them, the thresholds are chosen on the mapped probability, and a guard loading the point maps every
+result's probability the same way before cutting it (``--recalibration none``: the probabilities as they are).
+The point reports the expected calibration error before and after the map.
+
 ``--holdout F`` keeps a seeded share F of the rows apart (stratified by each row's labels): the thresholds are
 chosen on the rest, and the point also reports the FPR and recall they reach on the held-out rows, beside the
 target, so that a user sees what to expect on rows the thresholds were not chosen on.
@@ -23,13 +28,14 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GuardReasonerError
+from .recalibration import PlattMap, calibration_error, fit_platt
 from .results import LABELS, NEGATIVE, POSITIVE, RESPONSE_HARMFULNESS, RESPONSE_REFUSAL, VERDICT_KEYS
 from .rows import Row, append_lines, classify_rows, done_lines, read_jsonl, split_rows
 
@@ -39,6 +45,7 @@ CLASSIFIED_FILE = "classified.jsonl"  # in DIR.partial: the rows classified so f
 RUN_FILE = "run.json"  # in DIR.partial: what classified them (model, reasoning, screen, data), checked on resume
 MIN_ROWS = 10
 RESAMPLES = 1000
+RECALIBRATIONS = ("platt", "none")
 SEED = 0
 SHOWN_ERRORS = 10  # a bad file's message names this many problems, then counts the rest
 REPLY_KEYS = (RESPONSE_REFUSAL, RESPONSE_HARMFULNESS)
@@ -230,9 +237,11 @@ def file_sha256(path: str | Path) -> str:
 # --- Calibrating --------------------------------------------------------------------------------------------------
 
 def calibrate_verdicts(labelled: LabelledRows, classified: list[dict], *, target_fpr: float | None = None,
-                       target_recall: float | None = None, seed: int = SEED) -> dict[str, dict]:
-    """Per labelled verdict: the chosen threshold and the figures it achieves on the rows, with intervals.
-    Rows whose verdict has no probability (the guard gave none) cannot be thresholded and are counted apart."""
+                       target_recall: float | None = None, seed: int = SEED,
+                       recalibration: str = "platt") -> dict[str, dict]:
+    """Per labelled verdict: the Platt map (``recalibration="platt"``; its fit, or why there is none), the chosen
+    threshold on the mapped probability and the figures it achieves on the rows, with intervals. Rows whose
+    verdict has no probability (the guard gave none) cannot be thresholded and are counted apart."""
     by_line = {int(record["line"]): record for record in classified}
     rng = np.random.default_rng(seed)
     out = {}
@@ -240,24 +249,50 @@ def calibrate_verdicts(labelled: LabelledRows, classified: list[dict], *, target
         scores, positive, unscored = _scored(labelled, by_line, key)
         if not len(scores) and not unscored:
             continue
-        choice = choose_threshold(scores, positive, target_fpr=target_fpr, target_recall=target_recall, key=key)
-        out[key] = {"threshold": choice.threshold, **_figures(scores, positive, choice.threshold, key, unscored, rng)}
+        mapping, why = fit_platt(scores, positive) if recalibration == "platt" and len(scores) else (None, None)
+        mapped = _mapped(scores, mapping)
+        choice = choose_threshold(mapped, positive, target_fpr=target_fpr, target_recall=target_recall, key=key)
+        out[key] = {"threshold": choice.threshold, **_figures(mapped, positive, choice.threshold, key, unscored, rng),
+                    "calibration": mapping.to_dict() if mapping else {"method": "none", "reason": why or
+                                                                      "--recalibration none"},
+                    "ece": _ece(scores, mapped, positive)}
     return out
 
 
+def _mapped(scores: np.ndarray, mapping: PlattMap | None) -> np.ndarray:
+    return np.array([mapping(p) for p in scores]) if mapping else scores
+
+
+def _ece(scores: np.ndarray, mapped: np.ndarray, positive: np.ndarray) -> dict:
+    if not len(scores):
+        return {}
+    return {"before": round(calibration_error(scores, positive), 4),
+            "after": round(calibration_error(mapped, positive), 4)}
+
+
+def point_calibrations(verdicts: dict[str, dict], point: str = "") -> dict[str, PlattMap]:
+    """The Platt maps a point's verdicts hold (a verdict left unmapped has none)."""
+    return {key: PlattMap.from_dict(figures["calibration"], point) for key, figures in verdicts.items()
+            if figures.get("calibration", {}).get("method") == "platt"}
+
+
 def held_out_verdicts(held: LabelledRows, classified: list[dict], thresholds: dict[str, float], *,
-                      target: dict[str, float], seed: int = SEED) -> dict[str, dict]:
-    """Per verdict with a threshold: the FPR and recall it reaches on the held-out rows (with intervals), and
-    whether that meets the target (a recall target: at least it; an FPR target: at most it)."""
+                      target: dict[str, float], seed: int = SEED,
+                      calibrations: dict[str, PlattMap] | None = None) -> dict[str, dict]:
+    """Per verdict with a threshold: the FPR and recall it reaches on the held-out rows (with intervals), whether
+    that meets the target (a recall target: at least it; an FPR target: at most it), and the calibration error
+    there before and after the verdict's map."""
     by_line = {int(record["line"]): record for record in classified}
     rng = np.random.default_rng(seed + 1)  # not the fit's draws
     (name, goal), = target.items()
     out = {}
     for key, threshold in thresholds.items():
         scores, positive, unscored = _scored(held, by_line, key)
-        figures = _figures(scores, positive, threshold, key, unscored, rng)
+        mapped = _mapped(scores, (calibrations or {}).get(key))
+        figures = _figures(mapped, positive, threshold, key, unscored, rng)
         reached = figures[name]["value"]
-        out[key] = {**figures, "target_met": bool(reached <= goal if name == "fpr" else reached >= goal)}
+        out[key] = {**figures, "target_met": bool(reached <= goal if name == "fpr" else reached >= goal),
+                    "ece": _ece(scores, mapped, positive)}
     return out
 
 
@@ -321,11 +356,14 @@ def _classified(guard, labelled: LabelledRows, staging: Path, identity: dict, ba
 
 def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | None = None,
               target_recall: float | None = None, screen: str | None = None, batch_size: int = 16,
-              seed: int = SEED, holdout: float | None = None) -> dict:
+              seed: int = SEED, holdout: float | None = None, recalibration: str = "platt") -> dict:
     """Classify ``data`` with ``guard`` and write the operating point meeting the target to ``out``; returns
     what ``operating_point.json`` holds. The file is checked before anything is classified or written.
     ``holdout``: the share of rows (seeded by ``seed``) kept apart: the thresholds are chosen on the others, and
-    the point reports what they reach on these (``held_out``)."""
+    the point reports what they reach on these (``held_out``). ``recalibration``: ``platt`` (a map per verdict,
+    fitted on the rows the thresholds are chosen on) or ``none``."""
+    if recalibration not in RECALIBRATIONS:
+        raise OperatingPointError(f"--recalibration is one of {', '.join(RECALIBRATIONS)}, not {recalibration!r}")
     if (target_fpr is None) == (target_recall is None):
         raise OperatingPointError("give one target: --target-fpr or --target-recall")
     target = {"fpr": target_fpr} if target_fpr is not None else {"recall": target_recall}
@@ -345,15 +383,18 @@ def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | N
     staging = out.with_name(out.name + ".partial")
     identity = _run_identity(guard, data_sha256, screen)
     classified = _classified(guard, labelled, staging, identity, batch_size)
-    verdicts = calibrate_verdicts(fit, classified, target_fpr=target_fpr, target_recall=target_recall, seed=seed)
+    verdicts = calibrate_verdicts(fit, classified, target_fpr=target_fpr, target_recall=target_recall, seed=seed,
+                                  recalibration=recalibration)
     thresholds = {key: figures["threshold"] for key, figures in verdicts.items()}
+    calibrations = point_calibrations(verdicts)
     point = {
         "format": FORMAT,
         "model": guard.model_name,
         "reasoning": guard.reasoning,
         "screen": screen,
         "target": target,
-        "thresholds": thresholds,
+        "thresholds": thresholds,  # on the probability after the verdict's map, where it has one
+        "calibrations": {key: mapping.to_dict() for key, mapping in calibrations.items()},
         "verdicts": verdicts,
         "data": {"file": Path(data).name, "sha256": data_sha256, "rows": len(labelled.rows),
                  "fit_rows": len(fit.rows)},
@@ -362,7 +403,8 @@ def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | N
     }
     if held is not None:
         point["held_out"] = {"fraction": holdout, "seed": seed, "rows": len(held.rows),
-                             "verdicts": held_out_verdicts(held, classified, thresholds, target=target, seed=seed)}
+                             "verdicts": held_out_verdicts(held, classified, thresholds, target=target, seed=seed,
+                                                           calibrations=calibrations)}
     _publish(staging, out, point)
     return point
 
@@ -383,13 +425,28 @@ def summary_lines(point: dict) -> list[str]:
         fitted = "on the rows it was chosen on" if held else ""
         lines.append(f"{key}: threshold {figures['threshold']:.4f}  FPR {_rate(figures['fpr'])}  recall "
                      f"{_rate(figures['recall'])}  rows {figures['rows']} {fitted}".rstrip())
+        lines.append(f"  probability: {_calibration_text(figures)}")
         if held:
             there = held["verdicts"][key]
             verdict = "met" if there["target_met"] else "missed"
             lines.append(f"  held out ({held['rows']} rows, {held['fraction']:g} of the file, seed {held['seed']}): "
                          f"FPR {_rate(there['fpr'])}  recall {_rate(there['recall'])}  rows {there['rows']}  "
-                         f"target {wanted}: {verdict}")
+                         f"target {wanted}: {verdict}{_ece_text(there.get('ece'))}")
     return lines
+
+
+def _ece_text(ece: dict | None) -> str:
+    return f"  calibration error {ece['before']:.3f} -> {ece['after']:.3f}" if ece else ""
+
+
+def _calibration_text(figures: dict) -> str:
+    """How a verdict's probability is mapped, and its calibration error on the rows it was chosen on."""
+    calibration = figures.get("calibration") or {"method": "none", "reason": "made before maps were fitted"}
+    if calibration["method"] == "platt":
+        said = f"Platt map sigmoid({calibration['a']:.3f} * logit(p) {calibration['b']:+.3f})"
+    else:
+        said = f"no map ({calibration['reason']})"
+    return said + _ece_text(figures.get("ece"))
 
 
 def _publish(staging: Path, out: Path, point: dict) -> None:
@@ -419,6 +476,8 @@ class OperatingPoint:
     reasoning: str
     folder: str
     target: dict[str, float] | None = None  # {"fpr": X} or {"recall": Y}: what the thresholds were chosen for
+    # per verdict, the map its probability goes through before the threshold cuts it (none: as the guard gave it)
+    calibrations: dict[str, PlattMap] = field(default_factory=dict)
 
 
 def load_operating_point(folder: str | Path) -> OperatingPoint:
@@ -438,8 +497,16 @@ def load_operating_point(folder: str | Path) -> OperatingPoint:
             or not all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds.values())):
         raise OperatingPointError(f"{path}: 'thresholds' must map verdict names to numbers between 0 and 1")
     target = data.get("target") if isinstance(data.get("target"), dict) else None
-    return OperatingPoint(folder.resolve().name, dict(thresholds), str(data.get("model")),
-                          str(data.get("reasoning")), str(folder), target)
+    name = folder.resolve().name
+    maps = data.get("calibrations", {})  # a point written before maps were fitted has none
+    if not isinstance(maps, dict) or set(maps) - set(thresholds):
+        raise OperatingPointError(f"{path}: 'calibrations' must map verdicts that have a threshold to their maps")
+    try:
+        calibrations = {key: PlattMap.from_dict(value, name) for key, value in maps.items()}
+    except ValueError as error:
+        raise OperatingPointError(f"{path}: {error}") from None
+    return OperatingPoint(name, dict(thresholds), str(data.get("model")), str(data.get("reasoning")), str(folder),
+                          target, calibrations)
 
 
 def same_model(calibrated: str, loaded: str) -> bool:

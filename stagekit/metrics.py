@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from guardreasoner.recalibration import calibration_error  # noqa: F401  (the core's, which results use too)
+
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -100,14 +102,3 @@ def mean_over_cells(report: dict, measure) -> float | None:
     """The unweighted mean of ``measure(cell)`` over a report's cells; None unless every cell has it."""
     values = [measure(cell) for cell in report["cells"]]
     return sum(values) / len(values) if values and None not in values else None
-
-
-def calibration_error(p, y, bins: int = 10) -> float:
-    """Expected calibration error: the row-weighted gap between the mean probability and the positive share in
-    ``bins`` equal-width probability bins (0: ``p`` means what it says)."""
-    import numpy as np
-
-    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
-    which = np.clip((p * bins).astype(int), 0, bins - 1)
-    return float(sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))

@@ -133,3 +133,30 @@ def test_an_operating_point_that_does_not_fit_the_result_leaves_its_labels(offer
     strictness.operating_points.cache_clear()
     with pytest.raises(ValueError, match="missing is not an operating point folder"):
         strictness.choices()
+
+
+def test_an_operating_point_with_a_map_reports_the_mapped_probability_it_cuts(tmp_path, monkeypatch):
+    """A point calibrate fitted a Platt map for: the page shows (and Batch writes) the probability after the map,
+    names the map, and cuts that probability; re-labelling a result already mapped does not map it twice."""
+    from guardreasoner.recalibration import PlattMap
+
+    folder = write_point(tmp_path / "mapped", {"prompt_harmfulness": 0.5}, "tiny-guard")
+    point = json.loads((folder / "operating_point.json").read_text())
+    point["calibrations"] = {"prompt_harmfulness": {"method": "platt", "a": 1.0, "b": -1.0, "rows": 80}}
+    (folder / "operating_point.json").write_text(json.dumps(point))
+    monkeypatch.setenv(strictness.POINTS_ENV, str(folder))
+    strictness.operating_points.cache_clear()
+    try:
+        original = {**result_dict(), "model": "tiny-guard"}  # the screen said 0.6: harmful at its own cut
+        mapping = PlattMap(1.0, -1.0, 80, "mapped")
+        shown = strictness.relabelled(original, "point:mapped")
+        verdict = shown["verdicts"]["prompt_harmfulness"]
+        assert verdict["p_positive"] == pytest.approx(mapping(0.6)) and mapping(0.6) < 0.5
+        assert verdict["label"] == "unharmful" and verdict["threshold"] == 0.5
+        assert verdict["calibration"].startswith("platt: sigmoid(1.000 * logit(p) -1.000), fitted on 80 labelled "
+                                                 "rows of operating point mapped; over ")
+        again = strictness.relabelled(shown, "point:mapped")
+        assert again["verdicts"]["prompt_harmfulness"]["p_positive"] == verdict["p_positive"]
+        assert original["verdicts"]["prompt_harmfulness"]["p_positive"] == 0.6  # the guard's result is kept
+    finally:
+        strictness.operating_points.cache_clear()

@@ -18,8 +18,10 @@ from guardreasoner.operating_point import (
     calibrate,
     choose_threshold,
     interval,
+    load_operating_point,
     read_labelled,
 )
+from guardreasoner.recalibration import PlattMap
 from tests.test_encoder import HARMFUL, SAFE, dataset, minilm_tokenizer, tiny_bert, train_args  # noqa: F401
 
 # Ten rows ranked by score; five positive. Thresholds are midpoints between neighbouring scores.
@@ -151,7 +153,10 @@ def test_calibrate_end_to_end_resumes_and_writes_nothing_until_done(encoder_scre
     # The reported figures are those of the threshold on the rows as classified and labelled.
     gold = {row["prompt"]: row["prompt_harmfulness"] == "harmful" for row in csv.DictReader(data.open())}
     results = [json.loads(line) for line in (out / "classified.jsonl").read_text().splitlines()]
-    flagged = {r["prompt"]: r["verdicts"]["prompt_harmfulness"]["p_positive"] >= figures["threshold"] for r in results}
+    mapping = load_operating_point(out).calibrations["prompt_harmfulness"]  # the threshold cuts the mapped p
+    assert figures["calibration"] == {"method": "platt", "a": mapping.a, "b": mapping.b, "rows": 24}
+    flagged = {r["prompt"]: mapping(r["verdicts"]["prompt_harmfulness"]["p_positive"]) >= figures["threshold"]
+               for r in results}
     recall = sum(flagged[p] for p in gold if gold[p]) / 12
     fpr = sum(flagged[p] for p in gold if not gold[p]) / 12
     assert recall >= 0.9 and (recall, fpr) == pytest.approx((figures["recall"]["value"], figures["fpr"]["value"]))
@@ -171,7 +176,8 @@ def test_a_guard_loaded_with_an_operating_point_labels_by_its_thresholds(encoder
     out = tmp_path / "middle"
     calibrate(guard, data, out, target_recall=0.9, screen=str(encoder_screen))
     point = json.loads((out / OPERATING_POINT_FILE).read_text())
-    point["thresholds"]["prompt_harmfulness"] = middle
+    mapping = PlattMap.from_dict(point["calibrations"]["prompt_harmfulness"], "middle")
+    point["thresholds"]["prompt_harmfulness"] = mapping(middle)  # thresholds are on the mapped probability
     (out / OPERATING_POINT_FILE).write_text(json.dumps(point))
 
     pointed = load_guard(str(tiny_model_dir), "transformers", reasoning="off", screen=str(encoder_screen),
@@ -181,7 +187,11 @@ def test_a_guard_loaded_with_an_operating_point_labels_by_its_thresholds(encoder
     labels = [r.verdicts["prompt_harmfulness"].label for r in results]
     assert labels == ["harmful" if p >= middle else "unharmful" for p in scores]
     assert labels.count("harmful") == 12
-    assert all(r.verdicts["prompt_harmfulness"].threshold == middle for r in results)
+    assert all(r.verdicts["prompt_harmfulness"].threshold == mapping(middle) for r in results)
+    # each result reports the mapped probability, and names the map and the screen's calibration under it
+    assert [r.verdicts["prompt_harmfulness"].p_positive for r in results] == pytest.approx([mapping(p) for p in scores])
+    said = results[0].verdicts["prompt_harmfulness"].calibration
+    assert said.startswith("platt: sigmoid(") and "operating point middle" in said and "temperature" in said
     assert pointed.with_thresholds({"prompt_harmfulness": 0.5}).classify(prompts[:1])[0].operating_point is None
 
     output = tmp_path / "results.jsonl"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from guardreasoner.operating_point import (
     split_holdout,
 )
 from guardreasoner.parser import split_upstream_prompt
+from guardreasoner.recalibration import calibration_error, fit_platt
+from guardreasoner.results import UNCALIBRATED
 from guardreasoner.screen import Thresholds
 from tests.test_calibrate import write_csv
 from tests.test_screen import StubScreen
@@ -74,23 +77,28 @@ def test_thresholds_come_from_the_fit_part_and_the_held_out_figures_are_counted_
         return np.array([scores[prompts[line]] for line in lines]), np.array([part.gold[line][KEY] for line in lines])
 
     fit_p, fit_gold = arrays(fit)
-    threshold = choose_threshold(fit_p, fit_gold, target_fpr=0.1).threshold
+    mapping = fit_platt(fit_p, fit_gold)[0]  # fitted on the fit part only, and the threshold chosen after it
+    assert point["calibrations"] == {KEY: mapping.to_dict()}
+    threshold = choose_threshold([mapping(p) for p in fit_p], fit_gold, target_fpr=0.1).threshold
     assert point["thresholds"] == {KEY: threshold}
     assert point["data"]["rows"] == 120 and point["data"]["fit_rows"] == 60
     assert point["verdicts"][KEY]["fpr"]["value"] <= 0.1  # met on the rows it was chosen on
 
     held_p, held_gold = arrays(held)
-    flagged = held_p >= threshold
+    flagged = np.array([mapping(p) for p in held_p]) >= threshold
     fpr, recall = flagged[~held_gold].mean(), flagged[held_gold].mean()
     figures = point["held_out"]["verdicts"][KEY]
     assert (figures["fpr"]["value"], figures["recall"]["value"]) == pytest.approx((fpr, recall))
     assert figures["rows"] == {"harmful": 30, "unharmful": 30}
     assert figures["target_met"] == (fpr <= 0.1)
+    assert figures["ece"] == {"before": round(calibration_error(held_p, held_gold), 4),
+                              "after": round(calibration_error([mapping(p) for p in held_p], held_gold), 4)}
     for name in ("fpr", "recall"):
         low, high = figures[name]["interval"]
         assert low <= figures[name]["value"] <= high
     assert (point["held_out"]["fraction"], point["held_out"]["seed"], point["held_out"]["rows"]) == (0.5, 0, 60)
-    assert load_operating_point(tmp_path / "point").thresholds == {KEY: threshold}  # still an ordinary point
+    loaded = load_operating_point(tmp_path / "point")
+    assert loaded.thresholds == {KEY: threshold} and loaded.calibrations[KEY] == replace(mapping, point="point")
 
 
 def test_the_command_prints_both_and_refuses_too_small_a_part(labelled, tmp_path, monkeypatch, capsys):
@@ -107,12 +115,17 @@ def test_the_command_prints_both_and_refuses_too_small_a_part(labelled, tmp_path
     held = point["held_out"]["verdicts"][KEY]
     assert printed[0].startswith(f"{KEY}: threshold {point['thresholds'][KEY]:.4f}  FPR ")
     assert printed[0].endswith("on the rows it was chosen on")
+    mapped = point["verdicts"][KEY]
+    assert printed[1] == (f"  probability: Platt map sigmoid({mapped['calibration']['a']:.3f} * logit(p) "
+                          f"{mapped['calibration']['b']:+.3f})  calibration error {mapped['ece']['before']:.3f} -> "
+                          f"{mapped['ece']['after']:.3f}")
     verdict = "met" if held["target_met"] else "missed"
-    assert printed[1] == (
+    assert printed[2] == (
         f"  held out (60 rows, 0.5 of the file, seed 3): FPR {held['fpr']['value']:.3f} "
         f"[{held['fpr']['interval'][0]:.3f}, {held['fpr']['interval'][1]:.3f}]  recall {held['recall']['value']:.3f} "
         f"[{held['recall']['interval'][0]:.3f}, {held['recall']['interval'][1]:.3f}]  "
-        f"rows {{'harmful': 30, 'unharmful': 30}}  target FPR <= 0.1: {verdict}")
+        f"rows {{'harmful': 30, 'unharmful': 30}}  target FPR <= 0.1: {verdict}  calibration error "
+        f"{held['ece']['before']:.3f} -> {held['ece']['after']:.3f}")
     assert point["held_out"]["seed"] == 3
 
     # 60 unharmful rows, 10% held out: 6 of them, under the 20 an FPR of 0.05 needs; 90%: the same on the fit part.
@@ -171,8 +184,9 @@ class VerdictTokenBackend(Backend):
 
 
 def test_the_reasoning_models_verdict_probabilities_are_calibrated_like_the_screens(labelled, tmp_path):
-    """In reasoning full the probabilities are the reasoning model's, read at its verdict token: calibrate chooses
-    the threshold on them, and the point then overrides the label the model wrote where its p says otherwise."""
+    """In reasoning full the probabilities are the reasoning model's, read at its verdict token: calibrate fits a
+    map on them and chooses the threshold on the mapped probability; a guard with the point then reports that
+    probability, names the map, and overrides the label the model wrote where its p says otherwise."""
     data, scores = labelled
     guard = Guard(VerdictTokenBackend(scores))
     results = guard.classify(list(scores))
@@ -182,12 +196,17 @@ def test_the_reasoning_models_verdict_probabilities_are_calibrated_like_the_scre
     assert point["reasoning"] == "full" and point["held_out"]["verdicts"][KEY]["rows"]["unharmful"] == 30
     fit, _ = split_holdout(read_labelled(data), 0.5)
     prompts = {row.line: row.prompt for row in read_labelled(data).rows}
-    threshold = choose_threshold([scores[prompts[line]] for line in fit.gold],
-                                 [fit.gold[line][KEY] for line in fit.gold], target_fpr=0.1).threshold
-    assert point["thresholds"] == {KEY: threshold} and threshold > 0.5
+    fit_p, fit_gold = [scores[prompts[line]] for line in fit.gold], [fit.gold[line][KEY] for line in fit.gold]
+    mapping = replace(fit_platt(fit_p, fit_gold)[0], point="reasoned")
+    threshold = choose_threshold([mapping(p) for p in fit_p], fit_gold, target_fpr=0.1).threshold
+    assert point["thresholds"] == {KEY: threshold}
     written = [r.verdicts[KEY].label for r in results]
-    pointed = guard.with_operating_point("reasoned", point["thresholds"]).classify(list(scores))
-    assert [r.verdicts[KEY].label for r in pointed] == ["harmful" if p >= threshold else "unharmful"
+    loaded = load_operating_point(tmp_path / "reasoned")
+    pointed = guard.with_operating_point(loaded.name, loaded.thresholds, loaded.calibrations).classify(list(scores))
+    assert [r.verdicts[KEY].p_positive for r in pointed] == pytest.approx([mapping(p) for p in scores.values()])
+    assert {r.verdicts[KEY].calibration for r in pointed} == {f"{mapping.describe()}; over {UNCALIBRATED}"}
+    assert [r.verdicts[KEY].label for r in pointed] == ["harmful" if mapping(p) >= threshold else "unharmful"
                                                         for p in scores.values()]
     overridden = sum(a != b.verdicts[KEY].label for a, b in zip(written, pointed))
-    assert overridden == sum(0.5 <= p < threshold for p in scores.values()) > 0  # the model said harmful
+    raw_cut = min(p for p in scores.values() if mapping(p) >= threshold)  # the same cut on the raw probability
+    assert overridden == sum(0.5 <= p < raw_cut for p in scores.values()) > 0  # the model said harmful

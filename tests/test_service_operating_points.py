@@ -134,3 +134,28 @@ def test_a_server_without_points_says_so_and_a_point_that_cannot_apply_stops_sta
         create_app(screened_guard(ScriptedBackend()), operating_points=(points["strict"], twin))
     args = build_parser().parse_args(["serve", "--operating-point", "a", "--operating-point", "b"])
     assert args.operating_point == ["a", "b"]
+
+
+def test_a_point_with_a_map_maps_each_requests_probability_before_its_threshold(tmp_path):
+    """A point with a Platt map: /health says so, and a request naming it gets the mapped probability (the one
+    its threshold cuts), with the map named in the verdict's calibration."""
+    from guardreasoner.recalibration import PlattMap
+
+    folder = tmp_path / "mapped"
+    write_point(folder, 0.5)
+    point = json.loads((folder / OPERATING_POINT_FILE).read_text())
+    point["calibrations"] = {PROMPT_KEY: {"method": "platt", "a": 1.0, "b": 2.0, "rows": 40}}
+    (folder / OPERATING_POINT_FILE).write_text(json.dumps(point))
+    mapped = load_operating_point(folder)
+    mapping = PlattMap(1.0, 2.0, 40, "mapped")
+    app = create_app(screened_guard(ScriptedBackend()), settings=ServiceSettings(api_keys=[KEY]),
+                     operating_points=(mapped,))
+    with running(app) as url:
+        (offered,) = httpx.get(url + "/health").json()["operating_points"]["offered"]
+        assert offered["calibrations"] == {PROMPT_KEY: mapping.describe()}
+        (result,) = GuardClient(url, KEY).classify([SAFE_REQUEST], operating_point="mapped")
+        verdict = result.verdicts[PROMPT_KEY]  # the screen's 0.4 becomes 0.83: over the point's 0.5
+        assert verdict.p_positive == pytest.approx(mapping(0.4)) and verdict.label == "harmful"
+        assert verdict.calibration.startswith(mapping.describe())
+        (plain,) = GuardClient(url, KEY).classify([SAFE_REQUEST])  # no point: the screen's own probability
+        assert plain.verdicts[PROMPT_KEY].p_positive == pytest.approx(0.4)

@@ -10,7 +10,8 @@ decision (the reasoning model's answer, or the screen's cut).
 
 Operating points (``python -m guardreasoner calibrate`` on your own labelled rows) named in
 ``GUARDREASONER_OPERATING_POINTS`` (folders, comma-separated) are offered as choices too: each cuts every verdict
-it has a threshold for at that threshold, and the result names it. A point's thresholds mean something only for
+it has a threshold for at that threshold (after putting the probability through the point's Platt map, which the
+shown result then reports), and the result names it. A point's thresholds mean something only for
 the model and reasoning mode it was calibrated with: on a result of another model, or one whose verdicts were
 decided another way (a point calibrated with ``off`` and a verdict the reasoning model decided), the labels stand
 and the note says why.
@@ -26,6 +27,7 @@ import gradio as gr
 
 from guardreasoner.confidence import apply_threshold
 from guardreasoner.operating_point import OperatingPoint, load_operating_point, same_model
+from guardreasoner.recalibration import recalibrate
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, VERDICT_KEYS, GuardResult
 
 from . import views
@@ -117,6 +119,8 @@ def relabelled(result: dict | None, choice: str | None) -> dict | None:
     if result is None or cuts is None or (point and misfit(result, point)):
         return result
     guard_result = GuardResult.from_dict(result)
+    for key, mapping in (point.calibrations if point else {}).items():
+        recalibrate(guard_result.verdicts[key], mapping)  # the point's thresholds cut its mapped probability
     for key, threshold in cuts.items():
         apply_threshold(guard_result.verdicts[key], threshold)  # the guard's own rule; no p, no change
     if point:

@@ -185,7 +185,10 @@ class OfferedPoint(BaseModel):
     name: str = Field(description="what a request names under `operating_point`")
     reasoning: Literal[REASONING_MODES] = Field(description="the mode it was calibrated for (and applies in)")
     target: dict[str, float] | None = Field(description="what its thresholds were chosen for: fpr or recall")
-    thresholds: dict[str, float] = Field(description="per verdict, the cut on the positive label's probability")
+    thresholds: dict[str, float] = Field(description="per verdict, the cut on the positive label's probability "
+                                         "(after the verdict's map, where it has one)")
+    calibrations: dict[str, str] = Field(default_factory=dict, description="per verdict, the Platt map its "
+                                         "probability goes through before the threshold (none: as the guard gives it)")
 
 
 class OperatingPoints(BaseModel):

@@ -230,7 +230,10 @@ class GuardServing:
                       release=self.served.version if self.served else None,
                       operating_points=OperatingPoints(default=self.guard.operating_point, offered=[
                           OfferedPoint(name=point.name, reasoning=point.reasoning, target=point.target,
-                                       thresholds=point.thresholds) for point in self.operating_points.values()]))
+                                       thresholds=point.thresholds,
+                                       calibrations={key: mapping.describe() for key, mapping
+                                                     in point.calibrations.items()})
+                          for point in self.operating_points.values()]))
 
     # --- shared by the classify endpoints ----------------------------------------------------------------------
 
@@ -277,7 +280,7 @@ class GuardServing:
         if reasoning is not None and reasoning != chosen.reasoning:
             chosen = chosen.with_reasoning(reasoning)
         if point is not None:
-            chosen = chosen.with_operating_point(point.name, point.thresholds)
+            chosen = chosen.with_operating_point(point.name, point.thresholds, point.calibrations)
         elif self.default_point is not None and chosen.reasoning != self.default_point.reasoning:
             chosen = chosen.with_operating_point(None, {})  # its thresholds cut another mode's probabilities
         if body.thresholds:  # after the point's: they override it per verdict
