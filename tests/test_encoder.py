@@ -239,3 +239,38 @@ def test_batches_are_bounded_in_rows_and_tokens():
     assert all(len(batch) <= 32 and len(batch) * max(lengths[i] for i in batch) <= 4096 for batch in batches)
     assert [sum(lengths[i] == 512 for i in batch) for batch in batches][-3:] == [4, 8, 8]  # the 4 short rows
     # left over from the last full short batch share the first long batch: 8 rows of at most 512 tokens
+
+
+def test_excluded_rows_are_never_trained_on_and_the_card_counts_them(tiny_bert, tmp_path):
+    """--exclude_files (e.g. the test halves): a training row with the same request and reply is left out, as a
+    validation row's twin is, and the card says how many. The device: a CUDA GPU where there is one, unless
+    --use_cpu."""
+    from training.encoder import EncoderTrainingConfig, main, training_device
+
+    train, validation = dataset(tmp_path)
+    excluded = write_rows(tmp_path / "test.jsonl", [labelled(HARMFUL[0], prompt_harmfulness="harmful"),
+                                                    labelled("Never seen", prompt_harmfulness="unharmful")])
+    card = main(train_args(tiny_bert, train, validation, tmp_path / "run", num_train_epochs=1,
+                           exclude_files=excluded, use_cpu=True))
+    assert card["trained"]["rows_per_head"]["prompt_harmfulness"] == 11  # one of the 12 requests is excluded
+    assert "1 training rows share a request and reply with a validation or excluded row: left out" in \
+        card["trained"]["notes"]
+    assert card["trained"]["exclude_files"] == [str(excluded)] and card["trained"]["settings"]["use_cpu"] is True
+    import torch
+
+    assert training_device(EncoderTrainingConfig()).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert training_device(EncoderTrainingConfig(use_cpu=True)).type == "cpu"
+
+
+def test_training_reads_a_dataset_the_way_it_reads_the_hubs(tiny_bert, tmp_path):
+    """A --train_files entry that is not a file goes to datasets.load_dataset, as yueliu1999/GuardReasonerTrain
+    does (the GuardReasonerTrain recipe); here a local dataset folder, since the hub is out of reach."""
+    from training.encoder import main
+
+    train, validation = dataset(tmp_path)
+    folder = tmp_path / "guardreasonertrain"
+    folder.mkdir()
+    train.rename(folder / "train.jsonl")
+    card = main(train_args(tiny_bert, folder, validation, tmp_path / "run", num_train_epochs=1))
+    assert card["trained"]["rows_per_head"]["prompt_harmfulness"] == 12
+    assert card["trained"]["sources"] == {"train": 24}  # each row named by its dataset split

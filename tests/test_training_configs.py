@@ -84,3 +84,16 @@ def test_accelerate_launch_runs_rsft_on_cpu_and_zero3_asks_for_the_gpu_count(tmp
 
     refused = _accelerate("--config_file", str(CONFIGS / "zero3.yaml"), *stage, cwd=ROOT, env=env)
     assert refused.returncode != 0 and "manually pass in `--num_processes`" in refused.stderr  # not a guess
+
+
+def test_the_encoder_recipes_parse_and_the_guardreasonertrain_one_keeps_the_test_halves_out(tmp_path):
+    from trl import TrlParser
+
+    from training.encoder import EncoderScriptArguments, EncoderTrainingConfig
+
+    parser = TrlParser((EncoderScriptArguments, EncoderTrainingConfig))
+    for name in ("encoder_minilm", "encoder_minilm_l3", "encoder_minilm_guardreasonertrain"):
+        script, config = parser.parse_args_and_config(["--config", str(CONFIGS / f"{name}.yaml")])
+        assert script.model_name_or_path in ("minilm", "paraphrase-minilm-l3") and script.max_length == 512
+    assert script.train_files == ["yueliu1999/GuardReasonerTrain"]  # the hub dataset: load_rows reads its splits
+    assert script.exclude_files == ["runs/encoder/test.jsonl"] and not config.use_cpu

@@ -69,6 +69,9 @@ class EncoderScriptArguments:
     reasoning_rates_from: str | None = field(default="assets/screen/embedded-minilm/screen.json", metadata={
         "help": "a screen card with the reasoning guard's validation rates per verdict (for auto's band)"})
     max_rows: int | None = field(default=None, metadata={"help": "a seeded N of the training rows"})
+    exclude_files: list[str] = field(default_factory=list, metadata={
+        "help": "rows never to train on (e.g. the test halves, exported with eval.split): a training row with the "
+                "same request and reply is left out and counted in the card"})
 
 
 @dataclass
@@ -84,6 +87,7 @@ class EncoderTrainingConfig:
     seed: int = 0
     save_steps: int = 50
     logging_steps: int = 10
+    use_cpu: bool = False  # train on the CPU even where a CUDA GPU is present (as transformers' TrainingArguments)
 
 
 class TrainingDataError(GuardReasonerError, ValueError):
@@ -187,16 +191,30 @@ def base_folder(name: str) -> str:
     return name
 
 
+def on_device(batch: dict, device) -> dict:
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def training_device(config: EncoderTrainingConfig):
+    """A CUDA GPU where there is one (GuardReasonerTrain's 127K rows take hours an epoch on 2 CPU cores), else the
+    CPU. Float32 either way, as the stored weights' agreement figures assume."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() and not config.use_cpu else "cpu")
+
+
 def predict_logits(module, encoded, batch_size: int, pad_id: int) -> np.ndarray:
     import torch
 
+    device = next(module.parameters()).device
     order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].input_ids))
     out = np.zeros((len(encoded), len(VERDICT_KEYS)), dtype=np.float32)
     module.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            out[chunk] = module(**pad_batch([encoded[index] for index in chunk], pad_id)).float().numpy()
+            batch = on_device(pad_batch([encoded[index] for index in chunk], pad_id), device)
+            out[chunk] = module(**batch).float().cpu().numpy()
     return out
 
 
@@ -212,6 +230,10 @@ def validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     return {"auc": scores, "mean_auc": round(float(np.mean(list(scores.values()))), 4) if scores else 0.0}
 
 
+def cpu_state(module) -> dict:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+
+
 def save_checkpoint(folder: Path, module, optimizer, scheduler, state: dict) -> None:
     import torch
     from safetensors.torch import save_file
@@ -219,7 +241,7 @@ def save_checkpoint(folder: Path, module, optimizer, scheduler, state: dict) -> 
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({name: tensor.contiguous() for name, tensor in module.state_dict().items()}, partial / WEIGHTS_FILE)
+    save_file(cpu_state(module), partial / WEIGHTS_FILE)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, partial / "optimizer.pt")
     (partial / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
@@ -236,8 +258,14 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     validation, validation_notes = labelled_rows(script.validation_files)
     for note in notes + validation_notes:
         logger.warning(note)
-    held = {(row.prompt, row.response) for row in validation}
-    rows = [row for row in rows if (row.prompt, row.response) not in held]  # validation rows stay unseen
+    unseen = {(row.prompt, row.response) for row in validation}
+    unseen |= {(row.prompt, row.response) for path in script.exclude_files for row in rows_from_train_file(path)}
+    read = len(rows)
+    rows = [row for row in rows if (row.prompt, row.response) not in unseen]
+    if read > len(rows):
+        notes.append(f"{read - len(rows)} training rows share a request and reply with a validation or excluded row: "
+                     "left out")
+        logger.warning(notes[-1])
     if script.max_rows:
         rows = random.Random(config.seed).sample(rows, min(script.max_rows, len(rows)))
     if not rows:
@@ -255,6 +283,8 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     module = multi_head_encoder(encoder, config.dropout)
     torch.manual_seed(config.seed)
     module.heads.reset_parameters()
+    device = training_device(config)
+    module.to(device)
     decay = [p for n, p in module.named_parameters() if not any(part in n for part in ("bias", "LayerNorm"))]
     rest = [p for n, p in module.named_parameters() if any(part in n for part in ("bias", "LayerNorm"))]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -268,21 +298,22 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     checkpoint = out / CHECKPOINT
     if (checkpoint / "state.json").is_file():
         module.load_state_dict(load_file(checkpoint / WEIGHTS_FILE))
-        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location=device)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
         logger.warning("resuming from %s at step %d of %d", checkpoint, state["step"], total)
     pad_id = tokenizer.pad_token_id or 0
-    label_tensor = torch.tensor(labels)
+    label_tensor = torch.tensor(labels).to(device)
     while state["step"] < total:
         epoch, done = divmod(state["step"], steps_per_epoch)
         module.train()
         epoch_began = time.perf_counter()
         batches = batch_order(lengths, config.per_device_train_batch_size, config.seed, epoch)
         for batch in batches[done:]:
-            torch.manual_seed(config.seed * 100_000 + state["step"])  # dropout: a function of the step, so a
-            logits = module(**pad_batch([encoded[index] for index in batch], pad_id))  # resumed run = an unbroken one
+            # dropout: a function of the step, so that a resumed run is an unbroken one
+            torch.manual_seed(config.seed * 100_000 + state["step"])
+            logits = module(**on_device(pad_batch([encoded[index] for index in batch], pad_id), device))
             loss = masked_loss(logits, label_tensor[batch])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -308,8 +339,9 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
             (out / "best").mkdir(parents=True, exist_ok=True)
             from safetensors.torch import save_file
 
-            save_file({n: t.contiguous() for n, t in module.state_dict().items()}, out / "best" / WEIGHTS_FILE)
+            save_file(cpu_state(module), out / "best" / WEIGHTS_FILE)
         save_checkpoint(checkpoint, module, optimizer, scheduler, state)
+    module.to("cpu")  # the screen is written, and its stored weights compared, on the CPU it will serve on
     module.load_state_dict(load_file(out / "best" / WEIGHTS_FILE))
     module.eval()
     best = max(state["epochs"], key=lambda entry: entry["mean_auc"])
@@ -408,7 +440,8 @@ def write_screen(script, config, module, tokenizer, rows, validation, held_encod
             "rows": len(rows), "validation_rows": len(validation), "sources": sources,
             "rows_per_head": {key: int((labels[:, column] >= 0).sum()) for column, key in enumerate(VERDICT_KEYS)},
             "positive_per_head": {key: int((labels[:, column] == 1).sum()) for column, key in enumerate(VERDICT_KEYS)},
-            "train_files": script.train_files, "validation_files": script.validation_files, "notes": notes,
+            "train_files": script.train_files, "validation_files": script.validation_files,
+            "exclude_files": script.exclude_files, "notes": notes,
             "settings": asdict(config), "epochs": state["epochs"], "chosen_epoch": best["epoch"],
             "train_s": round(state["train_s"], 1), "wall_s": round(wall_s, 1), "heads": report,
         },
