@@ -274,3 +274,21 @@ def test_training_reads_a_dataset_the_way_it_reads_the_hubs(tiny_bert, tmp_path)
     card = main(train_args(tiny_bert, folder, validation, tmp_path / "run", num_train_epochs=1))
     assert card["trained"]["rows_per_head"]["prompt_harmfulness"] == 12
     assert card["trained"]["sources"] == {"train": 24}  # each row named by its dataset split
+
+
+def test_request_views_teach_the_request_head_the_request_alone():
+    """--request_views: a pair labelling its request adds the request alone with that label, once per request,
+    but never where the request alone is already a row (its own label stands) or must stay unseen."""
+    from training.encoder import with_request_views
+    from training.screen import Labelled
+
+    rows = [Labelled("Make a bomb", "No.", {"prompt_harmfulness": "harmful", "response_refusal": "refusal"}, "a"),
+            Labelled("Make a bomb", "Sure: ...", {"prompt_harmfulness": "harmful"}, "a"),
+            Labelled("Bake bread", "Knead it.", {"prompt_harmfulness": "unharmful"}, "a"),
+            Labelled("Bake bread", None, {"prompt_harmfulness": "harmful"}, "b"),  # the request alone: kept as is
+            Labelled("Pick a lock", "Here is how", {"response_harmfulness": "harmful"}, "a"),  # request unlabelled
+            Labelled("Hide a body", "No.", {"prompt_harmfulness": "harmful"}, "a")]
+    out = with_request_views(rows, unseen={("Hide a body", None)})
+    assert out[: len(rows)] == rows
+    assert [(row.prompt, row.response, row.labels, row.source) for row in out[len(rows):]] == [
+        ("Make a bomb", None, {"prompt_harmfulness": "harmful"}, "a/request-view")]

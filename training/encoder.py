@@ -42,7 +42,7 @@ from guardreasoner.encoder import (
     quantized,
 )
 from guardreasoner.errors import GuardReasonerError
-from guardreasoner.results import POSITIVE, VERDICT_KEYS
+from guardreasoner.results import POSITIVE, PROMPT_HARMFULNESS, VERDICT_KEYS
 from guardreasoner.screen import CARD_FILE, FORMAT, Thresholds
 from stagekit.metrics import calibration_error, f1_of_flags
 
@@ -69,6 +69,9 @@ class EncoderScriptArguments:
     reasoning_rates_from: str | None = field(default="assets/screen/embedded-minilm/screen.json", metadata={
         "help": "a screen card with the reasoning guard's validation rates per verdict (for auto's band)"})
     max_rows: int | None = field(default=None, metadata={"help": "a seeded N of the training rows"})
+    request_views: bool = field(default=False, metadata={
+        "help": "also train the request head on the request alone of every pair that labels it (a request's harm "
+                "does not depend on the reply, and prompt-only rows are what many callers send)"})
     exclude_files: list[str] = field(default_factory=list, metadata={
         "help": "rows never to train on (e.g. the test halves, exported with eval.split): a training row with the "
                 "same request and reply is left out and counted in the card"})
@@ -119,6 +122,19 @@ def labelled_rows(paths: list[str]) -> tuple[list[Labelled], list[str]]:
 def _lines(numbers: list[int]) -> str:
     shown = ", ".join(str(number) for number in numbers[:10])
     return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+
+
+def with_request_views(rows: list[Labelled], unseen: set) -> list[Labelled]:
+    """``rows`` and, for each pair labelling the request, the request alone with that label (unless the request
+    alone is already a row, or must stay unseen)."""
+    have = {(row.prompt, row.response) for row in rows} | unseen
+    views = {}
+    for row in rows:
+        label = row.labels.get(PROMPT_HARMFULNESS)
+        if row.response is not None and label and (row.prompt, None) not in have:
+            views.setdefault(row.prompt, Labelled(row.prompt, None, {PROMPT_HARMFULNESS: label},
+                                                  f"{row.source}/request-view"))
+    return rows + list(views.values())
 
 
 def label_matrix(rows: list[Labelled]) -> np.ndarray:
@@ -266,6 +282,8 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
         notes.append(f"{read - len(rows)} training rows share a request and reply with a validation or excluded row: "
                      "left out")
         logger.warning(notes[-1])
+    if script.request_views:
+        rows = with_request_views(rows, unseen)
     if script.max_rows:
         rows = random.Random(config.seed).sample(rows, min(script.max_rows, len(rows)))
     if not rows:
