@@ -129,7 +129,11 @@ def relabelled(result: dict | None, choice: str | None) -> dict | None:
 
 
 def _point_cuts(point: OperatingPoint) -> str:
-    return ", ".join(f"the {WHAT[key]} from p = {value:.2f}" for key, value in point.thresholds.items()) + "."
+    cuts = ", ".join(f"the {WHAT[key]} from p = {value:.2f}" for key, value in point.thresholds.items()) + "."
+    if point.calibrations:  # the p shown is then the mapped one: say so, or 0.27 against a screen's 0.65 puzzles
+        mapped = " and ".join(f"the {WHAT[key]}'s" for key in point.calibrations)
+        cuts += f" Each p ({mapped}) is the point's calibration of the guard's, fitted on its labelled rows."
+    return cuts
 
 
 def _cut_text(choice: str) -> str:

@@ -1,0 +1,68 @@
+"""How many 512-token pairs a second this CPU could give the encoder screen if it did nothing but its matrix
+products at the speed torch reaches on them: the work of one pair counted from the config, divided into the
+measured rate of a matrix product of the encoder's own shape, per dtype. A ceiling, not a forecast: it leaves out
+attention's softmax, layer norms, GELU and memory traffic, which the measured pairs/s pays for.
+
+    python -m benchmarks.encoder_ceiling                        # the shipped screen, float32 and bfloat16
+    python -m benchmarks.encoder_ceiling --seconds 5 --threads 2
+
+Run it on an idle machine: the figure is the machine's, and other jobs take their share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def pair_flops(config: dict, tokens: int) -> float:
+    """Multiply-adds x 2 of one ``tokens``-long pair through the encoder's layers: the four attention projections,
+    the two feed-forward matrices, and attention's two products (scores and the weighted values)."""
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    projections = 4 * hidden * hidden + 2 * hidden * inner
+    attention = 2 * tokens * hidden
+    return 2.0 * layers * tokens * (projections + attention)
+
+
+def matmul_rate(dtype, rows: int, hidden: int, inner: int, seconds: float) -> float:
+    """Sustained FLOP/s of ``(rows x hidden) @ (hidden x inner)``, the feed-forward's shape, in ``dtype``."""
+    import torch
+
+    left = torch.randn(rows, hidden).to(dtype)
+    right = torch.randn(hidden, inner).to(dtype)
+    for _ in range(3):
+        left @ right
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        left @ right
+        done += 1
+    return 2.0 * rows * hidden * inner * done / (time.perf_counter() - began)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    from guardreasoner.cpu import native_bfloat16
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--screen", default="assets/screen/encoder")
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per dtype")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = json.loads((Path(args.screen) / "config.json").read_text(encoding="utf-8"))
+    flops = pair_flops(config, args.tokens)
+    rows = 8 * args.tokens  # a batch of 8 pairs, as the screen batches long ones (4,096 tokens)
+    out = {"gflop_per_pair": round(flops / 1e9, 2), "threads": args.threads, "native_bfloat16": native_bfloat16()}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        rate = matmul_rate(dtype, rows, config["hidden_size"], config["intermediate_size"], args.seconds)
+        out[name] = {"matmul_gflop_per_s": round(rate / 1e9, 1), "ceiling_pairs_per_s": round(rate / flops, 1)}
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
