@@ -381,6 +381,9 @@ def calibrate(guard, data: str | Path, out: str | Path, *, target_fpr: float | N
                  part=" in the part the thresholds are chosen on" if held else "")
     data_sha256 = file_sha256(data)
     staging = out.with_name(out.name + ".partial")
+    # the probabilities as the model gives them: a point loaded with the guard would map them, and the new point's
+    # maps, which a guard applies in place of any other point's, would then be fitted to the wrong numbers
+    guard = guard.with_operating_point(None, {})
     identity = _run_identity(guard, data_sha256, screen)
     classified = _classified(guard, labelled, staging, identity, batch_size)
     verdicts = calibrate_verdicts(fit, classified, target_fpr=target_fpr, target_recall=target_recall, seed=seed,

@@ -27,7 +27,7 @@ from guardreasoner.operating_point import (
     split_holdout,
 )
 from guardreasoner.parser import split_upstream_prompt
-from guardreasoner.recalibration import calibration_error, fit_platt
+from guardreasoner.recalibration import PlattMap, calibration_error, fit_platt
 from guardreasoner.results import UNCALIBRATED
 from guardreasoner.screen import Thresholds
 from tests.test_calibrate import write_csv
@@ -192,7 +192,9 @@ def test_the_reasoning_models_verdict_probabilities_are_calibrated_like_the_scre
     results = guard.classify(list(scores))
     assert [r.verdicts[KEY].p_positive for r in results] == pytest.approx(list(scores.values()))
     assert {r.verdicts[KEY].decided_by for r in results} == {"reasoning"}
-    point = calibrate(guard, data, tmp_path / "reasoned", target_fpr=0.1, holdout=0.5)
+    earlier = PlattMap(3.0, 1.0, 50, "earlier")  # a point the guard was loaded with: calibrate fits on raw p
+    point = calibrate(guard.with_operating_point("earlier", {KEY: 0.5}, {KEY: earlier}), data,
+                      tmp_path / "reasoned", target_fpr=0.1, holdout=0.5)
     assert point["reasoning"] == "full" and point["held_out"]["verdicts"][KEY]["rows"]["unharmful"] == 30
     fit, _ = split_holdout(read_labelled(data), 0.5)
     prompts = {row.line: row.prompt for row in read_labelled(data).rows}
