@@ -156,8 +156,8 @@ def test_an_operating_point_with_a_map_reports_the_mapped_probability_it_cuts(tm
         assert verdict["calibration"].startswith("platt: sigmoid(1.000 * logit(p) -1.000), fitted on 80 labelled "
                                                  "rows of operating point mapped; over ")
         *_, note = strictness.show(original, "point:mapped")
-        assert "Each p (the prompt&#x27;s) is the point&#x27;s calibration of the guard&#x27;s, fitted on its " \
-            "labelled rows." in note and "the prompt is now unharmful" in note
+        assert "The prompt&#x27;s p is calibrated by the point (a map fitted on its labelled rows) before the " \
+            "cut." in note and "the prompt is now unharmful" in note
         again = strictness.relabelled(shown, "point:mapped")
         assert again["verdicts"]["prompt_harmfulness"]["p_positive"] == verdict["p_positive"]
         assert original["verdicts"]["prompt_harmfulness"]["p_positive"] == 0.6  # the guard's result is kept

@@ -132,7 +132,9 @@ def _point_cuts(point: OperatingPoint) -> str:
     cuts = ", ".join(f"the {WHAT[key]} from p = {value:.2f}" for key, value in point.thresholds.items()) + "."
     if point.calibrations:  # the p shown is then the mapped one: say so, or 0.27 against a screen's 0.65 puzzles
         mapped = " and ".join(f"the {WHAT[key]}'s" for key in point.calibrations)
-        cuts += f" Each p ({mapped}) is the point's calibration of the guard's, fitted on its labelled rows."
+        verb = "is" if len(point.calibrations) == 1 else "are"
+        cuts += f" {mapped[0].upper()}{mapped[1:]} p {verb} calibrated by the point (a map fitted on its labelled " \
+                "rows) before the cut."
     return cuts
 
 
