@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
         label_matrix,
         labelled_rows,
         predict_logits,
+        training_rows,
         validation_scores,
         write_screen,
     )
@@ -44,7 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = Path(args.checkpoints[0])
     tokenizer = AutoTokenizer.from_pretrained(base)
-    validation, _ = labelled_rows([args.validation])
+    script = EncoderScriptArguments(train_files=[args.fit], validation_files=[args.validation],
+                                    max_length=args.max_length, screen_dir=args.screen_dir)
+    if args.screen_dir:  # the card counts the rows the averaged runs trained on, as training.encoder's does
+        rows, validation, notes = training_rows(script, EncoderTrainingConfig().seed)
+    else:
+        validation, _ = labelled_rows(script.validation_files)
     encoded = [encode_pair(tokenizer, row.prompt, row.response, args.max_length) for row in validation]
     labels = label_matrix(validation)
     module = load_module(base)
@@ -53,9 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     def averaged(paths) -> dict:
         return {name: sum(states[path][name] for path in paths) / len(paths) for name in states[paths[0]]}
 
-    candidates = [(path,) for path in args.checkpoints]
-    candidates += [combo for size in range(2, len(args.checkpoints) + 1)
-                   for combo in itertools.combinations(args.checkpoints, size)]
+    candidates = [combo for size in range(1, len(args.checkpoints) + 1)
+                  for combo in itertools.combinations(args.checkpoints, size)]
     scores = {}
     for combo in candidates:
         module.load_state_dict(averaged(list(combo)))
@@ -64,11 +69,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{scored['mean_auc']:.4f}  {scored['auc']}  {' + '.join(combo)}", flush=True)
     if args.screen_dir:
         module.load_state_dict(averaged(args.checkpoints))
-        script = EncoderScriptArguments(train_files=[args.fit], validation_files=[args.validation],
-                                        max_length=args.max_length, screen_dir=args.screen_dir)
-        rows, notes = labelled_rows(script.train_files)
-        held = {(row.prompt, row.response) for row in validation}
-        rows = [row for row in rows if (row.prompt, row.response) not in held]
         epoch = {"epoch": "average", "checkpoints": args.checkpoints}
         card = write_screen(script, EncoderTrainingConfig(), module, tokenizer, rows, validation, encoded, labels,
                             {"epochs": [epoch], "train_s": 0.0}, epoch, notes, 0.0)

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .backends.base import Backend, Generation
-from .confidence import apply_threshold
+from .confidence import cut_verdict
 from .guard import Guard, item_pair
-from .recalibration import PlattMap, recalibrate
+from .recalibration import PlattMap
 from .results import INPUT_TRUNCATED as TRUNCATED
 from .results import LABELS, POSITIVE, SOURCE_SCREEN, VERDICT_KEYS, GuardResult, StreamUpdate, Verdict
 from .template import GuardPrompt
@@ -74,10 +74,8 @@ def decide(screen, probabilities: dict[str, float | None], response: str | None,
             decided[key] = screen_verdict(key, p, head.thresholds.high, calibration_of(screen, head))
         else:
             decided[key] = None
-        if decided[key] is not None and key in (calibrations or {}):
-            recalibrate(decided[key], calibrations[key])
-        if decided[key] is not None and key in (thresholds or {}):
-            apply_threshold(decided[key], thresholds[key])
+        if decided[key] is not None:
+            cut_verdict(decided[key], (thresholds or {}).get(key), (calibrations or {}).get(key))
     return decided
 
 

@@ -11,6 +11,7 @@ import bisect
 import math
 import re
 
+from .recalibration import PlattMap, recalibrate
 from .results import LABELS, POSITIVE, UNCALIBRATED, Verdict
 
 
@@ -104,6 +105,16 @@ def attach_confidences(text: str, verdicts: dict[str, Verdict], tokens: list[str
         verdict.calibration = UNCALIBRATED if verdict.p_positive is not None else None
 
 
+def cut_verdict(verdict: Verdict, threshold: float | None, mapping: PlattMap | None = None) -> None:
+    """An operating point's (or given thresholds') rule for one verdict, wherever it applies (the reasoning
+    model's verdicts, the screen's, a result the app re-labels): the probability through its map, then the label
+    at the threshold (None: the guard's own label stands)."""
+    if mapping is not None:
+        recalibrate(verdict, mapping)
+    if threshold is not None:
+        apply_threshold(verdict, threshold)
+
+
 def apply_threshold(verdict: Verdict, threshold: float) -> None:
     """Choose the positive label when its probability reaches ``threshold`` (0.5 reproduces the argmax)."""
     if verdict.p_positive is None or verdict.label is None:
@@ -113,4 +124,4 @@ def apply_threshold(verdict: Verdict, threshold: float) -> None:
     verdict.threshold = threshold
 
 
-__all__ = ["attach_confidences", "apply_threshold", "positive_probability", "POSITIVE"]
+__all__ = ["attach_confidences", "apply_threshold", "cut_verdict", "positive_probability", "POSITIVE"]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .backends.base import Backend, Generation, SamplingConfig
-from .confidence import apply_threshold, attach_confidences
+from .confidence import attach_confidences, cut_verdict
 from .models import ModelSpec, logger, model_folder
 from .parser import parse_for
-from .recalibration import PlattMap, recalibrate
+from .recalibration import PlattMap
 from .results import (
     INPUT_TRUNCATED,
     POSITIVE,
@@ -157,10 +157,8 @@ class Guard:
         verdicts = parsed.verdicts
         if generation.tokens and generation.top_logprobs:
             attach_confidences(generation.text, verdicts, generation.tokens, generation.top_logprobs)
-        for key, mapping in self.calibrations.items():
-            recalibrate(verdicts[key], mapping)
-        for key, threshold in self.thresholds.items():
-            apply_threshold(verdicts[key], threshold)
+        for key, verdict in verdicts.items():
+            cut_verdict(verdict, self.thresholds.get(key), self.calibrations.get(key))
         if self.fail_closed:
             for key in (PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS) if has_response else (PROMPT_HARMFULNESS,):
                 if verdicts[key].label is None:

@@ -264,15 +264,14 @@ def save_checkpoint(folder: Path, module, optimizer, scheduler, state: dict) -> 
     partial.rename(folder)  # a checkpoint is whole or absent: a run killed while writing keeps the previous one
 
 
-def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict:
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
-
-    began = time.perf_counter()
+def training_rows(script: EncoderScriptArguments, seed: int) -> tuple[list[Labelled], list[Labelled], list[str]]:
+    """The rows to train on, the validation rows and the notes on what was left out (each also logged): training
+    rows that share a request and reply with a validation or excluded row are dropped, then the request views
+    and ``max_rows`` applied."""
     rows, notes = labelled_rows(script.train_files)
     validation, validation_notes = labelled_rows(script.validation_files)
-    for note in notes + validation_notes:
+    notes += validation_notes
+    for note in notes:
         logger.warning(note)
     unseen = {(row.prompt, row.response) for row in validation}
     unseen |= {(row.prompt, row.response) for path in script.exclude_files for row in rows_from_train_file(path)}
@@ -285,12 +284,22 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     if script.request_views:
         rows = with_request_views(rows, unseen)
     if script.max_rows:
-        rows = random.Random(config.seed).sample(rows, min(script.max_rows, len(rows)))
+        rows = random.Random(seed).sample(rows, min(script.max_rows, len(rows)))
     if not rows:
         raise TrainingDataError("no labelled training rows: pass --train_files")
     if not validation:
         raise TrainingDataError("no validation rows: pass --validation_files (the epoch and thresholds are "
                                 "chosen on them)")
+    return rows, validation, notes
+
+
+def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+    began = time.perf_counter()
+    rows, validation, notes = training_rows(script, config.seed)
     folder = base_folder(script.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoded = [encode_pair(tokenizer, row.prompt, row.response, script.max_length) for row in rows]
@@ -364,7 +373,7 @@ def train(script: EncoderScriptArguments, config: EncoderTrainingConfig) -> dict
     module.eval()
     best = max(state["epochs"], key=lambda entry: entry["mean_auc"])
     card = write_screen(script, config, module, tokenizer, rows, validation, held_encoded, held_labels,
-                        state, best, notes + validation_notes, time.perf_counter() - began)
+                        state, best, notes, time.perf_counter() - began)
     return card
 
 

@@ -25,9 +25,8 @@ from functools import cache
 
 import gradio as gr
 
-from guardreasoner.confidence import apply_threshold
+from guardreasoner.confidence import cut_verdict
 from guardreasoner.operating_point import OperatingPoint, load_operating_point, same_model
-from guardreasoner.recalibration import recalibrate
 from guardreasoner.results import PROMPT_HARMFULNESS, RESPONSE_HARMFULNESS, VERDICT_KEYS, GuardResult
 
 from . import views
@@ -119,10 +118,9 @@ def relabelled(result: dict | None, choice: str | None) -> dict | None:
     if result is None or cuts is None or (point and misfit(result, point)):
         return result
     guard_result = GuardResult.from_dict(result)
-    for key, mapping in (point.calibrations if point else {}).items():
-        recalibrate(guard_result.verdicts[key], mapping)  # the point's thresholds cut its mapped probability
-    for key, threshold in cuts.items():
-        apply_threshold(guard_result.verdicts[key], threshold)  # the guard's own rule; no p, no change
+    maps = point.calibrations if point else {}
+    for key, verdict in guard_result.verdicts.items():  # the guard's own rule; no p, no change
+        cut_verdict(verdict, cuts.get(key), maps.get(key))
     if point:
         guard_result.operating_point = point.name
     return {**result, **guard_result.to_dict()}

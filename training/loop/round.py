@@ -58,7 +58,7 @@ def run_round(config: RoundConfig, reviews=argilla_reviews) -> dict:
     """One round; returns its report (also written as files, except for a dry run or a round with nothing new).
     ``reviews`` returns every submitted review (None: no server configured)."""
     state = LoopState(Path(config.state))
-    given = given_policies(config.policies)  # a --policy folder the round could not refit fails before anything
+    given = given_policies(config.policies)  # a --policy folder it cannot refit fails before anything is read
     if config.dry_run:
         return _dry_run(config, state, reviews, given)
     with Lock(state):
