@@ -5,6 +5,7 @@ attention's softmax, layer norms, GELU and memory traffic, which the measured pa
 
     python -m benchmarks.encoder_ceiling                        # the shipped screen, float32 and bfloat16
     python -m benchmarks.encoder_ceiling --seconds 5 --threads 2
+    python -m benchmarks.encoder_ceiling --profile             # and where one batch of 8 pairs spends its time
 
 Run it on an idle machine: the figure is the machine's, and other jobs take their share of it.
 """
@@ -41,6 +42,36 @@ def matmul_rate(dtype, rows: int, hidden: int, inner: int, seconds: float) -> fl
     return 2.0 * rows * hidden * inner * done / (time.perf_counter() - began)
 
 
+def time_by_operator(screen: str, tokens: int, dtype: str, repeats: int = 3) -> dict:
+    """Wall seconds of one batch of 8 ``tokens``-long pairs through the screen's own module (best of ``repeats``),
+    and the share of the profiled CPU time each of its largest operators took."""
+    import torch
+
+    from guardreasoner.encoder import computing, load_module
+
+    module = load_module(Path(screen))
+    ids = torch.randint(1000, 20000, (8, tokens))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+    def forward():
+        with torch.inference_mode(), computing(dtype):
+            module(**batch)
+
+    forward()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        forward()
+        best = min(best, time.perf_counter() - began)
+    with torch.profiler.profile() as profile:
+        forward()
+    spent = {event.key: event.self_cpu_time_total for event in profile.key_averages()}
+    total = sum(spent.values())
+    largest = sorted(spent.items(), key=lambda item: -item[1])[:5]
+    return {"batch_s": round(best, 3), "pairs_per_s": round(8 / best, 1),
+            "share": {name: round(value / total, 3) for name, value in largest}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
@@ -51,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=3.0, help="per dtype")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--profile", action="store_true", help="also time one batch through the screen, by operator")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = json.loads((Path(args.screen) / "config.json").read_text(encoding="utf-8"))
@@ -60,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         rate = matmul_rate(dtype, rows, config["hidden_size"], config["intermediate_size"], args.seconds)
         out[name] = {"matmul_gflop_per_s": round(rate / 1e9, 1), "ceiling_pairs_per_s": round(rate / flops, 1)}
+        if args.profile:
+            out[name]["measured"] = time_by_operator(args.screen, args.tokens, name)
     print(json.dumps(out, indent=2))
     return out
 
