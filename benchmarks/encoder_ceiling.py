@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+PAIRS = 8  # a batch as the screen batches long pairs: 8 of 512 tokens fill its 4,096-token batch
+
 
 def pair_flops(config: dict, tokens: int) -> float:
     """Multiply-adds x 2 of one ``tokens``-long pair through the encoder's layers: the four attention projections,
@@ -42,15 +44,14 @@ def matmul_rate(dtype, rows: int, hidden: int, inner: int, seconds: float) -> fl
     return 2.0 * rows * hidden * inner * done / (time.perf_counter() - began)
 
 
-def time_by_operator(screen: str, tokens: int, dtype: str, repeats: int = 3) -> dict:
-    """Wall seconds of one batch of 8 ``tokens``-long pairs through the screen's own module (best of ``repeats``),
-    and the share of the profiled CPU time each of its largest operators took."""
+def time_by_operator(module, tokens: int, dtype: str, repeats: int = 3) -> dict:
+    """Wall seconds of one batch of ``PAIRS`` ``tokens``-long pairs through the screen's module (best of
+    ``repeats``), and the share of the profiled CPU time each of its largest operators took."""
     import torch
 
-    from guardreasoner.encoder import computing, load_module
+    from guardreasoner.encoder import computing
 
-    module = load_module(Path(screen))
-    ids = torch.randint(1000, 20000, (8, tokens))
+    ids = torch.randint(1000, 20000, (PAIRS, tokens))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
     def forward():
@@ -68,7 +69,7 @@ def time_by_operator(screen: str, tokens: int, dtype: str, repeats: int = 3) -> 
     spent = {event.key: event.self_cpu_time_total for event in profile.key_averages()}
     total = sum(spent.values())
     largest = sorted(spent.items(), key=lambda item: -item[1])[:5]
-    return {"batch_s": round(best, 3), "pairs_per_s": round(8 / best, 1),
+    return {"batch_s": round(best, 3), "pairs_per_s": round(PAIRS / best, 1),
             "share": {name: round(value / total, 3) for name, value in largest}}
 
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from guardreasoner.cpu import native_bfloat16
+    from guardreasoner.encoder import load_module
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--screen", default="assets/screen/encoder")
@@ -87,13 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     config = json.loads((Path(args.screen) / "config.json").read_text(encoding="utf-8"))
     flops = pair_flops(config, args.tokens)
-    rows = 8 * args.tokens  # a batch of 8 pairs, as the screen batches long ones (4,096 tokens)
+    rows = PAIRS * args.tokens
+    module = load_module(Path(args.screen)) if args.profile else None
     out = {"gflop_per_pair": round(flops / 1e9, 2), "threads": args.threads, "native_bfloat16": native_bfloat16()}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         rate = matmul_rate(dtype, rows, config["hidden_size"], config["intermediate_size"], args.seconds)
         out[name] = {"matmul_gflop_per_s": round(rate / 1e9, 1), "ceiling_pairs_per_s": round(rate / flops, 1)}
         if args.profile:
-            out[name]["measured"] = time_by_operator(args.screen, args.tokens, name)
+            out[name]["measured"] = time_by_operator(module, args.tokens, name)
     print(json.dumps(out, indent=2))
     return out
 
